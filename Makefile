@@ -1,0 +1,150 @@
+# tlsk - one plain GNU Makefile.
+#
+#   make                 libtlsk.so.0 and libtlsk.a in build/
+#   make test            native tier, then the real-kernel tier in user-mode Linux
+#   make check           native tier only
+#   make check-ktls      real-kernel tier only (user-mode Linux with tls.ko)
+#   make SANITIZE=address,undefined test
+#   make install PREFIX=/usr/local [DESTDIR=...]
+#   make run             serve the current folder over HTTPS
+#   make clean
+#   V=1 shows commands.
+
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+VERSION := 0.1.0
+SONAME := libtlsk.so.0
+
+CC ?= cc
+B := build$(if $(SANITIZE),-san)
+PKG_CFLAGS := $(shell pkg-config --cflags openssl libmnl 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs openssl libmnl 2>/dev/null || echo -lssl -lcrypto -lmnl)
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers
+ifeq ($(CI),true)
+WERROR ?= -Werror
+endif
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(WERROR) $(CFLAGS) \
+              -Iinclude -Ilib -Ikmod-helpers $(PKG_CFLAGS) -MMD -MP
+LDLIBS := $(PKG_LIBS) -lpthread
+
+ifneq ($(SANITIZE),)
+ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN_LDFLAGS := -fsanitize=$(SANITIZE)
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRC := $(wildcard lib/*.c) $(wildcard kmod-helpers/*.c)
+LIB_OBJ := $(patsubst %.c,$(B)/%.o,$(LIB_SRC))
+
+TEST_LIB_SRC := $(wildcard tests/lib/*.c)
+TEST_LIB_OBJ := $(patsubst %.c,$(B)/%.o,$(TEST_LIB_SRC))
+TEST_SRC := $(wildcard tests/unit/test_*.c) $(wildcard tests/ktls/test_*.c) \
+            $(wildcard tests/interop/test_*.c)
+TEST_BIN := $(patsubst %.c,$(B)/%,$(TEST_SRC))
+TEST_HELPERS_SRC := $(wildcard tests/helpers/*.c)
+TEST_HELPERS := $(patsubst %.c,$(B)/%,$(TEST_HELPERS_SRC))
+
+TOOL_SRC := $(wildcard tools/*.c)
+TOOL_COMMON_SRC := $(wildcard tools/common/*.c)
+TOOL_COMMON_OBJ := $(patsubst %.c,$(B)/%.o,$(TOOL_COMMON_SRC))
+TOOLS := $(patsubst tools/%.c,$(B)/tools/%,$(TOOL_SRC))
+
+.PHONY: all lib tests tools check check-ktls test deps install uninstall clean run fuzz bench \
+        analyze format
+
+all: lib tools
+
+lib: $(B)/$(SONAME) $(B)/libtlsk.a $(B)/tlsk.pc
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/$(SONAME): $(LIB_OBJ) lib/tlsk.map
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/tlsk.map \
+	    -Wl,--no-undefined $(SAN_LDFLAGS) -o $@ $(LIB_OBJ) $(LDLIBS)
+	$(Q)ln -sf $(SONAME) $(B)/libtlsk.so
+
+$(B)/libtlsk.a: $(LIB_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(B)/tlsk.pc: Makefile
+	@mkdir -p $(B)
+	$(Q)printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+	    'Name: tlsk' 'Description: TLS for C with the record layer in the kernel (kTLS)' \
+	    'Version: $(VERSION)' 'Requires.private: openssl libmnl' \
+	    'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ltlsk' > $@
+
+# Tests and tools link the static library: tests may reach internal (tlsk__) functions.
+$(B)/tests/%: tests/%.c $(B)/libtlsk.a $(TEST_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/lib $(SAN_LDFLAGS) -o $@ $< $(TEST_LIB_OBJ) $(B)/libtlsk.a \
+	    $(LDLIBS)
+
+$(B)/tools/%: tools/%.c $(B)/libtlsk.a $(TOOL_COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TOOL    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) -Itools/common $(SAN_LDFLAGS) -o $@ $< $(TOOL_COMMON_OBJ) \
+	    $(B)/libtlsk.a $(LDLIBS)
+
+tests: $(TEST_BIN) $(TEST_HELPERS) tools
+
+tools: $(TOOLS)
+
+deps:
+	$(Q)scripts/deps.sh
+
+# Native tier: every test program and script, the kernel path reported as unavailable.
+check: deps lib tests
+	$(Q)TLSK_BUILD=$(B) scripts/run-tests.sh native
+
+# Real-kernel tier: the same programs inside user-mode Linux with tls.ko.
+check-ktls: deps lib tests
+	$(Q)TLSK_BUILD=$(B) scripts/run-tests.sh ktls
+
+test: deps lib tests
+	$(Q)TLSK_BUILD=$(B) scripts/run-tests.sh all
+
+run: deps all
+	$(Q)scripts/run-serve.sh
+
+install: lib
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0755 $(B)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so
+	install -m 0644 $(B)/libtlsk.a $(DESTDIR)$(LIBDIR)/libtlsk.a
+	install -m 0644 include/tlsk.h $(DESTDIR)$(INCLUDEDIR)/tlsk.h
+	install -m 0644 $(B)/tlsk.pc $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so \
+	    $(DESTDIR)$(LIBDIR)/libtlsk.a $(DESTDIR)$(INCLUDEDIR)/tlsk.h \
+	    $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc
+
+analyze:
+	cppcheck --quiet --enable=warning,portability --error-exitcode=1 -Iinclude -Ilib \
+	    -Ikmod-helpers lib kmod-helpers
+
+format:
+	clang-format -i include/*.h lib/*.[ch] kmod-helpers/*.[ch] tests/*/*.[ch] tools/*.c
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
+.SECONDARY:

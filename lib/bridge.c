@@ -1,0 +1,375 @@
+/*
+ * bridge.c - control records between the kernel record layer and OpenSSL's state machine.
+ *
+ * After offload OpenSSL still owns the protocol; the kernel only moves application data.
+ * Kernel -> OpenSSL: a control record read from kTLS RX is re-encrypted with OpenSSL's read
+ * key at OpenSSL's read sequence and fed to it through a memory BIO (KTLS-FACTS 3.5).
+ * OpenSSL -> kernel: records OpenSSL writes to its memory BIO are decrypted with its write key
+ * at its write sequence and sent as plaintext control records (TLS_SET_RECORD_TYPE).
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
+#include "internal.h"
+#include "kconst.h"
+
+#define TAG_LEN 16
+
+static const EVP_CIPHER *evp_cipher(int tlsk_cipher)
+{
+    switch (tlsk_cipher) {
+    case TLSK_CIPHER_AES_128_GCM:
+        return EVP_aes_128_gcm();
+    case TLSK_CIPHER_AES_256_GCM:
+        return EVP_aes_256_gcm();
+    case TLSK_CIPHER_CHACHA20_POLY1305:
+        return EVP_chacha20_poly1305();
+    case TLSK_CIPHER_AES_128_CCM:
+        return EVP_aes_128_ccm();
+    default:
+        return NULL;
+    }
+}
+
+/* One AEAD operation with a 12-byte nonce and a 16-byte tag. */
+static int aead(int enc, const struct tlsk__keys *k, const unsigned char nonce[12],
+                const unsigned char *aad, size_t aad_len, const unsigned char *in, size_t in_len,
+                unsigned char *out, unsigned char tag[TAG_LEN])
+{
+    const EVP_CIPHER *ciph = evp_cipher(k->tlsk_cipher);
+    EVP_CIPHER_CTX *cx = EVP_CIPHER_CTX_new();
+    bool ccm = k->tlsk_cipher == TLSK_CIPHER_AES_128_CCM;
+    int n, rc = -1;
+
+    if (!ciph || !cx || EVP_CipherInit_ex(cx, ciph, NULL, NULL, NULL, enc) != 1 ||
+        EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1) {
+        goto out;
+    }
+    /* CCM wants the tag length before the key, and the tag itself before decrypting. */
+    if (ccm && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, enc ? NULL : tag) != 1) {
+        goto out;
+    }
+    if (EVP_CipherInit_ex(cx, NULL, NULL, k->key, nonce, enc) != 1) {
+        goto out;
+    }
+    if (ccm && EVP_CipherUpdate(cx, NULL, &n, NULL, (int)in_len) != 1) {
+        goto out;
+    }
+    if (EVP_CipherUpdate(cx, NULL, &n, aad, (int)aad_len) != 1) {
+        goto out;
+    }
+    if (!enc && !ccm && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) != 1) {
+        goto out;
+    }
+    if (EVP_CipherUpdate(cx, out, &n, in, (int)in_len) != 1) {
+        goto out;
+    }
+    if (!ccm && EVP_CipherFinal_ex(cx, out + n, &n) != 1) {
+        goto out;
+    }
+    if (enc && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, tag) != 1) {
+        goto out;
+    }
+    rc = 0;
+out:
+    EVP_CIPHER_CTX_free(cx);
+    ERR_clear_error();
+    return rc;
+}
+
+static void nonce_for(const struct tlsk__keys *k, uint64_t seq, const unsigned char *explicit_iv,
+                      unsigned char nonce[12])
+{
+    bool xor_form = k->version == TLS1_3_VERSION || k->tlsk_cipher == TLSK_CIPHER_CHACHA20_POLY1305;
+
+    if (xor_form) {
+        memcpy(nonce, k->iv, 12);
+        for (int i = 0; i < 8; i++) {
+            nonce[4 + i] ^= (unsigned char)(seq >> (56 - 8 * i));
+        }
+    } else {
+        memcpy(nonce, k->iv, 4);
+        memcpy(nonce + 4, explicit_iv, 8);
+    }
+}
+
+static bool tls12_explicit(const struct tlsk__keys *k)
+{
+    return k->version == TLS1_2_VERSION && k->tlsk_cipher != TLSK_CIPHER_CHACHA20_POLY1305;
+}
+
+int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const unsigned char *pt,
+                      size_t pt_len, unsigned char *out, size_t out_cap, size_t *out_len)
+{
+    unsigned char nonce[12], aad[13], explicit_iv[8];
+    unsigned char *body;
+    size_t inner_len, rec_len;
+
+    if (pt_len > TLSK_MAX_PLAINTEXT) {
+        return -EMSGSIZE;
+    }
+    for (int i = 0; i < 8; i++) {
+        explicit_iv[i] = (unsigned char)(seq >> (56 - 8 * i));
+    }
+    nonce_for(k, seq, explicit_iv, nonce);
+    if (k->version == TLS1_3_VERSION) {
+        inner_len = pt_len + 1;
+        rec_len = inner_len + TAG_LEN;
+        if (out_cap < 5 + rec_len) {
+            return -ENOBUFS;
+        }
+        out[0] = TLSK_REC_APPDATA, out[1] = 3, out[2] = 3;
+        out[3] = (unsigned char)(rec_len >> 8), out[4] = (unsigned char)rec_len;
+        body = out + 5;
+        memmove(body, pt, pt_len);
+        body[pt_len] = (unsigned char)type;
+        if (aead(1, k, nonce, out, 5, body, inner_len, body, body + inner_len) != 0) {
+            return -EPROTO;
+        }
+        *out_len = 5 + rec_len;
+        return 0;
+    }
+    rec_len = (tls12_explicit(k) ? 8 : 0) + pt_len + TAG_LEN;
+    if (out_cap < 5 + rec_len) {
+        return -ENOBUFS;
+    }
+    out[0] = (unsigned char)type, out[1] = 3, out[2] = 3;
+    out[3] = (unsigned char)(rec_len >> 8), out[4] = (unsigned char)rec_len;
+    for (int i = 0; i < 8; i++) {
+        aad[i] = (unsigned char)(seq >> (56 - 8 * i));
+    }
+    aad[8] = (unsigned char)type, aad[9] = 3, aad[10] = 3;
+    aad[11] = (unsigned char)(pt_len >> 8), aad[12] = (unsigned char)pt_len;
+    body = out + 5;
+    if (tls12_explicit(k)) {
+        memcpy(body, explicit_iv, 8);
+        body += 8;
+    }
+    memmove(body, pt, pt_len);
+    if (aead(1, k, nonce, aad, 13, body, pt_len, body, body + pt_len) != 0) {
+        return -EPROTO;
+    }
+    *out_len = 5 + rec_len;
+    return 0;
+}
+
+int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned char *rec,
+                      size_t rec_len, int *type, unsigned char *out, size_t out_cap,
+                      size_t *out_len)
+{
+    unsigned char nonce[12], aad[13];
+    const unsigned char *body;
+    size_t body_len, ct_len;
+
+    if (rec_len < 5 || (size_t)(rec[3] << 8 | rec[4]) != rec_len - 5) {
+        return -EPROTO;
+    }
+    body = rec + 5;
+    body_len = rec_len - 5;
+    if (k->version == TLS1_3_VERSION) {
+        unsigned char tag[TAG_LEN];
+        size_t n;
+
+        if (body_len < TAG_LEN + 1 || out_cap < body_len - TAG_LEN) {
+            return -EPROTO;
+        }
+        ct_len = body_len - TAG_LEN;
+        nonce_for(k, seq, NULL, nonce);
+        memcpy(tag, body + ct_len, TAG_LEN);
+        if (aead(0, k, nonce, rec, 5, body, ct_len, out, tag) != 0) {
+            return -EBADMSG;
+        }
+        /* Strip padding; the last non-zero byte is the real content type. */
+        n = ct_len;
+        while (n > 0 && out[n - 1] == 0) {
+            n--;
+        }
+        if (n == 0) {
+            return -EPROTO;
+        }
+        *type = out[n - 1];
+        *out_len = n - 1;
+        return 0;
+    }
+    {
+        size_t ex = tls12_explicit(k) ? 8 : 0;
+        unsigned char tag[TAG_LEN];
+
+        if (body_len < ex + TAG_LEN || out_cap < body_len - ex - TAG_LEN) {
+            return -EPROTO;
+        }
+        ct_len = body_len - ex - TAG_LEN;
+        nonce_for(k, seq, body, nonce);
+        for (int i = 0; i < 8; i++) {
+            aad[i] = (unsigned char)(seq >> (56 - 8 * i));
+        }
+        aad[8] = rec[0], aad[9] = rec[1], aad[10] = rec[2];
+        aad[11] = (unsigned char)(ct_len >> 8), aad[12] = (unsigned char)ct_len;
+        memcpy(tag, body + ex + ct_len, TAG_LEN);
+        if (aead(0, k, nonce, aad, 13, body + ex, ct_len, out, tag) != 0) {
+            return -EBADMSG;
+        }
+        *type = rec[0];
+        *out_len = ct_len;
+        return 0;
+    }
+}
+
+int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t len)
+{
+    char cbuf[CMSG_SPACE(1)];
+    struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                          .msg_controllen = sizeof cbuf };
+    struct cmsghdr *cm;
+    ssize_t n;
+
+    memset(cbuf, 0, sizeof cbuf);
+    cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = TLSK_SOL_TLS;
+    cm->cmsg_type = TLSK_TLS_SET_RECORD_TYPE;
+    cm->cmsg_len = CMSG_LEN(1);
+    *CMSG_DATA(cm) = (unsigned char)type;
+    do {
+        n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return -errno;
+    }
+    /* A control record goes whole or not at all (KTLS-FACTS 1.7). */
+    s->bytes_written += 5 + len + TAG_LEN + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 0) +
+                        (SSL_version(s->ssl) == TLS1_2_VERSION ? 8 : 0);
+    return 0;
+}
+
+/* Feed one reassembled TLS 1.3 handshake record to OpenSSL (client NewSessionTicket). */
+static int reinject(struct tlsk_socket *s, int type, const unsigned char *msg, size_t len)
+{
+    unsigned char rec[5 + TLSK_MAX_PLAINTEXT + 1 + TAG_LEN];
+    struct tlsk__keys k;
+    size_t rec_len;
+    char dummy;
+    int rc, r, err;
+
+    rc = tlsk__derive_keys(s, 0, s->is_server, &k);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = tlsk__record_seal(&k, s->ossl_read_seq, type, msg, len, rec, sizeof rec, &rec_len);
+    OPENSSL_cleanse(&k, sizeof k);
+    if (rc != 0) {
+        return tlsk__set_detail(s, TLSK_EINTERNAL, "cannot re-encrypt a control record: %s",
+                                strerror(-rc));
+    }
+    s->ossl_read_seq++;
+    if (BIO_write(SSL_get_rbio(s->ssl), rec, (int)rec_len) != (int)rec_len) {
+        return tlsk__set_detail(s, TLSK_ENOMEM, "cannot queue a control record");
+    }
+    OPENSSL_cleanse(rec, rec_len);
+    ERR_clear_error();
+    r = SSL_read(s->ssl, &dummy, 1);
+    err = SSL_get_error(s->ssl, r);
+    if (r > 0) {
+        return tlsk__set_detail(s, TLSK_EINTERNAL, "control record produced application data");
+    }
+    if (err != SSL_ERROR_WANT_READ) {
+        s->detail[0] = '\0';
+        tlsk__append_ossl_errors(s->detail, sizeof s->detail);
+        return TLSK_EPROTO;
+    }
+    return tlsk__bridge_flush_out(s);
+}
+
+/* A control record (type != 23) received from kTLS RX, reassembled up to MSG_EOR.
+ * Returns 0 to continue reading, 1 for close_notify, or a negative code. */
+int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char *msg, size_t len)
+{
+    int version = SSL_version(s->ssl);
+
+    if (type == TLSK_REC_ALERT) {
+        if (len != 2) {
+            return tlsk__set_detail(s, TLSK_EPROTO, "malformed alert record (%zu bytes)", len);
+        }
+        if (msg[1] == SSL_AD_CLOSE_NOTIFY) {
+            s->got_close_notify = true;
+            SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_RECEIVED_SHUTDOWN);
+            return 1;
+        }
+        if (msg[0] == SSL3_AL_FATAL || version == TLS1_3_VERSION) {
+            return tlsk__set_detail(s, TLSK_EALERT(msg[1]), "peer sent fatal alert %d", msg[1]);
+        }
+        return 0; /* a TLS 1.2 warning alert */
+    }
+    if (type == TLSK_REC_HANDSHAKE && len >= 4) {
+        int mt = msg[0];
+        if (version == TLS1_3_VERSION && !s->is_server && mt == SSL3_MT_NEWSESSION_TICKET) {
+            return reinject(s, type, msg, len);
+        }
+        if (version == TLS1_3_VERSION && mt == SSL3_MT_KEY_UPDATE) {
+            return tlsk__set_detail(s, TLSK_EKEYUPDATE,
+                                    "peer sent a TLS 1.3 KeyUpdate and this kernel cannot re-key "
+                                    "receive (Linux 6.14+ can); the connection cannot continue");
+        }
+        return tlsk__set_detail(s, TLSK_ECONTROL,
+                                "handshake message type %d after offload is not supported", mt);
+    }
+    return tlsk__set_detail(s, TLSK_ECONTROL, "record type %d after offload is not supported",
+                            type);
+}
+
+/* Forward what OpenSSL wrote to its memory BIO after TX offload. */
+int tlsk__bridge_flush_out(struct tlsk_socket *s)
+{
+    BIO *w = SSL_get_wbio(s->ssl);
+    unsigned char rec[5 + TLSK_MAX_PLAINTEXT + 256 + TAG_LEN];
+    unsigned char pt[TLSK_MAX_PLAINTEXT + 256];
+    struct tlsk__keys k;
+    int rc = 0;
+
+    if (!s->tx_kernel || !w || BIO_ctrl_pending(w) == 0) {
+        return 0;
+    }
+    rc = tlsk__derive_keys(s, 1, !s->is_server, &k);
+    if (rc != 0) {
+        return rc;
+    }
+    while (BIO_ctrl_pending(w) >= 5) {
+        size_t len, pt_len;
+        int type;
+
+        if (BIO_read(w, rec, 5) != 5) {
+            rc = TLSK_EINTERNAL;
+            break;
+        }
+        len = (size_t)rec[3] << 8 | rec[4];
+        if (len > sizeof rec - 5 || BIO_read(w, rec + 5, (int)len) != (int)len) {
+            rc = tlsk__set_detail(s, TLSK_EINTERNAL, "OpenSSL wrote a malformed record");
+            break;
+        }
+        rc = tlsk__record_open(&k, s->ossl_write_seq, rec, 5 + len, &type, pt, sizeof pt,
+                               &pt_len);
+        if (rc != 0) {
+            rc = tlsk__set_detail(s, TLSK_EINTERNAL, "cannot decrypt OpenSSL's record (%s)",
+                                  strerror(-rc));
+            break;
+        }
+        s->ossl_write_seq++;
+        if (type == TLSK_REC_HANDSHAKE && pt_len >= 1 && pt[0] == SSL3_MT_KEY_UPDATE) {
+            rc = tlsk__set_detail(s, TLSK_EKEYUPDATE,
+                                  "OpenSSL wants to update its sending keys and this kernel "
+                                  "cannot re-key transmit (Linux 6.14+ can)");
+            break;
+        }
+        rc = tlsk__send_control(s, type, pt, pt_len);
+        OPENSSL_cleanse(pt, pt_len);
+        if (rc != 0) {
+            break;
+        }
+    }
+    OPENSSL_cleanse(&k, sizeof k);
+    return rc;
+}

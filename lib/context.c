@@ -1,0 +1,325 @@
+/* context.c - SecureContext: credentials, trust, versions, ciphers, groups, policy. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
+
+/* D8 in NODE-SEMANTICS.md: AEAD only, every suite one the kernel can offload. */
+static const char default_ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+static const char default_ciphersuites[] =
+    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
+static const char default_groups[] = "X25519:P-256:P-384";
+
+struct detail {
+    char *buf;
+    size_t len;
+};
+
+static int fail(struct detail *d, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct detail *d, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (d->buf && d->len) {
+        va_start(ap, fmt);
+        vsnprintf(d->buf, d->len, fmt, ap);
+        va_end(ap);
+        tlsk__append_ossl_errors(d->buf, d->len);
+    }
+    ERR_clear_error();
+    return code;
+}
+
+/* Never prompt: OpenSSL's default would read the terminal. */
+static int passwd_cb(char *buf, int size, int rwflag, void *u)
+{
+    const char *pw = u;
+    size_t n;
+
+    (void)rwflag;
+    if (!pw || size <= 0) {
+        return 0;
+    }
+    n = strlen(pw);
+    if (n > (size_t)size) {
+        return 0;
+    }
+    memcpy(buf, pw, n);
+    return (int)n;
+}
+
+static BIO *pem_bio(const char *file, const char *pem, size_t pem_len)
+{
+    if (file) {
+        return BIO_new_file(file, "r");
+    }
+    return BIO_new_mem_buf(pem, pem_len ? (int)pem_len : -1);
+}
+
+static int load_cert_chain(SSL_CTX *sc, const struct tlsk_context_options *o, struct detail *d)
+{
+    BIO *b = pem_bio(o->cert_file, o->cert_pem, o->cert_pem_len);
+    X509 *leaf = NULL, *x;
+    int rc = 0;
+
+    if (!b) {
+        return fail(d, TLSK_ECERT, "cert: cannot open %s", o->cert_file ? o->cert_file : "PEM");
+    }
+    leaf = PEM_read_bio_X509_AUX(b, NULL, NULL, NULL);
+    if (!leaf) {
+        rc = fail(d, TLSK_ECERT, "cert: no PEM certificate in %s",
+                  o->cert_file ? o->cert_file : "the PEM string");
+        goto out;
+    }
+    if (SSL_CTX_use_certificate(sc, leaf) != 1) {
+        rc = fail(d, TLSK_ECERT, "cert: rejected");
+        goto out;
+    }
+    SSL_CTX_clear_chain_certs(sc);
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        if (SSL_CTX_add0_chain_cert(sc, x) != 1) {
+            X509_free(x);
+            rc = fail(d, TLSK_ECERT, "cert: chain certificate rejected");
+            goto out;
+        }
+    }
+    /* The loop ends on "no start line", which is not an error. */
+    ERR_clear_error();
+out:
+    X509_free(leaf);
+    BIO_free(b);
+    return rc;
+}
+
+static int load_key(SSL_CTX *sc, const struct tlsk_context_options *o, struct detail *d)
+{
+    BIO *b = pem_bio(o->key_file, o->key_pem, o->key_pem_len);
+    EVP_PKEY *pk;
+    int rc = 0;
+
+    if (!b) {
+        return fail(d, TLSK_EKEY, "key: cannot open %s", o->key_file ? o->key_file : "PEM");
+    }
+    pk = PEM_read_bio_PrivateKey(b, NULL, passwd_cb, (void *)o->passphrase);
+    if (!pk) {
+        char why[512] = "";
+        char head[128] = "";
+
+        tlsk__append_ossl_errors(why, sizeof why);
+        (void)BIO_reset(b);
+        (void)BIO_read(b, head, sizeof head - 1);
+        if (strstr(why, "bad decrypt") || strstr(why, "bad password read") ||
+            (!o->passphrase && strstr(head, "ENCRYPTED"))) {
+            rc = fail(d, TLSK_EPASSPHRASE, "key: %s (%s)",
+                      o->passphrase ? "wrong passphrase, bad decrypt"
+                                    : "encrypted key and no passphrase, bad decrypt",
+                      why);
+        } else {
+            rc = fail(d, TLSK_EKEY, "key: no usable PEM private key in %s (%s)",
+                      o->key_file ? o->key_file : "the PEM string", why);
+        }
+        goto out;
+    }
+    if (SSL_CTX_use_PrivateKey(sc, pk) != 1) {
+        rc = fail(d, TLSK_EKEY, "key: rejected");
+    } else if (SSL_CTX_check_private_key(sc) != 1) {
+        rc = fail(d, TLSK_EKEY, "key: does not match the certificate");
+    }
+    EVP_PKEY_free(pk);
+out:
+    BIO_free(b);
+    return rc;
+}
+
+static int load_trust(SSL_CTX *sc, const struct tlsk_context_options *o, struct detail *d)
+{
+    if (o->ca_file) {
+        if (SSL_CTX_load_verify_locations(sc, o->ca_file, NULL) != 1) {
+            return fail(d, TLSK_ECERT, "ca: cannot load %s", o->ca_file);
+        }
+        return 0;
+    }
+    if (o->ca_pem) {
+        BIO *b = BIO_new_mem_buf(o->ca_pem, o->ca_pem_len ? (int)o->ca_pem_len : -1);
+        X509_STORE *st = SSL_CTX_get_cert_store(sc);
+        X509 *x;
+        int n = 0;
+
+        if (!b) {
+            return fail(d, TLSK_ENOMEM, "ca: out of memory");
+        }
+        while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+            X509_STORE_add_cert(st, x);
+            X509_free(x);
+            n++;
+        }
+        BIO_free(b);
+        if (n == 0) {
+            return fail(d, TLSK_ECERT, "ca: no PEM certificate in the ca string");
+        }
+        ERR_clear_error();
+        return 0;
+    }
+    if (SSL_CTX_set_default_verify_paths(sc) != 1) {
+        return fail(d, TLSK_ECERT, "ca: cannot load the system trust store");
+    }
+    return 0;
+}
+
+static int version_ok(int v)
+{
+    return v == 0 || v == TLSK_TLS1_2 || v == TLSK_TLS1_3;
+}
+
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+    struct tlsk_socket *s = SSL_get_app_data(ssl);
+    struct tlsk__secret *dst = NULL;
+    const char *p;
+    size_t n = 0;
+
+    if (!s) {
+        return;
+    }
+    /* Only the first application traffic secrets matter for the install; later ones
+     * (after KeyUpdate) replace them, as the bridge will follow OpenSSL's keys. */
+    if (strncmp(line, "CLIENT_TRAFFIC_SECRET_", 22) == 0) {
+        dst = &s->client_secret;
+    } else if (strncmp(line, "SERVER_TRAFFIC_SECRET_", 22) == 0) {
+        dst = &s->server_secret;
+    } else {
+        return;
+    }
+    /* "<LABEL> <client_random hex> <secret hex>" */
+    p = strchr(line, ' ');
+    p = p ? strchr(p + 1, ' ') : NULL;
+    if (!p) {
+        return;
+    }
+    p++;
+    while (p[0] && p[1] && n < sizeof dst->b) {
+        unsigned hi, lo;
+        if (sscanf(p, "%1x%1x", &hi, &lo) != 2) {
+            break;
+        }
+        dst->b[n++] = (unsigned char)(hi << 4 | lo);
+        p += 2;
+    }
+    dst->len = n;
+}
+
+TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_context_options *opts,
+                                 char *err_detail, size_t err_detail_len)
+{
+    static const struct tlsk_context_options zero;
+    const struct tlsk_context_options *o = opts ? opts : &zero;
+    struct detail d = { err_detail, err_detail_len };
+    struct tlsk_context *c = NULL;
+    SSL_CTX *sc = NULL;
+    int rc;
+
+    if (err_detail && err_detail_len) {
+        err_detail[0] = '\0';
+    }
+    if (!out) {
+        return fail(&d, TLSK_ECONFIG, "out is NULL");
+    }
+    if (!version_ok(o->min_version) || !version_ok(o->max_version)) {
+        return fail(&d, TLSK_ECONFIG, "min_version/max_version: only TLS 1.2 (0x0303) and TLS 1.3 "
+                                      "(0x0304) are supported");
+    }
+    if (o->min_version && o->max_version && o->min_version > o->max_version) {
+        return fail(&d, TLSK_ECONFIG, "min_version is above max_version");
+    }
+    if ((unsigned)o->offload > TLSK_OFFLOAD_REQUIRE) {
+        return fail(&d, TLSK_ECONFIG, "offload: unknown policy %d", (int)o->offload);
+    }
+    if ((o->cert_file && o->cert_pem) || (o->key_file && o->key_pem) || (o->ca_file && o->ca_pem)) {
+        return fail(&d, TLSK_ECONFIG, "give a file or a PEM string, not both");
+    }
+    if ((o->cert_file || o->cert_pem) != (o->key_file || o->key_pem)) {
+        return fail(&d, TLSK_ECONFIG, "%s given without %s",
+                    (o->cert_file || o->cert_pem) ? "cert" : "key",
+                    (o->cert_file || o->cert_pem) ? "key" : "cert");
+    }
+
+    ERR_clear_error();
+    sc = SSL_CTX_new(TLS_method());
+    if (!sc) {
+        return fail(&d, TLSK_ENOMEM, "SSL_CTX_new failed");
+    }
+    SSL_CTX_set_min_proto_version(sc, o->min_version ? o->min_version : TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(sc, o->max_version ? o->max_version : TLS1_3_VERSION);
+    SSL_CTX_set_mode(sc, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                             SSL_MODE_RELEASE_BUFFERS);
+    /* Bytes past the peer's Finished must stay in the kernel for kTLS RX (KTLS-FACTS 3.4). */
+    SSL_CTX_set_read_ahead(sc, 0);
+    SSL_CTX_set_options(sc, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_clear_options(sc, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_ENABLE_KTLS);
+    SSL_CTX_set_default_passwd_cb(sc, passwd_cb);
+    SSL_CTX_set_keylog_callback(sc, keylog_cb);
+
+    if (SSL_CTX_set_cipher_list(sc, o->ciphers ? o->ciphers : default_ciphers) != 1) {
+        rc = fail(&d, TLSK_ECONFIG, "ciphers: \"%s\" selects no usable suite", o->ciphers);
+        goto err;
+    }
+    if (SSL_CTX_set_ciphersuites(sc, o->ciphersuites ? o->ciphersuites : default_ciphersuites) !=
+        1) {
+        rc = fail(&d, TLSK_ECONFIG, "ciphersuites: \"%s\" is invalid", o->ciphersuites);
+        goto err;
+    }
+    if (SSL_CTX_set1_groups_list(sc, o->groups ? o->groups : default_groups) != 1) {
+        rc = fail(&d, TLSK_ECONFIG, "groups: \"%s\" is invalid", o->groups);
+        goto err;
+    }
+    if (o->cert_file || o->cert_pem) {
+        if ((rc = load_cert_chain(sc, o, &d)) != 0 || (rc = load_key(sc, o, &d)) != 0) {
+            goto err;
+        }
+    }
+    if ((rc = load_trust(sc, o, &d)) != 0) {
+        goto err;
+    }
+
+    c = calloc(1, sizeof *c);
+    if (!c) {
+        rc = fail(&d, TLSK_ENOMEM, "out of memory");
+        goto err;
+    }
+    atomic_init(&c->refs, 1);
+    c->ssl_ctx = sc;
+    c->offload = o->offload == TLSK_OFFLOAD_DEFAULT ? TLSK_OFFLOAD_AUTO : o->offload;
+    c->flags = o->flags;
+    *out = c;
+    return 0;
+err:
+    SSL_CTX_free(sc);
+    return rc;
+}
+
+TLSK_PUBLIC struct tlsk_context *tlsk_context_ref(struct tlsk_context *ctx)
+{
+    if (ctx) {
+        atomic_fetch_add(&ctx->refs, 1);
+    }
+    return ctx;
+}
+
+TLSK_PUBLIC void tlsk_context_free(struct tlsk_context *ctx)
+{
+    if (!ctx || atomic_fetch_sub(&ctx->refs, 1) != 1) {
+        return;
+    }
+    SSL_CTX_free(ctx->ssl_ctx);
+    free(ctx);
+}

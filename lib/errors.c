@@ -1,0 +1,197 @@
+/* errors.c - one table for error codes and offload reasons. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "internal.h"
+
+static const struct {
+    int code;
+    const char *name;
+    const char *text;
+} errtab[] = {
+    { TLSK_ETRUNCATED, "TLSK_ETRUNCATED", "connection closed without close_notify (truncation)" },
+    { TLSK_EHANDSHAKE, "TLSK_EHANDSHAKE", "TLS handshake failed" },
+    { TLSK_EVERIFY, "TLSK_EVERIFY", "peer certificate verification failed" },
+    { TLSK_EPROTO, "TLSK_EPROTO", "peer violated the TLS protocol or sent non-TLS data" },
+    { TLSK_ECONFIG, "TLSK_ECONFIG", "invalid option" },
+    { TLSK_ECERT, "TLSK_ECERT", "certificate could not be loaded" },
+    { TLSK_EKEY, "TLSK_EKEY", "private key could not be loaded or does not match the certificate" },
+    { TLSK_EPASSPHRASE, "TLSK_EPASSPHRASE", "passphrase missing or wrong (bad decrypt)" },
+    { TLSK_ENOKTLS, "TLSK_ENOKTLS", "kernel TLS required but the kernel cannot take this connection" },
+    { TLSK_ECONTROL, "TLSK_ECONTROL", "unsupported TLS control record on an offloaded connection" },
+    { TLSK_EBADRECORD, "TLSK_EBADRECORD", "record failed authentication (bad record MAC)" },
+    { TLSK_ESTATE, "TLSK_ESTATE", "operation not valid in the current state" },
+    { TLSK_ECLOSED, "TLSK_ECLOSED", "connection already closed or failed" },
+    { TLSK_EINTERNAL, "TLSK_EINTERNAL", "internal error in OpenSSL or the kernel interface" },
+    { TLSK_EKEYUPDATE, "TLSK_EKEYUPDATE", "TLS 1.3 KeyUpdate that this kernel cannot follow" },
+    { TLSK_ENOMEM, "TLSK_ENOMEM", "out of memory" },
+};
+
+static const char *const alert_names[256] = {
+    [0] = "close_notify",
+    [10] = "unexpected_message",
+    [20] = "bad_record_mac",
+    [22] = "record_overflow",
+    [40] = "handshake_failure",
+    [42] = "bad_certificate",
+    [43] = "unsupported_certificate",
+    [44] = "certificate_revoked",
+    [45] = "certificate_expired",
+    [46] = "certificate_unknown",
+    [47] = "illegal_parameter",
+    [48] = "unknown_ca",
+    [49] = "access_denied",
+    [50] = "decode_error",
+    [51] = "decrypt_error",
+    [70] = "protocol_version",
+    [71] = "insufficient_security",
+    [80] = "internal_error",
+    [86] = "inappropriate_fallback",
+    [90] = "user_canceled",
+    [100] = "no_renegotiation",
+    [109] = "missing_extension",
+    [110] = "unsupported_extension",
+    [112] = "unrecognized_name",
+    [113] = "bad_certificate_status_response",
+    [115] = "unknown_psk_identity",
+    [116] = "certificate_required",
+    [120] = "no_application_protocol",
+};
+
+TLSK_PUBLIC const char *tlsk_strerror(int err)
+{
+    static _Thread_local char buf[96];
+
+    if (err >= 0) {
+        return "success";
+    }
+    if (TLSK_IS_ALERT(err)) {
+        int n = TLSK_ALERT_NUMBER(err);
+        snprintf(buf, sizeof buf, "peer sent fatal alert %d (%s)", n,
+                 alert_names[n] ? alert_names[n] : "unknown");
+        return buf;
+    }
+    for (size_t i = 0; i < TLSK_ARRAY_SIZE(errtab); i++) {
+        if (errtab[i].code == err) {
+            return errtab[i].text;
+        }
+    }
+    if (err > -4096) {
+        return strerror(-err);
+    }
+    return "unknown error";
+}
+
+TLSK_PUBLIC const char *tlsk_err_name(int err)
+{
+    static _Thread_local char buf[32];
+
+    if (err >= 0) {
+        return "OK";
+    }
+    if (TLSK_IS_ALERT(err)) {
+        snprintf(buf, sizeof buf, "ALERT_%d", TLSK_ALERT_NUMBER(err));
+        return buf;
+    }
+    for (size_t i = 0; i < TLSK_ARRAY_SIZE(errtab); i++) {
+        if (errtab[i].code == err) {
+            return errtab[i].name;
+        }
+    }
+    if (err > -4096) {
+        const char *n = strerrorname_np(-err);
+        if (n) {
+            return n;
+        }
+    }
+    return "UNKNOWN";
+}
+
+static const struct {
+    const char *name;
+    const char *text;
+} reasons[TLSK_REASON_LAST] = {
+    [TLSK_REASON_NONE] = { "kernel", "the kernel handles this direction" },
+    [TLSK_REASON_NO_ULP] = { "no_ulp", "the kernel has no usable tls module (TCP_ULP \"tls\" failed)" },
+    [TLSK_REASON_CIPHER] = { "cipher", "the kernel does not support this TLS version and cipher" },
+    [TLSK_REASON_PENDING_DATA] = { "pending_data",
+                                   "OpenSSL had already buffered records past the handshake" },
+    [TLSK_REASON_RENEGOTIATION] = { "renegotiation",
+                                    "renegotiation is enabled, which the kernel cannot do" },
+    [TLSK_REASON_NO_REKEY] = { "no_rekey",
+                               "TLS 1.3 receive stays in userspace: this kernel cannot re-key "
+                               "after a KeyUpdate (Linux 6.14+ can)" },
+    [TLSK_REASON_POLICY] = { "policy", "the offload policy keeps this direction in userspace" },
+    [TLSK_REASON_NOT_TCP] = { "not_tcp", "the transport is not a TCP socket" },
+    [TLSK_REASON_FRAGMENT] = { "fragment",
+                               "a maximum fragment length is in force and the kernel cannot "
+                               "limit record size" },
+    [TLSK_REASON_INSTALL] = { "install", "the kernel refused the keys" },
+};
+
+TLSK_PUBLIC const char *tlsk_reason_name(enum tlsk_reason r)
+{
+    if ((unsigned)r >= TLSK_REASON_LAST) {
+        return "unknown";
+    }
+    return reasons[r].name;
+}
+
+TLSK_PUBLIC const char *tlsk_reason_text(enum tlsk_reason r)
+{
+    if ((unsigned)r >= TLSK_REASON_LAST) {
+        return "unknown reason";
+    }
+    return reasons[r].text;
+}
+
+/* Append OpenSSL's queued error reasons (and clear the queue) to buf. */
+void tlsk__append_ossl_errors(char *buf, size_t len)
+{
+    unsigned long e;
+    size_t used = strlen(buf);
+
+    while ((e = ERR_get_error()) != 0) {
+        char one[200];
+        ERR_error_string_n(e, one, sizeof one);
+        if (used + 3 < len) {
+            int n = snprintf(buf + used, len - used, "%s%s", used ? ": " : "", one);
+            if (n > 0) {
+                used += (size_t)n;
+                if (used >= len) {
+                    used = len - 1;
+                }
+            }
+        }
+    }
+}
+
+/* The alert number an OpenSSL error code stands for (SSL_AD_REASON_OFFSET), or -1. */
+int tlsk__alert_from_ossl_error(unsigned long e)
+{
+    int r;
+
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL) {
+        return -1;
+    }
+    r = ERR_GET_REASON(e);
+    if (r >= SSL_AD_REASON_OFFSET && r < SSL_AD_REASON_OFFSET + 256) {
+        return r - SSL_AD_REASON_OFFSET;
+    }
+    return -1;
+}
+
+int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(s->detail, sizeof s->detail, fmt, ap);
+    va_end(ap);
+    return code;
+}

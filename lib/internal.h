@@ -1,0 +1,121 @@
+/* internal.h - shared between lib/ files; never installed. */
+#ifndef TLSK_INTERNAL_H
+#define TLSK_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "tlsk.h"
+
+#define TLSK_PUBLIC __attribute__((visibility("default")))
+#define TLSK_MUST_CHECK __attribute__((warn_unused_result))
+
+#define TLSK_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+struct tlsk_context {
+    atomic_int refs;
+    SSL_CTX *ssl_ctx;
+    enum tlsk_offload_policy offload;
+    unsigned flags;
+};
+
+/* A traffic secret captured from the keylog callback (TLS 1.3). */
+struct tlsk__secret {
+    unsigned char b[EVP_MAX_MD_SIZE];
+    size_t len;
+};
+
+/* Key material for one direction, as the kernel and the bridge need it.  Lives on the stack
+ * only, and is wiped with OPENSSL_cleanse. */
+struct tlsk__keys {
+    int version;      /* TLSK_TLS1_2 / TLSK_TLS1_3 */
+    int kcipher;      /* kernel cipher type (kconst.h) */
+    int tlsk_cipher;  /* TLSK_CIPHER_* */
+    size_t key_len;
+    unsigned char key[32];
+    unsigned char iv[12]; /* the full 12-byte static IV (TLS 1.3, TLS 1.2 ChaCha20) or the
+                           * 4-byte implicit salt followed by the 8-byte explicit nonce */
+    uint64_t seq;
+};
+
+enum tlsk__state {
+    TLSK__HANDSHAKE = 0,
+    TLSK__OPEN,
+    TLSK__FAILED,
+};
+
+struct tlsk_socket {
+    struct tlsk_context *ctx;
+    SSL *ssl;
+    int fd;
+    unsigned flags;
+    bool is_server;
+    enum tlsk__state state;
+    enum tlsk_offload_policy policy;
+    int fail_code;  /* sticky error once FAILED */
+    int want;       /* POLLIN/POLLOUT for tlsk_socket_events() */
+    void *data;
+
+    /* Record counting after each side's Finished (msg callback), KTLS-FACTS 3.3. */
+    bool own_finished, peer_finished;
+    uint64_t tx_after_fin, rx_after_fin;
+
+    /* TLS 1.3 traffic secrets (keylog callback); kept only while the bridge needs them. */
+    struct tlsk__secret client_secret, server_secret;
+
+    struct tlsk_offload off;
+    bool tx_kernel, rx_kernel;
+    BIO *sock_bio; /* the socket BIO, kept while OpenSSL writes to a memory BIO */
+    BIO *mem_wbio; /* OpenSSL's write BIO after TX offload */
+    uint64_t ossl_write_seq; /* OpenSSL's next write sequence number after TX offload */
+    uint64_t ossl_read_seq;  /* OpenSSL's next read sequence number after RX offload */
+
+    /* A control record being reassembled from kTLS RX (up to MSG_EOR). */
+    unsigned char *ctrl;
+    size_t ctrl_len;
+    int ctrl_type;
+
+    bool sent_close_notify, got_close_notify;
+
+    /* sendfile in userspace: reused buffer, and a chunk OpenSSL still has to finish. */
+    unsigned char *sf_buf;
+    size_t sf_pending;     /* bytes of sf_buf handed to SSL_write and not yet accepted */
+    off_t sf_pending_off;  /* file offset those bytes came from */
+
+    uint64_t bytes_written, bytes_read; /* TLS bytes on the transport */
+
+    char detail[256];
+};
+
+/* errors.c */
+int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void tlsk__append_ossl_errors(char *buf, size_t len);
+int tlsk__alert_from_ossl_error(unsigned long e);
+
+/* context.c */
+int tlsk__context_index(void);
+
+/* offload.c */
+int tlsk__offload(struct tlsk_socket *s) TLSK_MUST_CHECK;
+int tlsk__derive_keys(struct tlsk_socket *s, int write_dir, int for_client_side,
+                      struct tlsk__keys *k) TLSK_MUST_CHECK;
+int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t *key_len);
+
+/* bridge.c */
+int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const unsigned char *pt,
+                      size_t pt_len, unsigned char *out, size_t out_cap, size_t *out_len)
+    TLSK_MUST_CHECK;
+int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned char *rec,
+                      size_t rec_len, int *type, unsigned char *out, size_t out_cap,
+                      size_t *out_len) TLSK_MUST_CHECK;
+int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char *msg,
+                            size_t len) TLSK_MUST_CHECK;
+int tlsk__bridge_flush_out(struct tlsk_socket *s) TLSK_MUST_CHECK;
+int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t len)
+    TLSK_MUST_CHECK;
+
+#endif

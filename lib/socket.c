@@ -1,0 +1,892 @@
+/* socket.c - one TLS connection: handshake driver, read/write/sendfile, shutdown. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+#include "kconst.h"
+
+#define SF_BUF_SIZE (16 * TLSK_MAX_PLAINTEXT)
+
+/* Count records after each side's Finished: the kernel's starting sequence numbers
+ * (KTLS-FACTS 3.3).  Also count TLS bytes on the transport while OpenSSL moves records. */
+static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
+                   SSL *ssl, void *arg)
+{
+    struct tlsk_socket *s = arg;
+    const unsigned char *p = buf;
+
+    (void)version;
+    (void)ssl;
+    if (content_type == SSL3_RT_HEADER && len >= 5) {
+        size_t rec = 5 + ((size_t)p[3] << 8 | p[4]);
+        if (write_p) {
+            s->bytes_written += rec;
+            if (s->own_finished) {
+                s->tx_after_fin++;
+            }
+        } else {
+            s->bytes_read += rec;
+            if (s->peer_finished) {
+                s->rx_after_fin++;
+            }
+        }
+        return;
+    }
+    if (content_type == SSL3_RT_HANDSHAKE && len >= 1 && p[0] == SSL3_MT_FINISHED) {
+        if (write_p) {
+            s->own_finished = true;
+        } else {
+            s->peer_finished = true;
+        }
+    }
+}
+
+static bool is_ip_literal(const char *name)
+{
+    unsigned char tmp[16];
+    return inet_pton(AF_INET, name, tmp) == 1 || inet_pton(AF_INET6, name, tmp) == 1;
+}
+
+static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd, bool server,
+                      const struct tlsk_socket_options *o)
+{
+    static const struct tlsk_socket_options zero;
+    struct tlsk_socket *s;
+    BIO *b;
+
+    if (!o) {
+        o = &zero;
+    }
+    if (!out || !ctx) {
+        return TLSK_ECONFIG;
+    }
+    if (fd < 0 || fcntl(fd, F_GETFD) < 0) {
+        return -EBADF;
+    }
+    if ((unsigned)o->offload > TLSK_OFFLOAD_REQUIRE) {
+        return TLSK_ECONFIG;
+    }
+    if (!server && !o->servername && !(ctx->flags & TLSK_VERIFY_NONE_INSECURE)) {
+        /* A chain check without a name check accepts any certificate from a trusted CA. */
+        return TLSK_ECONFIG;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        return TLSK_ENOMEM;
+    }
+    s->ssl = SSL_new(ctx->ssl_ctx);
+    b = BIO_new_socket(fd, BIO_NOCLOSE);
+    if (!s->ssl || !b) {
+        BIO_free(b);
+        SSL_free(s->ssl);
+        free(s);
+        return TLSK_ENOMEM;
+    }
+    s->ctx = tlsk_context_ref(ctx);
+    s->fd = fd;
+    s->flags = o->flags;
+    s->is_server = server;
+    s->policy = o->offload != TLSK_OFFLOAD_DEFAULT ? o->offload : ctx->offload;
+    s->want = POLLIN;
+    /* Keep our own reference to the socket BIO: OpenSSL's may be swapped for memory BIOs. */
+    BIO_up_ref(b);
+    s->sock_bio = b;
+    SSL_set_bio(s->ssl, b, b);
+    SSL_set_app_data(s->ssl, s);
+    SSL_set_msg_callback(s->ssl, msg_cb);
+    SSL_set_msg_callback_arg(s->ssl, s);
+
+    if (server) {
+        SSL_set_accept_state(s->ssl);
+        SSL_set_verify(s->ssl,
+                       (ctx->flags & TLSK_REQUIRE_PEER_CERT)
+                           ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                           : SSL_VERIFY_NONE,
+                       NULL);
+    } else {
+        SSL_set_connect_state(s->ssl);
+        if (ctx->flags & TLSK_VERIFY_NONE_INSECURE) {
+            SSL_set_verify(s->ssl, SSL_VERIFY_NONE, NULL);
+        } else {
+            SSL_set_verify(s->ssl, SSL_VERIFY_PEER, NULL);
+        }
+        if (o->servername) {
+            if (is_ip_literal(o->servername)) {
+                /* RFC 6066 3: no SNI for IP literals; match IP SANs instead. */
+                X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
+                if (!(ctx->flags & TLSK_VERIFY_NONE_INSECURE) &&
+                    X509_VERIFY_PARAM_set1_ip_asc(vp, o->servername) != 1) {
+                    tlsk_socket_free(s);
+                    return TLSK_ECONFIG;
+                }
+            } else {
+                if (SSL_set_tlsext_host_name(s->ssl, o->servername) != 1 ||
+                    (!(ctx->flags & TLSK_VERIFY_NONE_INSECURE) &&
+                     SSL_set1_host(s->ssl, o->servername) != 1)) {
+                    ERR_clear_error();
+                    tlsk_socket_free(s);
+                    return TLSK_ECONFIG;
+                }
+            }
+        }
+    }
+    if (o->session) {
+        const unsigned char *p = o->session;
+        SSL_SESSION *sess;
+
+        if (server || o->session_len == 0 || o->session_len > LONG_MAX ||
+            !(sess = d2i_SSL_SESSION(NULL, &p, (long)o->session_len))) {
+            ERR_clear_error();
+            tlsk_socket_free(s);
+            return TLSK_ECONFIG;
+        }
+        if (SSL_set_session(s->ssl, sess) != 1) {
+            ERR_clear_error();
+            SSL_SESSION_free(sess);
+            tlsk_socket_free(s);
+            return TLSK_ECONFIG;
+        }
+        SSL_SESSION_free(sess);
+    }
+    *out = s;
+    return 0;
+}
+
+TLSK_PUBLIC int tlsk_socket_new_server(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
+                                       const struct tlsk_socket_options *opts)
+{
+    return socket_new(out, ctx, fd, true, opts);
+}
+
+TLSK_PUBLIC int tlsk_socket_new_client(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
+                                       const struct tlsk_socket_options *opts)
+{
+    return socket_new(out, ctx, fd, false, opts);
+}
+
+TLSK_PUBLIC int tlsk_connect(struct tlsk_socket **out, struct tlsk_context *ctx, const char *host,
+                             const char *port, const struct tlsk_socket_options *opts)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP };
+    struct addrinfo *res = NULL, *ai;
+    struct tlsk_socket_options o = { 0 };
+    int fd = -1, rc = 0;
+
+    if (!out || !ctx || !port) {
+        return TLSK_ECONFIG;
+    }
+    if (!host) {
+        host = "localhost";
+    }
+    if (opts) {
+        o = *opts;
+    }
+    if (!o.servername) {
+        o.servername = host;
+    }
+    o.flags |= TLSK_SOCKET_OWN_FD;
+    if (getaddrinfo(host, port, &hints, &res) != 0) {
+        return TLSK_ECONFIG;
+    }
+    rc = -ECONNREFUSED;
+    for (ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            rc = -errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            rc = 0;
+            break;
+        }
+        rc = -errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = socket_new(out, ctx, fd, false, &o);
+    if (rc != 0) {
+        close(fd);
+    }
+    return rc;
+}
+
+/* Mark the socket failed: every later call returns the same code. */
+static int fail(struct tlsk_socket *s, int code)
+{
+    s->state = TLSK__FAILED;
+    s->fail_code = code;
+    return code;
+}
+
+/* Map an OpenSSL failure (ret <= 0) to a tlsk code, filling the detail string. */
+static int ossl_error(struct tlsk_socket *s, int ret, bool handshake)
+{
+    int err = SSL_get_error(s->ssl, ret);
+    int e = errno;
+    unsigned long first = ERR_peek_error();
+    int alert = -1, rc;
+
+    switch (err) {
+    case SSL_ERROR_WANT_READ:
+        s->want = POLLIN;
+        ERR_clear_error();
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        s->want = POLLOUT;
+        ERR_clear_error();
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        s->got_close_notify = true;
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            s->want = handshake ? s->want : POLLIN;
+            return -EAGAIN;
+        }
+        if (e == 0 || e == ECONNRESET) {
+            if (handshake) {
+                return tlsk__set_detail(s, -ECONNRESET, "peer closed the connection during the handshake");
+            }
+            return tlsk__set_detail(s, TLSK_ETRUNCATED, "peer closed TCP without close_notify");
+        }
+        return tlsk__set_detail(s, -e, "%s", strerror(e));
+    default:
+        break;
+    }
+    /* SSL_ERROR_SSL: find the most telling reason. */
+    for (unsigned long x; (x = ERR_peek_error()) != 0;) {
+        (void)x;
+        break;
+    }
+    alert = tlsk__alert_from_ossl_error(first);
+    s->detail[0] = '\0';
+    if (handshake && SSL_get_verify_result(s->ssl) != X509_V_OK &&
+        ERR_GET_REASON(first) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+        long v = SSL_get_verify_result(s->ssl);
+        snprintf(s->detail, sizeof s->detail, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+        ERR_clear_error();
+        return TLSK_EVERIFY;
+    }
+    tlsk__append_ossl_errors(s->detail, sizeof s->detail);
+    if (alert >= 0) {
+        return TLSK_EALERT(alert);
+    }
+    switch (ERR_GET_REASON(first)) {
+    case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+        rc = handshake ? -ECONNRESET : TLSK_ETRUNCATED;
+        break;
+    case SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC:
+        rc = TLSK_EBADRECORD;
+        break;
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+    case SSL_R_RECORD_LENGTH_MISMATCH:
+    case SSL_R_UNEXPECTED_MESSAGE:
+    case SSL_R_UNEXPECTED_RECORD:
+    case SSL_R_LENGTH_MISMATCH:
+    case SSL_R_BAD_PACKET_LENGTH:
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_WRONG_SSL_VERSION:
+        rc = TLSK_EPROTO;
+        break;
+    default:
+        rc = handshake ? TLSK_EHANDSHAKE : TLSK_EPROTO;
+        break;
+    }
+    return rc;
+}
+
+TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
+{
+    int r, rc;
+
+    if (!s) {
+        return TLSK_ECONFIG;
+    }
+    if (s->state == TLSK__OPEN) {
+        return 0;
+    }
+    if (s->state == TLSK__FAILED) {
+        return s->fail_code;
+    }
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_do_handshake(s->ssl);
+    if (r != 1) {
+        rc = ossl_error(s, r, true);
+        if (rc == -EAGAIN) {
+            return rc;
+        }
+        if (rc == 0) {
+            rc = tlsk__set_detail(s, -ECONNRESET, "peer sent close_notify during the handshake");
+        }
+        return fail(s, rc);
+    }
+    rc = tlsk__offload(s);
+    if (rc != 0) {
+        return fail(s, rc);
+    }
+    s->state = TLSK__OPEN;
+    s->detail[0] = '\0';
+    return 0;
+}
+
+static int ensure_open(struct tlsk_socket *s)
+{
+    if (!s) {
+        return TLSK_ECONFIG;
+    }
+    if (s->state == TLSK__OPEN) {
+        return 0;
+    }
+    return tlsk_socket_handshake(s);
+}
+
+/* Kernel RX: recvmsg with a record-type control buffer (KTLS-FACTS 1.6). */
+static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
+{
+    for (;;) {
+        char cbuf[CMSG_SPACE(sizeof(unsigned char))];
+        struct iovec iov;
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+        struct cmsghdr *cm;
+        int type = TLSK_REC_APPDATA;
+        bool in_ctrl = s->ctrl_len > 0;
+        ssize_t n;
+
+        if (in_ctrl) {
+            /* Finish a control record that arrived in pieces. */
+            iov.iov_base = s->ctrl + s->ctrl_len;
+            iov.iov_len = TLSK_MAX_PLAINTEXT + 256 - s->ctrl_len;
+        } else {
+            iov.iov_base = buf;
+            iov.iov_len = len;
+        }
+        msg.msg_control = cbuf;
+        msg.msg_controllen = sizeof cbuf;
+        n = recvmsg(s->fd, &msg, 0);
+        if (n < 0) {
+            int e = errno;
+            if (e == EINTR) {
+                continue;
+            }
+            if (e == EAGAIN || e == EWOULDBLOCK) {
+                s->want = POLLIN;
+                return -EAGAIN;
+            }
+            if (e == EBADMSG) {
+                return fail(s, tlsk__set_detail(s, TLSK_EBADRECORD,
+                                                "kernel: record failed authentication (EBADMSG)"));
+            }
+            if (e == EMSGSIZE || e == EINVAL) {
+                return fail(s, tlsk__set_detail(s, TLSK_EPROTO, "kernel: malformed record (%s)",
+                                                strerror(e)));
+            }
+            if (e == EKEYEXPIRED) {
+                return fail(s, tlsk__set_detail(s, TLSK_EKEYUPDATE, "kernel: receive key expired"));
+            }
+            return fail(s, tlsk__set_detail(s, -e, "recvmsg: %s", strerror(e)));
+        }
+        if (n == 0) {
+            if (in_ctrl) {
+                return fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED, "EOF inside a control record"));
+            }
+            if (s->got_close_notify) {
+                return 0;
+            }
+            return fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED,
+                                            "peer closed TCP without close_notify"));
+        }
+        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level == TLSK_SOL_TLS && cm->cmsg_type == TLSK_TLS_GET_RECORD_TYPE) {
+                type = *CMSG_DATA(cm);
+            }
+        }
+        if (type == TLSK_REC_APPDATA && !in_ctrl) {
+            s->bytes_read += (size_t)n + 5 + 16 + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 8) *
+                                                 ((msg.msg_flags & MSG_EOR) ? 1 : 0);
+            return n;
+        }
+        if (!in_ctrl) {
+            /* A control record landed in the caller's buffer: move it to ours. */
+            if (!s->ctrl) {
+                s->ctrl = malloc(TLSK_MAX_PLAINTEXT + 256);
+                if (!s->ctrl) {
+                    return fail(s, TLSK_ENOMEM);
+                }
+            }
+            memcpy(s->ctrl, buf, (size_t)n);
+            s->ctrl_type = type;
+            s->ctrl_len = (size_t)n;
+        } else {
+            s->ctrl_len += (size_t)n;
+        }
+        if (!(msg.msg_flags & MSG_EOR) && s->ctrl_len < TLSK_MAX_PLAINTEXT + 256) {
+            continue;
+        }
+        s->bytes_read += s->ctrl_len + 5 + 16;
+        {
+            int rc = tlsk__bridge_control_in(s, s->ctrl_type, s->ctrl, s->ctrl_len);
+            OPENSSL_cleanse(s->ctrl, s->ctrl_len);
+            s->ctrl_len = 0;
+            if (rc < 0) {
+                return fail(s, rc);
+            }
+            if (rc == 1) {
+                return 0;
+            }
+        }
+    }
+}
+
+TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t len)
+{
+    size_t got = 0;
+    int r, rc;
+
+    if ((rc = ensure_open(s)) != 0) {
+        return rc;
+    }
+    if (len == 0) {
+        return -EINVAL;
+    }
+    if (s->got_close_notify) {
+        return 0;
+    }
+    if (s->rx_kernel) {
+        return kernel_read(s, buf, len);
+    }
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_read_ex(s->ssl, buf, len, &got);
+    if (r == 1) {
+        rc = tlsk__bridge_flush_out(s);
+        if (rc != 0) {
+            return fail(s, rc);
+        }
+        return (ssize_t)got;
+    }
+    rc = ossl_error(s, r, false);
+    if (rc == -EAGAIN || rc == 0) {
+        int frc = tlsk__bridge_flush_out(s);
+        if (frc != 0) {
+            return fail(s, frc);
+        }
+        if (rc == 0) {
+            SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_RECEIVED_SHUTDOWN);
+        }
+        return rc;
+    }
+    {
+        /* Best effort: forward the alert OpenSSL wrote, if any; the failure is rc. */
+        int ignored = tlsk__bridge_flush_out(s);
+        (void)ignored;
+    }
+    return fail(s, rc);
+}
+
+static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+    ssize_t n;
+
+    do {
+        n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            s->want = POLLOUT;
+            return -EAGAIN;
+        }
+        return tlsk__set_detail(s, -e, "send: %s", strerror(e));
+    }
+    {
+        size_t recs = ((size_t)n + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
+        s->bytes_written += (size_t)n + recs * (5 + 16 + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 8));
+    }
+    return n;
+}
+
+/* Userspace write of one buffer: OpenSSL in partial-write mode returns after each record. */
+static ssize_t user_write(struct tlsk_socket *s, const unsigned char *buf, size_t len)
+{
+    size_t done = 0;
+
+    while (done < len) {
+        size_t w = 0;
+        int r;
+
+        ERR_clear_error();
+        errno = 0;
+        r = SSL_write_ex(s->ssl, buf + done, len - done, &w);
+        if (r == 1) {
+            done += w;
+            continue;
+        }
+        r = ossl_error(s, r, false);
+        if (done > 0 && r == -EAGAIN) {
+            break;
+        }
+        if (r == -EAGAIN || r == -EPIPE) {
+            return r;
+        }
+        return fail(s, r == 0 ? TLSK_ECLOSED : r);
+    }
+    return (ssize_t)done;
+}
+
+static int check_writable(struct tlsk_socket *s)
+{
+    int rc = ensure_open(s);
+    if (rc != 0) {
+        return rc;
+    }
+    if (s->sent_close_notify) {
+        return TLSK_ECLOSED;
+    }
+    return 0;
+}
+
+TLSK_PUBLIC ssize_t tlsk_socket_write(struct tlsk_socket *s, const void *buf, size_t len)
+{
+    int rc = check_writable(s);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    if (s->tx_kernel) {
+        struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+        return kernel_write_iov(s, &iov, 1);
+    }
+    return user_write(s, buf, len);
+}
+
+TLSK_PUBLIC ssize_t tlsk_socket_writev(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
+{
+    unsigned char small[TLSK_MAX_PLAINTEXT];
+    size_t total = 0, off = 0;
+    ssize_t done = 0;
+    int rc = check_writable(s);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (iovcnt < 0 || (iovcnt > 0 && !iov)) {
+        return -EINVAL;
+    }
+    if (s->tx_kernel) {
+        return kernel_write_iov(s, iov, iovcnt);
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        total += iov[i].iov_len;
+    }
+    if (total <= sizeof small) {
+        /* Small pieces in one record, not one record each. */
+        for (int i = 0; i < iovcnt; i++) {
+            memcpy(small + off, iov[i].iov_base, iov[i].iov_len);
+            off += iov[i].iov_len;
+        }
+        return total ? user_write(s, small, total) : 0;
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        ssize_t n;
+        if (iov[i].iov_len == 0) {
+            continue;
+        }
+        n = user_write(s, iov[i].iov_base, iov[i].iov_len);
+        if (n < 0) {
+            return done > 0 && n == -EAGAIN ? done : n;
+        }
+        done += n;
+        if ((size_t)n < iov[i].iov_len) {
+            break;
+        }
+    }
+    return done;
+}
+
+static ssize_t kernel_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, size_t count)
+{
+    ssize_t n;
+
+    do {
+        n = sendfile(s->fd, file_fd, offset, count);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            s->want = POLLOUT;
+            return -EAGAIN;
+        }
+        return tlsk__set_detail(s, -e, "sendfile: %s", strerror(e));
+    }
+    {
+        size_t recs = ((size_t)n + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
+        s->bytes_written += (size_t)n + recs * (5 + 16 + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 8));
+    }
+    return n;
+}
+
+/* Userspace sendfile: read into a reused buffer, write full-size records.  When OpenSSL
+ * stops with a record half-sent, the bytes it holds stay in sf_buf: OpenSSL requires the
+ * retry to present the same data. */
+static ssize_t user_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, size_t count)
+{
+    off_t pos;
+    size_t chunk;
+    ssize_t n;
+
+    if (offset) {
+        pos = *offset;
+    } else if ((pos = lseek(file_fd, 0, SEEK_CUR)) < 0) {
+        return -errno;
+    }
+    if (!s->sf_buf) {
+        s->sf_buf = malloc(SF_BUF_SIZE);
+        if (!s->sf_buf) {
+            return TLSK_ENOMEM;
+        }
+    }
+    if (s->sf_pending > 0 && s->sf_pending_off == pos) {
+        chunk = s->sf_pending;
+    } else {
+        chunk = count < SF_BUF_SIZE ? count : SF_BUF_SIZE;
+        do {
+            n = pread(file_fd, s->sf_buf, chunk, pos);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            return -errno;
+        }
+        if (n == 0) {
+            return 0;
+        }
+        chunk = (size_t)n;
+    }
+    s->sf_pending = 0;
+    n = user_write(s, s->sf_buf, chunk);
+    if (n == -EAGAIN) {
+        s->sf_pending = chunk;
+        s->sf_pending_off = pos;
+        return n;
+    }
+    if (n < 0) {
+        return n;
+    }
+    if ((size_t)n < chunk) {
+        /* OpenSSL may hold part of the next record: keep the rest where it is. */
+        memmove(s->sf_buf, s->sf_buf + n, chunk - (size_t)n);
+        s->sf_pending = chunk - (size_t)n;
+        s->sf_pending_off = pos + n;
+    }
+    if (offset) {
+        *offset = pos + n;
+    } else if (lseek(file_fd, pos + n, SEEK_SET) < 0) {
+        return -errno;
+    }
+    return n;
+}
+
+TLSK_PUBLIC ssize_t tlsk_socket_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset,
+                                         size_t count)
+{
+    int rc = check_writable(s);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (count == 0) {
+        return 0;
+    }
+    if (s->tx_kernel) {
+        return kernel_sendfile(s, file_fd, offset, count);
+    }
+    return user_sendfile(s, file_fd, offset, count);
+}
+
+TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
+{
+    static const unsigned char close_notify[2] = { SSL3_AL_WARNING, SSL_AD_CLOSE_NOTIFY };
+    int rc = ensure_open(s);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (s->sent_close_notify) {
+        return 0;
+    }
+    if (s->tx_kernel) {
+        /* The kernel never sends close_notify (KTLS-FACTS 1.7). */
+        rc = tlsk__send_control(s, TLSK_REC_ALERT, close_notify, sizeof close_notify);
+        if (rc == -EAGAIN || rc == -EWOULDBLOCK) {
+            s->want = POLLOUT;
+            return -EAGAIN;
+        }
+        if (rc != 0) {
+            return tlsk__set_detail(s, rc, "sending close_notify: %s", strerror(-rc));
+        }
+        SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_SENT_SHUTDOWN);
+    } else {
+        int r;
+        ERR_clear_error();
+        errno = 0;
+        r = SSL_shutdown(s->ssl);
+        if (r < 0) {
+            rc = ossl_error(s, r, false);
+            return rc == 0 ? 0 : rc;
+        }
+    }
+    s->sent_close_notify = true;
+    return 0;
+}
+
+TLSK_PUBLIC int tlsk_socket_events(const struct tlsk_socket *s)
+{
+    return s ? s->want : 0;
+}
+
+TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
+{
+    if (!s) {
+        return;
+    }
+    if (s->ssl) {
+        /* Freed without shutdown flags OpenSSL marks the session not resumable
+         * (KTLS-FACTS 3.6); after a clean connection it must stay resumable. */
+        if (s->state == TLSK__OPEN) {
+            SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        }
+        SSL_free(s->ssl);
+    }
+    BIO_free(s->sock_bio);
+    if (s->flags & TLSK_SOCKET_OWN_FD) {
+        close(s->fd);
+    }
+    OPENSSL_cleanse(&s->client_secret, sizeof s->client_secret);
+    OPENSSL_cleanse(&s->server_secret, sizeof s->server_secret);
+    free(s->ctrl);
+    free(s->sf_buf);
+    tlsk_context_free(s->ctx);
+    free(s);
+}
+
+TLSK_PUBLIC int tlsk_socket_fd(const struct tlsk_socket *s)
+{
+    return s ? s->fd : -1;
+}
+
+TLSK_PUBLIC void *tlsk_socket_get_data(const struct tlsk_socket *s)
+{
+    return s ? s->data : NULL;
+}
+
+TLSK_PUBLIC void tlsk_socket_set_data(struct tlsk_socket *s, void *data)
+{
+    if (s) {
+        s->data = data;
+    }
+}
+
+TLSK_PUBLIC struct tlsk_offload tlsk_socket_offload(const struct tlsk_socket *s)
+{
+    struct tlsk_offload o = { { 0 }, { 0 } };
+    return s ? s->off : o;
+}
+
+TLSK_PUBLIC const char *tlsk_socket_error_detail(const struct tlsk_socket *s)
+{
+    return s ? s->detail : "";
+}
+
+TLSK_PUBLIC const char *tlsk_socket_version(const struct tlsk_socket *s)
+{
+    if (!s || s->state != TLSK__OPEN) {
+        return NULL;
+    }
+    return SSL_get_version(s->ssl);
+}
+
+TLSK_PUBLIC const char *tlsk_socket_cipher(const struct tlsk_socket *s)
+{
+    if (!s || s->state != TLSK__OPEN) {
+        return NULL;
+    }
+    return SSL_get_cipher_name(s->ssl);
+}
+
+TLSK_PUBLIC int tlsk_socket_version_number(const struct tlsk_socket *s)
+{
+    if (!s || s->state != TLSK__OPEN) {
+        return 0;
+    }
+    return SSL_version(s->ssl);
+}
+
+TLSK_PUBLIC int tlsk_socket_session_reused(const struct tlsk_socket *s)
+{
+    if (!s || s->state != TLSK__OPEN) {
+        return 0;
+    }
+    return SSL_session_reused(s->ssl);
+}
+
+TLSK_PUBLIC ssize_t tlsk_socket_session(const struct tlsk_socket *s, void *buf, size_t len)
+{
+    SSL_SESSION *sess;
+    unsigned char *p;
+    int need;
+
+    if (!s) {
+        return TLSK_ECONFIG;
+    }
+    sess = SSL_get_session(s->ssl);
+    if (!sess || !SSL_SESSION_is_resumable(sess)) {
+        return -ENOENT;
+    }
+    need = i2d_SSL_SESSION(sess, NULL);
+    if (need <= 0) {
+        return TLSK_EINTERNAL;
+    }
+    if (!buf && len == 0) {
+        return need;
+    }
+    if (!buf || len < (size_t)need) {
+        return -ENOBUFS;
+    }
+    p = buf;
+    return i2d_SSL_SESSION(sess, &p);
+}
+
+TLSK_PUBLIC uint64_t tlsk_socket_bytes_written(const struct tlsk_socket *s)
+{
+    return s ? s->bytes_written : 0;
+}
+
+TLSK_PUBLIC uint64_t tlsk_socket_bytes_read(const struct tlsk_socket *s)
+{
+    return s ? s->bytes_read : 0;
+}
