@@ -111,17 +111,17 @@ deps:
 
 # Native tier: every test program and script, the kernel path reported as unavailable.
 check: deps lib tests
-	$(Q)TLSK_BUILD=$(B) scripts/run-tests.sh native
+	$(Q)TLSK_BUILD=$(B) TLSK_SANITIZE=$(SANITIZE) scripts/run-tests.sh native
 
 # Real-kernel tier: the same programs inside user-mode Linux with tls.ko.
 check-ktls: deps lib tests
-	$(Q)TLSK_BUILD=$(B) scripts/run-tests.sh ktls
+	$(Q)TLSK_BUILD=$(B) TLSK_SANITIZE=$(SANITIZE) scripts/run-tests.sh ktls
 
 test: deps lib tests
-	$(Q)TLSK_BUILD=$(B) scripts/run-tests.sh all
+	$(Q)TLSK_BUILD=$(B) TLSK_SANITIZE=$(SANITIZE) scripts/run-tests.sh all
 
 run: deps all
-	$(Q)scripts/run-serve.sh
+	$(Q)TLSK_ROOT_DIR="$(CURDIR)" scripts/run-serve.sh
 
 install: lib
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)

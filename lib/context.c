@@ -130,6 +130,14 @@ static int load_key(SSL_CTX *sc, const struct tlsk_context_options *o, struct de
         }
         goto out;
     }
+    {
+        X509 *leaf = SSL_CTX_get0_certificate(sc);
+        if (leaf && X509_check_private_key(leaf, pk) != 1) {
+            EVP_PKEY_free(pk);
+            rc = fail(d, TLSK_EKEY, "key: does not match the certificate");
+            goto out;
+        }
+    }
     if (SSL_CTX_use_PrivateKey(sc, pk) != 1) {
         rc = fail(d, TLSK_EKEY, "key: rejected");
     } else if (SSL_CTX_check_private_key(sc) != 1) {
@@ -244,8 +252,14 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     if ((unsigned)o->offload > TLSK_OFFLOAD_REQUIRE) {
         return fail(&d, TLSK_ECONFIG, "offload: unknown policy %d", (int)o->offload);
     }
-    if ((o->cert_file && o->cert_pem) || (o->key_file && o->key_pem) || (o->ca_file && o->ca_pem)) {
-        return fail(&d, TLSK_ECONFIG, "give a file or a PEM string, not both");
+    if (o->cert_file && o->cert_pem) {
+        return fail(&d, TLSK_ECONFIG, "cert_file and cert_pem both given: choose one");
+    }
+    if (o->key_file && o->key_pem) {
+        return fail(&d, TLSK_ECONFIG, "key_file and key_pem both given: choose one");
+    }
+    if (o->ca_file && o->ca_pem) {
+        return fail(&d, TLSK_ECONFIG, "ca_file and ca_pem both given: choose one");
     }
     if ((o->cert_file || o->cert_pem) != (o->key_file || o->key_pem)) {
         return fail(&d, TLSK_ECONFIG, "%s given without %s",

@@ -73,6 +73,13 @@ run_ktls() {
 	fi
 }
 
+# AddressSanitizer cannot start inside user-mode Linux (its shadow memory range does not fit
+# UML's address space), so sanitizer builds run the native tier only.
+if [ -n "${TLSK_SANITIZE:-}" ] && [ "$mode" != native ]; then
+	echo "run-tests: SANITIZE=$TLSK_SANITIZE builds run the native tier only (ASan cannot run in user-mode Linux)"
+	mode=native
+fi
+
 case $mode in
 native) run_native ;;
 ktls) run_ktls ;;
