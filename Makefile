@@ -82,7 +82,9 @@ $(B)/libtlsk.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(B)/tlsk.pc: Makefile
+# Regenerated on every build and install, so it names the PREFIX actually used.
+.PHONY: $(B)/tlsk.pc
+$(B)/tlsk.pc:
 	@mkdir -p $(B)
 	$(Q)printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
 	    'Name: tlsk' 'Description: TLS for C with the record layer in the kernel (kTLS)' \
@@ -123,7 +125,7 @@ test: deps lib tests
 run: deps all
 	$(Q)TLSK_ROOT_DIR="$(CURDIR)" scripts/run-serve.sh
 
-install: lib
+install: lib $(B)/tlsk.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 0755 $(B)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so

@@ -23,7 +23,7 @@ scripts/gen-fixtures.sh "$root/build/fixtures" || exit 2
 
 tests=()
 for f in "$build"/tests/unit/test_* "$build"/tests/ktls/test_* "$build"/tests/interop/test_* \
-         tests/interop/*.t tests/ktls/*.t; do
+         tests/unit/*.t tests/interop/*.t tests/ktls/*.t; do
 	[ -x "$f" ] && tests+=("$f")
 done
 if [ ${#tests[@]} -eq 0 ]; then
