@@ -122,9 +122,18 @@ static void *client_main(void *arg)
     if (sd->rc) {
         goto out;
     }
-    sd->step = "echo";
-    if ((sd->rc = h_write_all(s, "hello\n", 6)) != 0) {
-        goto out;
+    sd->step = "echo (writev)";
+    {
+        /* Three pieces in one call: writev must deliver them in order as one message. */
+        struct iovec iov[3] = { { "he", 2 }, { "llo", 3 }, { "\n", 1 } };
+        ssize_t w;
+        while ((w = tlsk_socket_writev(s, iov, 3)) == -EAGAIN) {
+            usleep(1000);
+        }
+        if (w != 6) {
+            sd->rc = w < 0 ? (int)w : -EIO;
+            goto out;
+        }
     }
     n = h_read_full(s, buf, 6);
     if (n != 6 || memcmp(buf, "hello\n", 6) != 0) {
