@@ -348,6 +348,54 @@ static int prepare_mem_bio(BIO **out)
     return *out ? 0 : TLSK_ENOMEM;
 }
 
+/*
+ * Derive, install and verify one direction; on success hand OpenSSL the memory BIO for it
+ * (*mem is then NULL).  Returns 0; a positive errno when the kernel refused the keys (the
+ * socket is unchanged, the direction stays in userspace); or a negative code when the
+ * install succeeded but the read-back disagrees, which is past the point of no return.
+ */
+static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem)
+{
+    struct tlsk__keys k;
+    int opt = tx ? TLSK_TLS_TX : TLSK_TLS_RX;
+    /* Our write keys are the client's when we are the client; our read keys the other's. */
+    int client_keys = tx ? !s->is_server : s->is_server;
+    int rc;
+
+    rc = tlsk__derive_keys(s, tx, client_keys, &k);
+    if (rc != 0) {
+        return EPROTO;
+    }
+    /* TLS 1.2 Finished was record 0 of the epoch; TLS 1.3 application keys start at 0. */
+    k.seq = (version == TLS1_3_VERSION ? 0 : 1) + (tx ? s->tx_after_fin : s->rx_after_fin);
+    rc = install(s->fd, opt, &k);
+    if (rc != 0) {
+        OPENSSL_cleanse(&k, sizeof k);
+        return -rc;
+    }
+    rc = verify_installed(s->fd, opt, &k);
+    uint64_t seq = k.seq;
+    OPENSSL_cleanse(&k, sizeof k);
+    if (tx) {
+        s->tx_kernel = true;
+    } else {
+        s->rx_kernel = true;
+    }
+    if (rc != 0) {
+        return tlsk__set_detail(s, TLSK_EINTERNAL, "kernel %s state does not match after install",
+                                tx ? "TX" : "RX");
+    }
+    if (tx) {
+        s->ossl_write_seq = seq;
+        SSL_set0_wbio(s->ssl, *mem);
+    } else {
+        s->ossl_read_seq = seq;
+        SSL_set0_rbio(s->ssl, *mem);
+    }
+    *mem = NULL;
+    return 0;
+}
+
 int tlsk__offload(struct tlsk_socket *s)
 {
     const struct tlsk_kernel_caps *caps;
@@ -358,9 +406,7 @@ int tlsk__offload(struct tlsk_socket *s)
     int tcipher = -1, kcipher = 0;
     size_t key_len = 0;
     bool want_tx = true, want_rx = true;
-    bool is_client = !s->is_server;
     BIO *wmem = NULL, *rmem = NULL;
-    struct tlsk__keys k;
     int rc;
 
     set_dir(tx, TLSK_MODE_KERNEL, TLSK_REASON_NONE, 0);
@@ -445,59 +491,25 @@ int tlsk__offload(struct tlsk_socket *s)
     }
 
     if (want_tx) {
-        rc = tlsk__derive_keys(s, 1, is_client, &k);
-        if (rc == 0) {
-            k.seq = (version == TLS1_3_VERSION ? 0 : 1) + s->tx_after_fin;
-            rc = install(s->fd, TLSK_TLS_TX, &k);
-            if (rc == 0) {
-                rc = verify_installed(s->fd, TLSK_TLS_TX, &k);
-                if (rc != 0) {
-                    /* Past the point of no return: the stream is unusable. */
-                    OPENSSL_cleanse(&k, sizeof k);
-                    BIO_free(rmem);
-                    BIO_free(wmem);
-                    s->tx_kernel = true;
-                    return tlsk__set_detail(s, TLSK_EINTERNAL,
-                                            "kernel TX state does not match after install");
-                }
-                s->tx_kernel = true;
-                s->ossl_write_seq = k.seq;
-                SSL_set0_wbio(s->ssl, wmem);
-                wmem = NULL;
-            } else {
-                NO(tx, rc == -ENOENT || rc == -EINVAL ? TLSK_REASON_CIPHER : TLSK_REASON_INSTALL,
-                   rc);
-            }
-            OPENSSL_cleanse(&k, sizeof k);
-        } else {
-            NO(tx, TLSK_REASON_INSTALL, 0);
+        rc = install_dir(s, true, version, &wmem);
+        if (rc < 0) {
+            BIO_free(wmem);
+            BIO_free(rmem);
+            return rc;
+        }
+        if (rc > 0) {
+            NO(tx, rc == ENOENT || rc == EINVAL ? TLSK_REASON_CIPHER : TLSK_REASON_INSTALL, -rc);
         }
     }
     if (want_rx && !(s->policy == TLSK_OFFLOAD_REQUIRE && !s->tx_kernel)) {
-        rc = tlsk__derive_keys(s, 0, !is_client, &k);
-        if (rc == 0) {
-            k.seq = (version == TLS1_3_VERSION ? 0 : 1) + s->rx_after_fin;
-            rc = install(s->fd, TLSK_TLS_RX, &k);
-            if (rc == 0) {
-                rc = verify_installed(s->fd, TLSK_TLS_RX, &k);
-                s->rx_kernel = true;
-                if (rc != 0) {
-                    OPENSSL_cleanse(&k, sizeof k);
-                    BIO_free(rmem);
-                    BIO_free(wmem);
-                    return tlsk__set_detail(s, TLSK_EINTERNAL,
-                                            "kernel RX state does not match after install");
-                }
-                s->ossl_read_seq = k.seq;
-                SSL_set0_rbio(s->ssl, rmem);
-                rmem = NULL;
-            } else {
-                NO(rx, rc == -ENOENT || rc == -EINVAL ? TLSK_REASON_CIPHER : TLSK_REASON_INSTALL,
-                   rc);
-            }
-            OPENSSL_cleanse(&k, sizeof k);
-        } else {
-            NO(rx, TLSK_REASON_INSTALL, 0);
+        rc = install_dir(s, false, version, &rmem);
+        if (rc < 0) {
+            BIO_free(wmem);
+            BIO_free(rmem);
+            return rc;
+        }
+        if (rc > 0) {
+            NO(rx, rc == ENOENT || rc == EINVAL ? TLSK_REASON_CIPHER : TLSK_REASON_INSTALL, -rc);
         }
     } else if (want_rx) {
         NO(rx, TLSK_REASON_INSTALL, 0);

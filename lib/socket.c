@@ -506,6 +506,27 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
     return fail(s, rc);
 }
 
+/* The outcome of a send-like syscall on a TX-offloaded socket: -EAGAIN with the wait noted,
+ * a named error, or the count (with the TLS bytes it becomes on the wire: one header, tag
+ * and, for TLS 1.3, inner type byte, or TLS 1.2 explicit nonce per 16 KiB record). */
+static ssize_t kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what)
+{
+    size_t recs, per;
+
+    if (n < 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            s->want = POLLOUT;
+            return -EAGAIN;
+        }
+        return tlsk__set_detail(s, -e, "%s: %s", what, strerror(e));
+    }
+    recs = ((size_t)n + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
+    per = 5 + 16 + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 8);
+    s->bytes_written += (size_t)n + recs * per;
+    return n;
+}
+
 static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
 {
     struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
@@ -514,19 +535,7 @@ static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, 
     do {
         n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        int e = errno;
-        if (e == EAGAIN || e == EWOULDBLOCK) {
-            s->want = POLLOUT;
-            return -EAGAIN;
-        }
-        return tlsk__set_detail(s, -e, "send: %s", strerror(e));
-    }
-    {
-        size_t recs = ((size_t)n + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
-        s->bytes_written += (size_t)n + recs * (5 + 16 + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 8));
-    }
-    return n;
+    return kernel_sent(s, n, "send");
 }
 
 /* Userspace write of one buffer: OpenSSL in partial-write mode returns after each record. */
@@ -637,19 +646,7 @@ static ssize_t kernel_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset
     do {
         n = sendfile(s->fd, file_fd, offset, count);
     } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        int e = errno;
-        if (e == EAGAIN || e == EWOULDBLOCK) {
-            s->want = POLLOUT;
-            return -EAGAIN;
-        }
-        return tlsk__set_detail(s, -e, "sendfile: %s", strerror(e));
-    }
-    {
-        size_t recs = ((size_t)n + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
-        s->bytes_written += (size_t)n + recs * (5 + 16 + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 8));
-    }
-    return n;
+    return kernel_sent(s, n, "sendfile");
 }
 
 /* Userspace sendfile: read into a reused buffer, write full-size records.  When OpenSSL
