@@ -477,11 +477,13 @@ int tlsk__offload(struct tlsk_socket *s)
         int e = -errno;
         BIO_free(wmem);
         BIO_free(rmem);
+        /* The probe found the ULP, so this socket itself was refused: ENOTCONN when the
+         * peer's FIN already arrived (tls_init wants an established socket). */
         if (want_tx) {
-            NO(tx, TLSK_REASON_NO_ULP, e);
+            NO(tx, TLSK_REASON_INSTALL, e);
         }
         if (want_rx) {
-            NO(rx, TLSK_REASON_NO_ULP, e);
+            NO(rx, TLSK_REASON_INSTALL, e);
         }
         if (s->policy == TLSK_OFFLOAD_REQUIRE) {
             return tlsk__set_detail(s, TLSK_ENOKTLS, "offload required but TCP_ULP failed: %s",

@@ -235,13 +235,20 @@ static int fail(struct tlsk_socket *s, int code)
     return code;
 }
 
+enum op {
+    OP_HANDSHAKE,
+    OP_READ,
+    OP_WRITE,
+};
+
 /* Map an OpenSSL failure (ret <= 0) to a tlsk code, filling the detail string. */
-static int ossl_error(struct tlsk_socket *s, int ret, bool handshake)
+static int ossl_error(struct tlsk_socket *s, int ret, enum op op)
 {
     int err = SSL_get_error(s->ssl, ret);
     int e = errno;
-    unsigned long first = ERR_peek_error();
-    int alert = -1, rc;
+    unsigned long q[16], key = 0;
+    size_t nq = 0, used = 0;
+    int alert, rc;
 
     switch (err) {
     case SSL_ERROR_WANT_READ:
@@ -258,43 +265,62 @@ static int ossl_error(struct tlsk_socket *s, int ret, bool handshake)
     case SSL_ERROR_SYSCALL:
         ERR_clear_error();
         if (e == EAGAIN || e == EWOULDBLOCK) {
-            s->want = handshake ? s->want : POLLIN;
+            if (op != OP_HANDSHAKE) {
+                s->want = op == OP_WRITE ? POLLOUT : POLLIN;
+            }
             return -EAGAIN;
         }
-        if (e == 0 || e == ECONNRESET) {
-            if (handshake) {
-                return tlsk__set_detail(s, -ECONNRESET, "peer closed the connection during the handshake");
-            }
+        if (op == OP_HANDSHAKE && (e == 0 || e == ECONNRESET)) {
+            return tlsk__set_detail(s, -ECONNRESET, "peer closed the connection during the handshake");
+        }
+        if (op == OP_READ && (e == 0 || e == ECONNRESET)) {
             return tlsk__set_detail(s, TLSK_ETRUNCATED, "peer closed TCP without close_notify");
+        }
+        if (e == 0) {
+            e = EPIPE; /* a write that found the connection gone */
         }
         return tlsk__set_detail(s, -e, "%s", strerror(e));
     default:
         break;
     }
-    /* SSL_ERROR_SSL: find the most telling reason. */
-    for (unsigned long x; (x = ERR_peek_error()) != 0;) {
-        (void)x;
-        break;
-    }
-    alert = tlsk__alert_from_ossl_error(first);
+    /* SSL_ERROR_SSL.  Providers queue their own errors before the SSL library's (for example
+     * "cipher operation failed" before "bad record mac"): classify by the first SSL one. */
     s->detail[0] = '\0';
-    if (handshake && SSL_get_verify_result(s->ssl) != X509_V_OK &&
-        ERR_GET_REASON(first) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+    while (nq < TLSK_ARRAY_SIZE(q) && (q[nq] = ERR_get_error()) != 0) {
+        char one[200];
+        ERR_error_string_n(q[nq], one, sizeof one);
+        if (used + 3 < sizeof s->detail) {
+            int n = snprintf(s->detail + used, sizeof s->detail - used, "%s%s", used ? ": " : "",
+                             one);
+            used = n > 0 && used + (size_t)n < sizeof s->detail ? used + (size_t)n
+                                                                : sizeof s->detail - 1;
+        }
+        if (!key && ERR_GET_LIB(q[nq]) == ERR_LIB_SSL) {
+            key = q[nq];
+        }
+        nq++;
+    }
+    ERR_clear_error();
+    if (!key && nq) {
+        key = q[0];
+    }
+    if (op == OP_HANDSHAKE && SSL_get_verify_result(s->ssl) != X509_V_OK &&
+        ERR_GET_REASON(key) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
         long v = SSL_get_verify_result(s->ssl);
         snprintf(s->detail, sizeof s->detail, "certificate verify failed: %s",
                  X509_verify_cert_error_string(v));
-        ERR_clear_error();
         return TLSK_EVERIFY;
     }
-    tlsk__append_ossl_errors(s->detail, sizeof s->detail);
+    alert = tlsk__alert_from_ossl_error(key);
     if (alert >= 0) {
         return TLSK_EALERT(alert);
     }
-    switch (ERR_GET_REASON(first)) {
+    switch (ERR_GET_LIB(key) == ERR_LIB_SSL ? ERR_GET_REASON(key) : 0) {
     case SSL_R_UNEXPECTED_EOF_WHILE_READING:
-        rc = handshake ? -ECONNRESET : TLSK_ETRUNCATED;
+        rc = op == OP_HANDSHAKE ? -ECONNRESET : op == OP_READ ? TLSK_ETRUNCATED : -EPIPE;
         break;
     case SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC:
+    case SSL_R_DECRYPTION_FAILED:
         rc = TLSK_EBADRECORD;
         break;
     case SSL_R_WRONG_VERSION_NUMBER:
@@ -311,7 +337,7 @@ static int ossl_error(struct tlsk_socket *s, int ret, bool handshake)
         rc = TLSK_EPROTO;
         break;
     default:
-        rc = handshake ? TLSK_EHANDSHAKE : TLSK_EPROTO;
+        rc = op == OP_HANDSHAKE ? TLSK_EHANDSHAKE : TLSK_EPROTO;
         break;
     }
     return rc;
@@ -334,7 +360,7 @@ TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
     errno = 0;
     r = SSL_do_handshake(s->ssl);
     if (r != 1) {
-        rc = ossl_error(s, r, true);
+        rc = ossl_error(s, r, OP_HANDSHAKE);
         if (rc == -EAGAIN) {
             return rc;
         }
@@ -487,7 +513,7 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
         }
         return (ssize_t)got;
     }
-    rc = ossl_error(s, r, false);
+    rc = ossl_error(s, r, OP_READ);
     if (rc == -EAGAIN || rc == 0) {
         int frc = tlsk__bridge_flush_out(s);
         if (frc != 0) {
@@ -554,7 +580,7 @@ static ssize_t user_write(struct tlsk_socket *s, const unsigned char *buf, size_
             done += w;
             continue;
         }
-        r = ossl_error(s, r, false);
+        r = ossl_error(s, r, OP_WRITE);
         if (done > 0 && r == -EAGAIN) {
             break;
         }
@@ -753,7 +779,7 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         errno = 0;
         r = SSL_shutdown(s->ssl);
         if (r < 0) {
-            rc = ossl_error(s, r, false);
+            rc = ossl_error(s, r, OP_WRITE);
             return rc == 0 ? 0 : rc;
         }
     }
