@@ -138,6 +138,10 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libtlsk.a $(DESTDIR)$(INCLUDEDIR)/tlsk.h \
 	    $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc
 
+# libFuzzer targets for every parser (clang with libclang-rt); FUZZ_SECONDS per target.
+fuzz:
+	$(Q)tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30)
+
 analyze:
 	cppcheck --quiet --enable=warning,portability --error-exitcode=1 -Iinclude -Ilib \
 	    -Ikmod-helpers lib kmod-helpers

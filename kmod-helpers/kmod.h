@@ -98,4 +98,72 @@ int tlsk__tls_stat_read(struct tlsk__tls_stat *st) __attribute__((warn_unused_re
  */
 int tlsk__kernel_probe_run(struct tlsk_kernel_caps *caps);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Sockets with the tls ULP, from inet_diag (what `ss -tie` shows)                          */
+
+/*
+ * One TCP socket of the caller's network namespace that has the "tls" ULP attached.
+ *
+ * has_info is 1 when the kernel sent INET_ULP_INFO_TLS; the kernel does that only when the
+ * netlink socket's opener has CAP_NET_ADMIN in that namespace.  Without it, kernels before the
+ * 2025 tcp_diag.c change omit INET_DIAG_ULP_INFO altogether, so the socket is not listed at
+ * all (measured on 6.1: zero sockets); kernels with that change send the ULP name only, and
+ * the socket is listed with has_info = 0 and every TLS field 0.
+ */
+struct tlsk__tls_sock {
+    int family;                 /* AF_INET or AF_INET6 */
+    char local[64], remote[64]; /* numeric addresses (inet_ntop); "" for another family */
+    uint16_t lport, rport;      /* host byte order */
+    uint64_t inode;             /* socket inode, as fstat() shows in st_ino for the fd */
+    int has_info;               /* the fields below came from the kernel */
+    uint16_t version;           /* TLS_INFO_VERSION, e.g. 0x0303; 0 when not yet set */
+    uint16_t cipher;            /* TLS_INFO_CIPHER (TLS_CIPHER_*, e.g. 51); 0 when not yet set */
+    uint16_t txconf, rxconf;    /* TLS_CONF_BASE 1, SW 2, HW 3, HW_RECORD 4 */
+    int zc_ro_tx;               /* flag TLS_INFO_ZC_RO_TX */
+    int rx_no_pad;              /* flag TLS_INFO_RX_NO_PAD */
+};
+
+/*
+ * tlsk__diag_parse() - parse one buffer of netlink messages received on a NETLINK_SOCK_DIAG
+ * socket in answer to an inet_diag (SOCK_DIAG_BY_FAMILY) dump.
+ *
+ * buf must be 4-byte aligned, as netlink buffers are; it is never read past len.  Messages are
+ * walked with mnl_nlmsg_ok(); every SOCK_DIAG_BY_FAMILY reply must hold a whole struct
+ * inet_diag_msg and well-formed attributes (libmnl validation: lengths, u16 sizes, flags
+ * without payload, NUL-terminated ULP name).  Sockets whose INET_DIAG_ULP_INFO has
+ * INET_ULP_INFO_NAME "tls" are stored in out[] in the order received; others are skipped.
+ * Unknown attributes (e.g. TLS_INFO_TX_MAX_PAYLOAD_LEN of newer kernels) are ignored.
+ * NLMSG_NOOP and unknown message types are skipped; nothing after NLMSG_DONE is looked at.
+ *
+ * *n receives the number of tls sockets found, which may exceed cap: only the first cap are
+ * stored (like snprintf(), so the caller can retry with a larger array).  *n is set only when
+ * the return value is >= 0; out[] may have been written to in any case.  out may be NULL when
+ * cap is 0.
+ *
+ * Returns 1 when NLMSG_DONE was reached (the dump is complete), 0 when the buffer parsed and
+ * more messages are to come, the negative error of an NLMSG_ERROR message (or of NLMSG_DONE,
+ * which carries the dump's status), -EBADMSG for a malformed or truncated message (also a
+ * message cut at the end of the buffer, or an error code outside -4095..-1), -EINVAL for bad
+ * arguments (n NULL, buf NULL with len > 0, out NULL with cap > 0, buf not aligned, len above
+ * INT_MAX).  An NLMSG_ERROR with error 0 (an acknowledgement) is skipped.
+ */
+int tlsk__diag_parse(const void *buf, size_t len, struct tlsk__tls_sock *out, size_t cap,
+                     size_t *n) __attribute__((warn_unused_result));
+
+/*
+ * tlsk__diag_dump() - list the TCP sockets (IPv4, then IPv6) of the caller's network namespace
+ * that have the tls ULP, with inet_diag over a NETLINK_SOCK_DIAG socket (libmnl).  The request
+ * asks for INET_DIAG_INFO, which is what makes the kernel add INET_DIAG_ULP_INFO.
+ *
+ * Needs CAP_NET_ADMIN to see anything on most kernels: see struct tlsk__tls_sock.  Sockets that
+ * open or close during the dump may or may not be listed.
+ *
+ * out, cap and *n as for tlsk__diag_parse(), counted over both families.  Returns 0, or
+ * -errno from the netlink socket (e.g. -EPROTONOSUPPORT without sock_diag), the error the
+ * kernel answered, or -EBADMSG for a reply that did not parse.  Blocking; thread-safe; opens
+ * and closes one netlink socket.
+ */
+int tlsk__diag_dump(struct tlsk__tls_sock *out, size_t cap, size_t *n)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -1,0 +1,105 @@
+#!/bin/bash
+# run.sh [SECONDS] - build the libFuzzer targets of tests/fuzz/ into build/fuzz/ and run each
+# for SECONDS (default 20).  Fails (exit 1) on any crash, leak or sanitizer report; the
+# reproducer is left in build/fuzz/<target>-work/ (crash-*, leak-*, timeout-*).
+#
+# Needs clang with libFuzzer (Debian: libclang-rt-14-dev) and libmnl-dev.  Seeds: a synthetic
+# inet_diag dump (one tls socket with full TLS_INFO, one name-only, one plain, NLMSG_DONE) and
+# a 6.1 /proc/net/tls_stat; the corpora grow in build/fuzz/<target>-work/corpus across runs.
+# Environment: CC (a clang; default clang), FUZZ_ARGS (extra libFuzzer flags).
+set -eu
+
+secs=${1:-20}
+case $secs in '' | *[!0-9]* | 0) echo "usage: $0 [SECONDS]" >&2; exit 2 ;; esac
+cd "$(dirname "$0")/../.."
+cc=${CC:-clang}
+case $cc in *clang*) ;; *) cc=clang ;; esac
+out=build/fuzz
+mkdir -p "$out"
+mnl_cflags=$(pkg-config --cflags libmnl 2>/dev/null || true)
+mnl_libs=$(pkg-config --libs libmnl 2>/dev/null || echo -lmnl)
+flags=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror
+	-Iinclude -Ilib -Ikmod-helpers $mnl_cflags)
+
+# Seed generator for the inet_diag target (plain build, no sanitizer needed).
+cat >"$out/mkseed.c" <<'SEED'
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+#include <libmnl/libmnl.h>
+#include <linux/inet_diag.h>
+#include <linux/sock_diag.h>
+#include <linux/tls.h>
+static unsigned char buf[4096] __attribute__((aligned(4)));
+static size_t len;
+static void sock(int ulp, int with_info)
+{
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf + len);
+	nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	nlh->nlmsg_flags = NLM_F_MULTI;
+	struct inet_diag_msg *d = mnl_nlmsg_put_extra_header(nlh, sizeof(*d));
+	d->idiag_family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.1", d->id.idiag_src);
+	inet_pton(AF_INET, "127.0.0.1", d->id.idiag_dst);
+	d->id.idiag_sport = htons(443);
+	d->id.idiag_dport = htons(40000);
+	d->idiag_inode = 77;
+	mnl_attr_put_strz(nlh, INET_DIAG_CONG, "cubic");
+	if (ulp) {
+		struct nlattr *u = mnl_attr_nest_start(nlh, INET_DIAG_ULP_INFO);
+		mnl_attr_put_strz(nlh, INET_ULP_INFO_NAME, "tls");
+		if (with_info) {
+			struct nlattr *t = mnl_attr_nest_start(nlh, INET_ULP_INFO_TLS);
+			mnl_attr_put_u16(nlh, TLS_INFO_VERSION, TLS_1_2_VERSION);
+			mnl_attr_put_u16(nlh, TLS_INFO_CIPHER, TLS_CIPHER_AES_GCM_128);
+			mnl_attr_put_u16(nlh, TLS_INFO_TXCONF, TLS_CONF_SW);
+			mnl_attr_put_u16(nlh, TLS_INFO_RXCONF, TLS_CONF_SW);
+			mnl_attr_put(nlh, TLS_INFO_ZC_RO_TX, 0, NULL);
+			mnl_attr_put(nlh, TLS_INFO_RX_NO_PAD, 0, NULL);
+			mnl_attr_nest_end(nlh, t);
+		}
+		mnl_attr_nest_end(nlh, u);
+	}
+	len += MNL_ALIGN(nlh->nlmsg_len);
+}
+int main(void)
+{
+	sock(1, 1);
+	sock(1, 0);
+	sock(0, 0);
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf + len);
+	nlh->nlmsg_type = NLMSG_DONE;
+	*(int *)mnl_nlmsg_put_extra_header(nlh, sizeof(int)) = 0;
+	len += nlh->nlmsg_len;
+	return fwrite(buf, 1, len, stdout) == len ? 0 : 1;
+}
+SEED
+"$cc" "${flags[@]}" -o "$out/mkseed" "$out/mkseed.c" $mnl_libs
+
+status=0
+for t in fuzz_diag fuzz_tls_stat; do
+	echo "== $t: build"
+	"$cc" "${flags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-o "$out/$t" "tests/fuzz/$t.c" kmod-helpers/*.c $mnl_libs -lpthread
+	mkdir -p "$out/$t-work/corpus"
+	if [ "$t" = fuzz_diag ]; then
+		"$out/mkseed" >"$out/$t-work/corpus/seed-dump"
+	else
+		printf '%-32s\t%lu\n' TlsCurrTxSw 2 TlsCurrRxSw 2 TlsCurrTxDevice 0 \
+			TlsCurrRxDevice 0 TlsTxSw 26 TlsRxSw 26 TlsTxDevice 0 TlsRxDevice 0 \
+			TlsDecryptError 0 TlsRxDeviceResync 0 TlsDecryptRetry 0 \
+			TlsRxNoPadViolation 0 >"$out/$t-work/corpus/seed-6.1"
+	fi
+	echo "== $t: run ${secs}s"
+	log=$out/$t.log
+	# shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
+	if (cd "$out/$t-work" && ASAN_OPTIONS=detect_leaks=1 "../$t" -max_total_time="$secs" \
+		-max_len=4096 -print_final_stats=1 ${FUZZ_ARGS:-} corpus) >"$log" 2>&1; then
+		grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+[[:space:]]+DONE)' "$log" || true
+	else
+		status=1
+		echo "$t: FAILED (see $log)" >&2
+		grep -E 'ERROR|SUMMARY|Test unit written' "$log" >&2 || tail -n 30 "$log" >&2
+	fi
+done
+exit $status
