@@ -63,7 +63,11 @@ enum {
     TLSK_EINTERNAL = -5014,   /* OpenSSL or the kernel failed unexpectedly */
     TLSK_EKEYUPDATE = -5015,  /* a TLS 1.3 KeyUpdate the kernel cannot follow */
     TLSK_ENOMEM = -5016,
-    TLSK_ELAST = -5017,
+    TLSK_EUNSUPPORTED_PROTOCOL = -5017, /* secure_protocol names a version below TLS 1.2 */
+    TLSK_ENO_APPLICATION_PROTOCOL = -5018, /* ALPN lists do not overlap */
+    TLSK_EINVALID_SNI_CONTEXT = -5019,  /* the SNI callback answered with no usable context */
+    TLSK_ESNI = -5020,                  /* the SNI callback failed the handshake */
+    TLSK_ELAST = -5021,
 };
 
 #define TLSK_EALERT_BASE (-6000)
@@ -95,13 +99,21 @@ enum {
 
 /* Context flags. */
 enum {
-    /* Do not verify the peer's certificate or host name.  Never the default. */
+    /* Clients: complete the handshake even when the server's certificate or host name does
+     * not verify (Node's rejectUnauthorized: false); tlsk_socket_authorized() and
+     * tlsk_socket_authorization_error() still report the result.  Never the default. */
     TLSK_VERIFY_NONE_INSECURE = 1u << 0,
     /* Offload TLS 1.3 receive even where the kernel cannot re-key: a peer's KeyUpdate then
      * fails the connection with TLSK_EKEYUPDATE. */
     TLSK_OFFLOAD_RX_TLS13 = 1u << 1,
-    /* Servers: ask clients for a certificate, and reject those that do not verify. */
+    /* Servers: ask clients for a certificate, and reject those that do not verify
+     * (Node's requestCert with rejectUnauthorized). */
     TLSK_REQUIRE_PEER_CERT = 1u << 2,
+    /* Servers: ask clients for a certificate but accept any; the verification result is
+     * reported by tlsk_socket_authorized() (Node's requestCert without rejectUnauthorized). */
+    TLSK_REQUEST_PEER_CERT = 1u << 3,
+    /* Servers: choose the cipher by the server's order, not the client's (honorCipherOrder). */
+    TLSK_HONOR_CIPHER_ORDER = 1u << 4,
 };
 
 struct tlsk_context_options {
@@ -130,6 +142,28 @@ struct tlsk_context_options {
     const char *groups;
     enum tlsk_offload_policy offload;
     unsigned flags;
+    /* PKCS#12 bundle (file, or bytes with pfx_len) opened with passphrase: its key,
+     * certificate and chain; its CA certificates are also trusted for peer verification.
+     * Mutually exclusive with cert, key and ca. */
+    const char *pfx_file;
+    const void *pfx;
+    size_t pfx_len;
+    /* Certificate revocation lists (PEM, one or more) checked against peer chains. */
+    const char *crl_file;
+    const char *crl_pem;
+    size_t crl_pem_len;
+    /* Node's secureProtocol name ("TLS_method", "TLSv1_2_method", "TLSv1_3_server_method",
+     * ...).  Names below TLS 1.2 fail with TLSK_EUNSUPPORTED_PROTOCOL.  Overrides
+     * min_version/max_version. */
+    const char *secure_protocol;
+    /* ALPN and NPN protocol lists, NULL-terminated, in preference order (server preference
+     * for ALPN).  NPN is TLS 1.2 only.  Each name 1..255 bytes. */
+    const char *const *alpn;
+    const char *const *npn;
+    /* Servers: session cache and ticket lifetime in seconds; 0 = 300. */
+    long session_timeout;
+    /* Servers: session id context, at most 32 bytes; NULL = derived from the program. */
+    const char *session_id_context;
 };
 
 struct tlsk_context;
@@ -194,6 +228,42 @@ enum {
     TLSK_SOCKET_OWN_FD = 1u << 0,
 };
 
+/* ---------------------------------------------------------------------------------------- */
+/* Server name indication (server side)                                                      */
+
+/*
+ * An SNI table (Node's addContext): patterns are a host name or "*." followed by a name; "*"
+ * matches exactly one non-empty left-most label.  An exact name beats a wildcard; adding a
+ * pattern again replaces it; matching is ASCII case-insensitive.  The table holds a reference
+ * on each context.  Not thread-safe while being modified; read-only use is.
+ */
+struct tlsk_sni;
+int tlsk_sni_new(struct tlsk_sni **out);
+/* Returns 0, TLSK_ECONFIG for a malformed pattern (empty, too long, a misplaced "*", a
+ * character that cannot be in a host name), TLSK_ENOMEM. */
+int tlsk_sni_add(struct tlsk_sni *t, const char *pattern, struct tlsk_context *ctx);
+/* The context for name, or NULL.  Borrowed. */
+struct tlsk_context *tlsk_sni_lookup(const struct tlsk_sni *t, const char *name);
+void tlsk_sni_free(struct tlsk_sni *t);
+
+#define TLSK_SNI_PENDING 1
+
+struct tlsk_socket;
+
+/*
+ * SNI callback (Node's SNICallback), called during the handshake with the name the client
+ * sent (never for a handshake without SNI).  Either set *out (a borrowed context, or NULL
+ * for the default) and return 0; or return TLSK_SNI_PENDING and answer later with
+ * tlsk_socket_sni_answer() (the handshake returns -EAGAIN and tlsk_socket_events() 0 until
+ * then); or return a negative code to abort with alert internal_error.  When a callback is
+ * set, the table is not consulted.
+ */
+typedef int (*tlsk_sni_cb)(struct tlsk_socket *s, const char *servername, void *data,
+                           struct tlsk_context **out);
+
+/* Answer a pending SNI callback: a context (NULL = default), or err < 0 to abort. */
+int tlsk_socket_sni_answer(struct tlsk_socket *s, struct tlsk_context *ctx, int err);
+
 struct tlsk_socket_options {
     /* Client: name sent as SNI and checked against the certificate.  An IP literal is
      * checked against IP SANs and not sent as SNI.  NULL: no SNI, and verification of the
@@ -207,9 +277,12 @@ struct tlsk_socket_options {
      * just gives a full handshake. */
     const void *session;
     size_t session_len;
+    /* Server: the SNI table and/or callback (see above).  The table is borrowed and must
+     * outlive the handshake. */
+    const struct tlsk_sni *sni;
+    tlsk_sni_cb sni_cb;
+    void *sni_data;
 };
-
-struct tlsk_socket;
 
 /*
  * tlsk_socket_new_server(), tlsk_socket_new_client() - wrap a connected stream socket.
@@ -305,6 +378,89 @@ uint64_t tlsk_socket_bytes_written(const struct tlsk_socket *s);
 uint64_t tlsk_socket_bytes_read(const struct tlsk_socket *s);
 
 /* ---------------------------------------------------------------------------------------- */
+/* Connection information (valid after the handshake)                                       */
+
+/* 1 when the peer's certificate verified (and, for clients, the host name matched). */
+int tlsk_socket_authorized(const struct tlsk_socket *s);
+/* Why not: OpenSSL's X509_V_ERR_* name without the prefix ("DEPTH_ZERO_SELF_SIGNED_CERT",
+ * "HOSTNAME_MISMATCH", ...), "NO_PEER_CERTIFICATE" when none was sent, or NULL when
+ * authorized. */
+const char *tlsk_socket_authorization_error(const struct tlsk_socket *s);
+/* Server: the name the client sent (NULL without SNI).  Client: the name sent. */
+const char *tlsk_socket_servername(const struct tlsk_socket *s);
+/* The negotiated ALPN / NPN protocol, or NULL. */
+const char *tlsk_socket_alpn_protocol(const struct tlsk_socket *s);
+const char *tlsk_socket_npn_protocol(const struct tlsk_socket *s);
+
+struct tlsk_cipher_info {
+    const char *name;          /* OpenSSL's name, "ECDHE-RSA-AES128-GCM-SHA256" */
+    const char *standard_name; /* RFC name, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" */
+    const char *version;       /* "TLSv1.2" */
+    int bits;
+};
+/* Returns 0 and fills *out (strings borrowed from the socket), or TLSK_ESTATE. */
+int tlsk_socket_get_cipher(const struct tlsk_socket *s, struct tlsk_cipher_info *out);
+
+/* All cipher names usable with the defaults' security level, OpenSSL's spelling, TLS 1.3
+ * suites included; no RC4/DES/MD5/NULL/EXPORT/anon/PSK/SRP.  Writes up to cap pointers to
+ * static strings and returns how many exist. */
+size_t tlsk_get_ciphers(const char **out, size_t cap);
+
+struct tlsk_name_entry {
+    const char *key;   /* "CN", "O", "OU", "C", "ST", "L", "emailAddress", ... */
+    const char *value; /* UTF-8 */
+};
+
+struct tlsk_cert_info {
+    const struct tlsk_name_entry *subject;
+    size_t subject_count;
+    const struct tlsk_name_entry *issuer;
+    size_t issuer_count;
+    const char *subjectaltname;      /* "DNS:localhost, IP Address:127.0.0.1", or NULL */
+    const char *valid_from;          /* "Nov 27 16:31:39 2026 GMT" (Node's form) */
+    const char *valid_to;
+    int64_t not_before, not_after;   /* seconds since the epoch */
+    const char *fingerprint;         /* SHA-1, "AB:CD:..." uppercase */
+    const char *fingerprint256;      /* SHA-256 */
+    const char *serial_number;       /* uppercase hex, no separators */
+    const unsigned char *raw;        /* DER */
+    size_t raw_len;
+};
+
+/*
+ * tlsk_socket_peer_certificate() - the peer's certificate (index 0) or the chain it sent
+ * (1, 2, ...), as a plain struct the caller frees with tlsk_cert_info_free().  A resumed
+ * connection reports the certificate of the full handshake that created the session.
+ * Returns 0, -ENOENT (no such certificate), TLSK_ESTATE, TLSK_ENOMEM.
+ */
+int tlsk_socket_peer_certificate(const struct tlsk_socket *s, size_t index,
+                                 struct tlsk_cert_info **out);
+void tlsk_cert_info_free(struct tlsk_cert_info *ci);
+
+/* Local (remote = 0) or remote (1) address as numeric host and port.  Returns 0 or -errno. */
+int tlsk_socket_address(const struct tlsk_socket *s, int remote, char *host, size_t hostlen,
+                        int *port);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Handing the descriptor to code that knows nothing of TLS                                 */
+
+/*
+ * tlsk_socket_detach() - when both directions are in the kernel, free the socket and return
+ * its descriptor (which the caller then owns, whatever TLSK_SOCKET_OWN_FD said): plain
+ * read/write/sendfile/splice on it are TLS.  A plain read() returns -1/EIO when a control
+ * record (such as the peer's close_notify) is next; tlsk_fd_read() handles that.  Returns
+ * the fd, or TLSK_ESTATE (handshake not done, or a direction in userspace: s is untouched).
+ */
+int tlsk_socket_detach(struct tlsk_socket *s);
+
+/*
+ * tlsk_fd_read() - read() for a detached kTLS descriptor: returns data, 0 at close_notify or
+ * TCP EOF, -EAGAIN, TLSK_EALERT(n) for a fatal alert, TLSK_ECONTROL for any other control
+ * record (consumed), or -errno.
+ */
+ssize_t tlsk_fd_read(int fd, void *buf, size_t len);
+
+/* ---------------------------------------------------------------------------------------- */
 /* Kernel capabilities (computed once per process, cached)                                  */
 
 enum {
@@ -331,6 +487,14 @@ struct tlsk_kernel_caps {
 const struct tlsk_kernel_caps *tlsk_kernel_probe(void);
 /* "AES-128-GCM", ... */
 const char *tlsk_kernel_cipher_name(int cipher);
+
+/*
+ * tlsk_kernel_load_tls() - make sure the `tls` module is loaded, loading it when this
+ * process may (CAP_SYS_MODULE, or CAP_NET_ADMIN through the TCP ULP autoload).  Returns 0
+ * when it is loaded afterwards (the cached probe is then refreshed), -EPERM naming what is
+ * missing in the detail buffer, -ENOENT when no module file exists for this kernel.
+ */
+int tlsk_kernel_load_tls(char *detail, size_t detail_len);
 
 #ifdef __cplusplus
 }
