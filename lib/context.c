@@ -6,6 +6,8 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -226,6 +228,238 @@ static void keylog_cb(const SSL *ssl, const char *line)
     dst->len = n;
 }
 
+
+static int verify_accept_cb(int ok, X509_STORE_CTX *x)
+{
+    /* Accept, but OpenSSL still records the failure for tlsk_socket_authorized(). */
+    (void)ok;
+    (void)x;
+    return 1;
+}
+
+void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *c, bool server)
+{
+    if (server) {
+        if (c->flags & TLSK_REQUIRE_PEER_CERT) {
+            SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+        } else if (c->flags & TLSK_REQUEST_PEER_CERT) {
+            SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_accept_cb);
+        } else {
+            SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+        }
+    } else {
+        SSL_set_verify(ssl, SSL_VERIFY_PEER,
+                       (c->flags & TLSK_VERIFY_NONE_INSECURE) ? verify_accept_cb : NULL);
+    }
+}
+
+/* A NULL-terminated protocol list to wire format (each name 1..255 bytes). */
+static int proto_wire(const char *const *list, unsigned char **out, size_t *len)
+{
+    size_t total = 0, off = 0;
+
+    for (size_t i = 0; list[i]; i++) {
+        size_t n = strlen(list[i]);
+        if (n == 0 || n > 255) {
+            return -1;
+        }
+        total += 1 + n;
+    }
+    if (total == 0 || total > 65535) {
+        return -1;
+    }
+    *out = malloc(total);
+    if (!*out) {
+        return -1;
+    }
+    for (size_t i = 0; list[i]; i++) {
+        size_t n = strlen(list[i]);
+        (*out)[off++] = (unsigned char)n;
+        memcpy(*out + off, list[i], n);
+        off += n;
+    }
+    *len = total;
+    return 0;
+}
+
+/* ALPN, server preference (RFC 7301); no overlap is fatal no_application_protocol (D4). */
+static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                          const unsigned char *in, unsigned int inlen, void *arg)
+{
+    const struct tlsk_context *c = arg;
+
+    (void)ssl;
+    for (size_t i = 0; i < c->alpn_len; i += 1 + c->alpn[i]) {
+        for (unsigned j = 0; j < inlen; j += 1u + in[j]) {
+            if (j + 1u + in[j] > inlen) {
+                break;
+            }
+            if (in[j] == c->alpn[i] && memcmp(in + j + 1, c->alpn + i + 1, in[j]) == 0) {
+                *out = in + j + 1;
+                *outlen = in[j];
+                return SSL_TLSEXT_ERR_OK;
+            }
+        }
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static int npn_advertise_cb(SSL *ssl, const unsigned char **out, unsigned int *outlen, void *arg)
+{
+    const struct tlsk_context *c = arg;
+
+    (void)ssl;
+    *out = c->npn;
+    *outlen = (unsigned)c->npn_len;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* NPN: the client chooses; without overlap its first protocol (D4). */
+static int npn_select_cb(SSL *ssl, unsigned char **out, unsigned char *outlen,
+                         const unsigned char *in, unsigned int inlen, void *arg)
+{
+    const struct tlsk_context *c = arg;
+
+    (void)ssl;
+    SSL_select_next_proto(out, outlen, in, inlen, c->npn, (unsigned)c->npn_len);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int hello_cb(SSL *ssl, int *al, void *arg)
+{
+    struct tlsk_socket *s = SSL_get_app_data(ssl);
+
+    (void)arg;
+    if (!s) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    return tlsk__sni_select(s, al);
+}
+
+/* Node's secureProtocol names (D9): the TLS 1.2 minimum is not negotiable. */
+static int secure_protocol(const char *name, int *min, int *max, struct detail *d)
+{
+    static const struct {
+        const char *prefix;
+        int min, max; /* 0 = refuse */
+        const char *what;
+    } t[] = {
+        { "TLS_", TLS1_2_VERSION, TLS1_3_VERSION, NULL },
+        { "SSLv23_", TLS1_2_VERSION, TLS1_3_VERSION, NULL },
+        { "TLSv1_3_", TLS1_3_VERSION, TLS1_3_VERSION, NULL },
+        { "TLSv1_2_", TLS1_2_VERSION, TLS1_2_VERSION, NULL },
+        { "TLSv1_1_", 0, 0, "TLS 1.1" },
+        { "TLSv1_", 0, 0, "TLS 1.0" },
+        { "SSLv3_", 0, 0, "SSL 3.0" },
+        { "SSLv2_", 0, 0, "SSL 2.0" },
+    };
+    for (size_t i = 0; i < TLSK_ARRAY_SIZE(t); i++) {
+        size_t pl = strlen(t[i].prefix);
+        const char *rest = name + pl;
+        if (strncmp(name, t[i].prefix, pl) != 0 ||
+            (strcmp(rest, "method") != 0 && strcmp(rest, "server_method") != 0 &&
+             strcmp(rest, "client_method") != 0)) {
+            continue;
+        }
+        if (!t[i].min) {
+            return fail(d, TLSK_EUNSUPPORTED_PROTOCOL,
+                        "secure_protocol %s selects %s; tlsk requires TLS 1.2 or later", name,
+                        t[i].what);
+        }
+        *min = t[i].min;
+        *max = t[i].max;
+        return 0;
+    }
+    return fail(d, TLSK_ECONFIG, "secure_protocol: unknown method name \"%s\"", name);
+}
+
+static int load_pfx(SSL_CTX *sc, const struct tlsk_context_options *o, struct detail *d)
+{
+    BIO *b = o->pfx_file ? BIO_new_file(o->pfx_file, "rb")
+                         : BIO_new_mem_buf(o->pfx, (int)o->pfx_len);
+    PKCS12 *p12 = NULL;
+    EVP_PKEY *pk = NULL;
+    X509 *cert = NULL;
+    STACK_OF(X509) *ca = NULL;
+    int rc = 0;
+
+    if (!b || !(p12 = d2i_PKCS12_bio(b, NULL))) {
+        rc = fail(d, TLSK_ECERT, "pfx: cannot read a PKCS#12 bundle from %s",
+                  o->pfx_file ? o->pfx_file : "the pfx bytes");
+        goto out;
+    }
+    if (!PKCS12_verify_mac(p12, o->passphrase ? o->passphrase : "", -1) &&
+        !(o->passphrase == NULL && PKCS12_verify_mac(p12, NULL, 0))) {
+        rc = fail(d, TLSK_EPASSPHRASE, "pfx: mac verify failure (wrong passphrase)");
+        goto out;
+    }
+    if (!PKCS12_parse(p12, o->passphrase ? o->passphrase : "", &pk, &cert, &ca) || !pk || !cert) {
+        rc = fail(d, TLSK_EPASSPHRASE, "pfx: cannot decrypt the bundle (bad decrypt)");
+        goto out;
+    }
+    if (SSL_CTX_use_certificate(sc, cert) != 1 || SSL_CTX_use_PrivateKey(sc, pk) != 1 ||
+        SSL_CTX_check_private_key(sc) != 1) {
+        rc = fail(d, TLSK_EKEY, "pfx: key does not match the certificate");
+        goto out;
+    }
+    for (int i = 0; ca && i < sk_X509_num(ca); i++) {
+        X509 *x = sk_X509_value(ca, i);
+        /* As Node: the bundle's CA certificates are both chain and trust anchors. */
+        X509_STORE_add_cert(SSL_CTX_get_cert_store(sc), x);
+        if (SSL_CTX_add1_chain_cert(sc, x) != 1) {
+            rc = fail(d, TLSK_ECERT, "pfx: chain certificate rejected");
+            goto out;
+        }
+    }
+    ERR_clear_error();
+out:
+    sk_X509_pop_free(ca, X509_free);
+    X509_free(cert);
+    EVP_PKEY_free(pk);
+    PKCS12_free(p12);
+    BIO_free(b);
+    return rc;
+}
+
+static int load_crl(SSL_CTX *sc, const struct tlsk_context_options *o, struct detail *d)
+{
+    BIO *b = o->crl_file ? BIO_new_file(o->crl_file, "r")
+                         : BIO_new_mem_buf(o->crl_pem, o->crl_pem_len ? (int)o->crl_pem_len : -1);
+    X509_STORE *st = SSL_CTX_get_cert_store(sc);
+    X509_CRL *crl;
+    int n = 0;
+
+    if (!b) {
+        return fail(d, TLSK_ECERT, "crl: cannot open %s", o->crl_file ? o->crl_file : "PEM");
+    }
+    while ((crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
+        X509_STORE_add_crl(st, crl);
+        X509_CRL_free(crl);
+        n++;
+    }
+    BIO_free(b);
+    if (n == 0) {
+        return fail(d, TLSK_ECERT, "crl: no PEM CRL in %s", o->crl_file ? o->crl_file : "crl_pem");
+    }
+    ERR_clear_error();
+    X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
+    return 0;
+}
+
+/* The seed derives the default session id context from the command line. */
+static void default_sid_ctx(unsigned char out[SSL_MAX_SID_CTX_LENGTH])
+{
+    char buf[4096];
+    ssize_t n = 0;
+    FILE *f = fopen("/proc/self/cmdline", "r");
+
+    if (f) {
+        n = (ssize_t)fread(buf, 1, sizeof buf, f);
+        fclose(f);
+    }
+    SHA256((const unsigned char *)buf, n > 0 ? (size_t)n : 0, out);
+}
+
 TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_context_options *opts,
                                  char *err_detail, size_t err_detail_len)
 {
@@ -261,25 +495,62 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     if (o->ca_file && o->ca_pem) {
         return fail(&d, TLSK_ECONFIG, "ca_file and ca_pem both given: choose one");
     }
+    if ((o->pfx_file || o->pfx) &&
+        (o->cert_file || o->cert_pem || o->key_file || o->key_pem || o->ca_file || o->ca_pem)) {
+        return fail(&d, TLSK_ECONFIG, "pfx cannot be combined with cert, key or ca");
+    }
+    if (o->pfx && !o->pfx_len) {
+        return fail(&d, TLSK_ECONFIG, "pfx given without pfx_len");
+    }
+    if (o->session_id_context && strlen(o->session_id_context) > SSL_MAX_SID_CTX_LENGTH) {
+        return fail(&d, TLSK_ECONFIG, "session_id_context: longer than %d bytes",
+                    SSL_MAX_SID_CTX_LENGTH);
+    }
+    if (o->session_timeout < 0) {
+        return fail(&d, TLSK_ECONFIG, "session_timeout: negative");
+    }
     if ((o->cert_file || o->cert_pem) != (o->key_file || o->key_pem)) {
         return fail(&d, TLSK_ECONFIG, "%s given without %s",
                     (o->cert_file || o->cert_pem) ? "cert" : "key",
                     (o->cert_file || o->cert_pem) ? "key" : "cert");
     }
 
+    int vmin = o->min_version ? o->min_version : TLS1_2_VERSION;
+    int vmax = o->max_version ? o->max_version : TLS1_3_VERSION;
+    if (o->secure_protocol && (rc = secure_protocol(o->secure_protocol, &vmin, &vmax, &d)) != 0) {
+        return rc;
+    }
     ERR_clear_error();
     sc = SSL_CTX_new(TLS_method());
     if (!sc) {
         return fail(&d, TLSK_ENOMEM, "SSL_CTX_new failed");
     }
-    SSL_CTX_set_min_proto_version(sc, o->min_version ? o->min_version : TLS1_2_VERSION);
-    SSL_CTX_set_max_proto_version(sc, o->max_version ? o->max_version : TLS1_3_VERSION);
+    /* An explicit minimum: relying on the security level alone gives internal_error (80)
+     * instead of protocol_version (70) to a TLS 1.1 peer (SP-4). */
+    SSL_CTX_set_min_proto_version(sc, vmin);
+    SSL_CTX_set_max_proto_version(sc, vmax);
     SSL_CTX_set_mode(sc, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                              SSL_MODE_RELEASE_BUFFERS);
     /* Bytes past the peer's Finished must stay in the kernel for kTLS RX (KTLS-FACTS 3.4). */
     SSL_CTX_set_read_ahead(sc, 0);
-    SSL_CTX_set_options(sc, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_options(sc, SSL_OP_NO_COMPRESSION);
     SSL_CTX_clear_options(sc, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_ENABLE_KTLS);
+    if (o->flags & TLSK_HONOR_CIPHER_ORDER) {
+        SSL_CTX_set_options(sc, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    }
+    SSL_CTX_set_client_hello_cb(sc, hello_cb, NULL);
+    SSL_CTX_set_timeout(sc, o->session_timeout ? o->session_timeout : 300);
+    {
+        unsigned char sid[SSL_MAX_SID_CTX_LENGTH];
+        size_t sid_len = SSL_MAX_SID_CTX_LENGTH;
+        if (o->session_id_context) {
+            sid_len = strlen(o->session_id_context);
+            memcpy(sid, o->session_id_context, sid_len);
+        } else {
+            default_sid_ctx(sid);
+        }
+        SSL_CTX_set_session_id_context(sc, sid, (unsigned)sid_len);
+    }
     SSL_CTX_set_default_passwd_cb(sc, passwd_cb);
     SSL_CTX_set_keylog_callback(sc, keylog_cb);
 
@@ -304,12 +575,41 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     if ((rc = load_trust(sc, o, &d)) != 0) {
         goto err;
     }
+    if ((o->pfx_file || o->pfx) && (rc = load_pfx(sc, o, &d)) != 0) {
+        goto err;
+    }
+    if ((o->crl_file || o->crl_pem) && (rc = load_crl(sc, o, &d)) != 0) {
+        goto err;
+    }
 
     c = calloc(1, sizeof *c);
     if (!c) {
         rc = fail(&d, TLSK_ENOMEM, "out of memory");
         goto err;
     }
+    if (o->alpn && proto_wire(o->alpn, &c->alpn, &c->alpn_len) != 0) {
+        rc = fail(&d, TLSK_ECONFIG, "alpn: every protocol name must be 1 to 255 bytes, and "
+                                    "the list non-empty");
+        goto err;
+    }
+    if (o->npn && proto_wire(o->npn, &c->npn, &c->npn_len) != 0) {
+        rc = fail(&d, TLSK_ECONFIG, "npn: every protocol name must be 1 to 255 bytes, and the "
+                                    "list non-empty");
+        goto err;
+    }
+    if (c->alpn) {
+        SSL_CTX_set_alpn_select_cb(sc, alpn_select_cb, c);
+        /* Note the inverted convention: 0 is success. */
+        if (SSL_CTX_set_alpn_protos(sc, c->alpn, (unsigned)c->alpn_len) != 0) {
+            rc = fail(&d, TLSK_ENOMEM, "alpn: out of memory");
+            goto err;
+        }
+    }
+    if (c->npn) {
+        SSL_CTX_set_next_protos_advertised_cb(sc, npn_advertise_cb, c);
+        SSL_CTX_set_next_proto_select_cb(sc, npn_select_cb, c);
+    }
+    c->has_cert = SSL_CTX_get0_certificate(sc) != NULL;
     atomic_init(&c->refs, 1);
     c->ssl_ctx = sc;
     c->offload = o->offload == TLSK_OFFLOAD_DEFAULT ? TLSK_OFFLOAD_AUTO : o->offload;
@@ -317,6 +617,11 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     *out = c;
     return 0;
 err:
+    if (c) {
+        free(c->alpn);
+        free(c->npn);
+        free(c);
+    }
     SSL_CTX_free(sc);
     return rc;
 }
@@ -335,5 +640,7 @@ TLSK_PUBLIC void tlsk_context_free(struct tlsk_context *ctx)
         return;
     }
     SSL_CTX_free(ctx->ssl_ctx);
+    free(ctx->alpn);
+    free(ctx->npn);
     free(ctx);
 }

@@ -30,6 +30,13 @@ static const struct {
     { TLSK_EINTERNAL, "TLSK_EINTERNAL", "internal error in OpenSSL or the kernel interface" },
     { TLSK_EKEYUPDATE, "TLSK_EKEYUPDATE", "TLS 1.3 KeyUpdate that this kernel cannot follow" },
     { TLSK_ENOMEM, "TLSK_ENOMEM", "out of memory" },
+    { TLSK_EUNSUPPORTED_PROTOCOL, "TLSK_EUNSUPPORTED_PROTOCOL",
+      "protocol version below TLS 1.2 requested (UNSUPPORTED_PROTOCOL)" },
+    { TLSK_ENO_APPLICATION_PROTOCOL, "TLSK_ENO_APPLICATION_PROTOCOL",
+      "no ALPN protocol in common (NO_APPLICATION_PROTOCOL)" },
+    { TLSK_EINVALID_SNI_CONTEXT, "TLSK_EINVALID_SNI_CONTEXT",
+      "the SNI callback chose no usable context (INVALID_SNI_CONTEXT)" },
+    { TLSK_ESNI, "TLSK_ESNI", "the SNI callback failed the handshake" },
 };
 
 static const char *const alert_names[256] = {

@@ -20,6 +20,10 @@ struct tlsk_context {
     SSL_CTX *ssl_ctx;
     enum tlsk_offload_policy offload;
     unsigned flags;
+    bool has_cert;
+    /* ALPN and NPN lists in wire format (length-prefixed), or NULL. */
+    unsigned char *alpn, *npn;
+    size_t alpn_len, npn_len;
 };
 
 /* A traffic secret captured from the keylog callback (TLS 1.3). */
@@ -87,6 +91,16 @@ struct tlsk_socket {
 
     uint64_t bytes_written, bytes_read; /* TLS bytes on the transport */
 
+    /* SNI (server side). */
+    const struct tlsk_sni *sni;
+    tlsk_sni_cb sni_cb;
+    void *sni_data;
+    int sni_state;                 /* 0 none, 1 waiting for the application, 2 answered */
+    struct tlsk_context *sni_answer;
+    int sni_err;                   /* the SNI callback's failure, reported by the handshake */
+    struct tlsk_context *sni_ctx;  /* the context SNI chose (a reference), or NULL */
+    char *servername;
+
     char detail[256];
 };
 
@@ -97,7 +111,13 @@ void tlsk__append_ossl_errors(char *buf, size_t len);
 int tlsk__alert_from_ossl_error(unsigned long e);
 
 /* context.c */
-int tlsk__context_index(void);
+void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *ctx, bool server);
+
+/* socket.c */
+int tlsk__sni_select(struct tlsk_socket *s, int *al);
+
+/* sni.c */
+int tlsk__sni_normalize(const char *in, char *out, size_t cap);
 
 /* offload.c */
 int tlsk__offload(struct tlsk_socket *s) TLSK_MUST_CHECK;

@@ -109,37 +109,31 @@ static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd
     SSL_set_msg_callback(s->ssl, msg_cb);
     SSL_set_msg_callback_arg(s->ssl, s);
 
+    s->sni = o->sni;
+    s->sni_cb = o->sni_cb;
+    s->sni_data = o->sni_data;
+    tlsk__apply_verify(s->ssl, ctx, server);
     if (server) {
         SSL_set_accept_state(s->ssl);
-        SSL_set_verify(s->ssl,
-                       (ctx->flags & TLSK_REQUIRE_PEER_CERT)
-                           ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                           : SSL_VERIFY_NONE,
-                       NULL);
     } else {
         SSL_set_connect_state(s->ssl);
-        if (ctx->flags & TLSK_VERIFY_NONE_INSECURE) {
-            SSL_set_verify(s->ssl, SSL_VERIFY_NONE, NULL);
-        } else {
-            SSL_set_verify(s->ssl, SSL_VERIFY_PEER, NULL);
-        }
         if (o->servername) {
+            /* The name is checked even with TLSK_VERIFY_NONE_INSECURE, so that
+             * tlsk_socket_authorization_error() can say HOSTNAME_MISMATCH. */
+            X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
+            int ok;
+            s->servername = strdup(o->servername);
             if (is_ip_literal(o->servername)) {
                 /* RFC 6066 3: no SNI for IP literals; match IP SANs instead. */
-                X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
-                if (!(ctx->flags & TLSK_VERIFY_NONE_INSECURE) &&
-                    X509_VERIFY_PARAM_set1_ip_asc(vp, o->servername) != 1) {
-                    tlsk_socket_free(s);
-                    return TLSK_ECONFIG;
-                }
+                ok = X509_VERIFY_PARAM_set1_ip_asc(vp, o->servername) == 1;
             } else {
-                if (SSL_set_tlsext_host_name(s->ssl, o->servername) != 1 ||
-                    (!(ctx->flags & TLSK_VERIFY_NONE_INSECURE) &&
-                     SSL_set1_host(s->ssl, o->servername) != 1)) {
-                    ERR_clear_error();
-                    tlsk_socket_free(s);
-                    return TLSK_ECONFIG;
-                }
+                ok = SSL_set_tlsext_host_name(s->ssl, o->servername) == 1 &&
+                     SSL_set1_host(s->ssl, o->servername) == 1;
+            }
+            if (!ok || !s->servername) {
+                ERR_clear_error();
+                tlsk_socket_free(s);
+                return TLSK_ECONFIG;
             }
         }
     }
@@ -259,6 +253,11 @@ static int ossl_error(struct tlsk_socket *s, int ret, enum op op)
         s->want = POLLOUT;
         ERR_clear_error();
         return -EAGAIN;
+    case SSL_ERROR_WANT_CLIENT_HELLO_CB:
+        /* The SNI callback answers later: nothing to wait for on the fd. */
+        s->want = 0;
+        ERR_clear_error();
+        return -EAGAIN;
     case SSL_ERROR_ZERO_RETURN:
         s->got_close_notify = true;
         return 0;
@@ -323,6 +322,9 @@ static int ossl_error(struct tlsk_socket *s, int ret, enum op op)
     case SSL_R_DECRYPTION_FAILED:
         rc = TLSK_EBADRECORD;
         break;
+    case SSL_R_NO_APPLICATION_PROTOCOL:
+        rc = TLSK_ENO_APPLICATION_PROTOCOL;
+        break;
     case SSL_R_WRONG_VERSION_NUMBER:
     case SSL_R_PACKET_LENGTH_TOO_LONG:
     case SSL_R_HTTP_REQUEST:
@@ -366,6 +368,9 @@ TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
         }
         if (rc == 0) {
             rc = tlsk__set_detail(s, -ECONNRESET, "peer sent close_notify during the handshake");
+        }
+        if (s->sni_err) {
+            rc = s->sni_err;
         }
         return fail(s, rc);
     }
@@ -813,6 +818,9 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
     OPENSSL_cleanse(&s->server_secret, sizeof s->server_secret);
     free(s->ctrl);
     free(s->sf_buf);
+    free(s->servername);
+    tlsk_context_free(s->sni_ctx);
+    tlsk_context_free(s->sni_answer);
     tlsk_context_free(s->ctx);
     free(s);
 }
@@ -912,4 +920,295 @@ TLSK_PUBLIC uint64_t tlsk_socket_bytes_written(const struct tlsk_socket *s)
 TLSK_PUBLIC uint64_t tlsk_socket_bytes_read(const struct tlsk_socket *s)
 {
     return s ? s->bytes_read : 0;
+}
+
+/* ---- SNI ------------------------------------------------------------------------------ */
+
+/* The server name from the ClientHello extension, or NULL. */
+static char *hello_servername(SSL *ssl)
+{
+    const unsigned char *p;
+    size_t len, n;
+    char *name;
+
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) || len < 5) {
+        return NULL;
+    }
+    /* server_name_list length, then name_type 0 (host_name) and its length. */
+    if ((size_t)(p[0] << 8 | p[1]) != len - 2 || p[2] != TLSEXT_NAMETYPE_host_name) {
+        return NULL;
+    }
+    n = (size_t)(p[3] << 8 | p[4]);
+    if (n == 0 || n > len - 5 || memchr(p + 5, 0, n)) {
+        return NULL;
+    }
+    name = malloc(n + 1);
+    if (name) {
+        memcpy(name, p + 5, n);
+        name[n] = '\0';
+    }
+    return name;
+}
+
+static int sni_apply(struct tlsk_socket *s, struct tlsk_context *c, int *al)
+{
+    if (!c || c == s->ctx) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    if (!c->has_cert) {
+        s->sni_err = tlsk__set_detail(s, TLSK_EINVALID_SNI_CONTEXT,
+                                      "SNI chose a context without a certificate");
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    if (SSL_set_SSL_CTX(s->ssl, c->ssl_ctx) != c->ssl_ctx) {
+        s->sni_err = tlsk__set_detail(s, TLSK_EINTERNAL, "SSL_set_SSL_CTX failed");
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    /* Client certificates are requested and checked as the chosen context says (SC-4). */
+    tlsk__apply_verify(s->ssl, c, true);
+    tlsk_context_free(s->sni_ctx);
+    s->sni_ctx = tlsk_context_ref(c);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+int tlsk__sni_select(struct tlsk_socket *s, int *al)
+{
+    struct tlsk_context *c = NULL;
+    int rc;
+
+    if (!s->is_server) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    if (s->sni_state == 1) {
+        return SSL_CLIENT_HELLO_RETRY;
+    }
+    if (s->sni_state == 2) {
+        s->sni_state = 0;
+        c = s->sni_answer;
+        s->sni_answer = NULL;
+        if (s->sni_err) {
+            *al = SSL_AD_INTERNAL_ERROR;
+            tlsk_context_free(c);
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        rc = sni_apply(s, c, al);
+        tlsk_context_free(c);
+        return rc;
+    }
+    free(s->servername);
+    s->servername = hello_servername(s->ssl);
+    if (!s->servername || (!s->sni_cb && !s->sni)) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    if (s->sni_cb) {
+        rc = s->sni_cb(s, s->servername, s->sni_data, &c);
+        if (rc == TLSK_SNI_PENDING) {
+            s->sni_state = 1;
+            return SSL_CLIENT_HELLO_RETRY;
+        }
+        if (rc < 0) {
+            s->sni_err = tlsk__set_detail(s, rc, "SNI callback failed: %s", tlsk_strerror(rc));
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        return sni_apply(s, c, al);
+    }
+    return sni_apply(s, tlsk_sni_lookup(s->sni, s->servername), al);
+}
+
+TLSK_PUBLIC int tlsk_socket_sni_answer(struct tlsk_socket *s, struct tlsk_context *ctx, int err)
+{
+    if (!s || s->sni_state != 1) {
+        return TLSK_ESTATE;
+    }
+    s->sni_state = 2;
+    s->sni_answer = tlsk_context_ref(ctx);
+    if (err < 0) {
+        s->sni_err = tlsk__set_detail(s, err, "SNI callback failed: %s", tlsk_strerror(err));
+    }
+    return 0;
+}
+
+/* ---- connection information ----------------------------------------------------------- */
+
+static const struct {
+    int code;
+    const char *name;
+} verify_names[] = {
+    { X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, "UNABLE_TO_GET_ISSUER_CERT" },
+    { X509_V_ERR_UNABLE_TO_GET_CRL, "UNABLE_TO_GET_CRL" },
+    { X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE, "UNABLE_TO_DECRYPT_CERT_SIGNATURE" },
+    { X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE, "UNABLE_TO_DECRYPT_CRL_SIGNATURE" },
+    { X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY, "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY" },
+    { X509_V_ERR_CERT_SIGNATURE_FAILURE, "CERT_SIGNATURE_FAILURE" },
+    { X509_V_ERR_CRL_SIGNATURE_FAILURE, "CRL_SIGNATURE_FAILURE" },
+    { X509_V_ERR_CERT_NOT_YET_VALID, "CERT_NOT_YET_VALID" },
+    { X509_V_ERR_CERT_HAS_EXPIRED, "CERT_HAS_EXPIRED" },
+    { X509_V_ERR_CRL_NOT_YET_VALID, "CRL_NOT_YET_VALID" },
+    { X509_V_ERR_CRL_HAS_EXPIRED, "CRL_HAS_EXPIRED" },
+    { X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "DEPTH_ZERO_SELF_SIGNED_CERT" },
+    { X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, "SELF_SIGNED_CERT_IN_CHAIN" },
+    { X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" },
+    { X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, "UNABLE_TO_VERIFY_LEAF_SIGNATURE" },
+    { X509_V_ERR_CERT_CHAIN_TOO_LONG, "CERT_CHAIN_TOO_LONG" },
+    { X509_V_ERR_CERT_REVOKED, "CERT_REVOKED" },
+    { X509_V_ERR_INVALID_CA, "INVALID_CA" },
+    { X509_V_ERR_PATH_LENGTH_EXCEEDED, "PATH_LENGTH_EXCEEDED" },
+    { X509_V_ERR_INVALID_PURPOSE, "INVALID_PURPOSE" },
+    { X509_V_ERR_CERT_UNTRUSTED, "CERT_UNTRUSTED" },
+    { X509_V_ERR_CERT_REJECTED, "CERT_REJECTED" },
+    { X509_V_ERR_HOSTNAME_MISMATCH, "HOSTNAME_MISMATCH" },
+    { X509_V_ERR_EMAIL_MISMATCH, "EMAIL_MISMATCH" },
+    { X509_V_ERR_IP_ADDRESS_MISMATCH, "IP_ADDRESS_MISMATCH" },
+    { X509_V_ERR_INVALID_CALL, "INVALID_CALL" },
+    { X509_V_ERR_STORE_LOOKUP, "STORE_LOOKUP" },
+    { X509_V_ERR_CA_KEY_TOO_SMALL, "CA_KEY_TOO_SMALL" },
+    { X509_V_ERR_EE_KEY_TOO_SMALL, "EE_KEY_TOO_SMALL" },
+    { X509_V_ERR_CA_MD_TOO_WEAK, "CA_MD_TOO_WEAK" },
+};
+
+TLSK_PUBLIC int tlsk_socket_authorized(const struct tlsk_socket *s)
+{
+    if (!s || s->state != TLSK__OPEN || !SSL_get0_peer_certificate(s->ssl)) {
+        return 0;
+    }
+    return SSL_get_verify_result(s->ssl) == X509_V_OK;
+}
+
+TLSK_PUBLIC const char *tlsk_socket_authorization_error(const struct tlsk_socket *s)
+{
+    long v;
+
+    if (!s || s->state != TLSK__OPEN) {
+        return NULL;
+    }
+    if (!SSL_get0_peer_certificate(s->ssl)) {
+        return "NO_PEER_CERTIFICATE";
+    }
+    v = SSL_get_verify_result(s->ssl);
+    if (v == X509_V_OK) {
+        return NULL;
+    }
+    for (size_t i = 0; i < TLSK_ARRAY_SIZE(verify_names); i++) {
+        if (verify_names[i].code == v) {
+            return verify_names[i].name;
+        }
+    }
+    return "UNSPECIFIED";
+}
+
+TLSK_PUBLIC const char *tlsk_socket_servername(const struct tlsk_socket *s)
+{
+    return s ? s->servername : NULL;
+}
+
+TLSK_PUBLIC const char *tlsk_socket_alpn_protocol(const struct tlsk_socket *s)
+{
+    static _Thread_local char buf[256];
+    const unsigned char *p = NULL;
+    unsigned n = 0;
+
+    if (!s || s->state != TLSK__OPEN) {
+        return NULL;
+    }
+    SSL_get0_alpn_selected(s->ssl, &p, &n);
+    if (!p || n == 0) {
+        return NULL;
+    }
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+TLSK_PUBLIC const char *tlsk_socket_npn_protocol(const struct tlsk_socket *s)
+{
+    static _Thread_local char buf[256];
+    const unsigned char *p = NULL;
+    unsigned n = 0;
+
+    if (!s || s->state != TLSK__OPEN) {
+        return NULL;
+    }
+    SSL_get0_next_proto_negotiated(s->ssl, &p, &n);
+    if (!p || n == 0) {
+        return NULL;
+    }
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* ---- handing the descriptor over ------------------------------------------------------ */
+
+TLSK_PUBLIC int tlsk_socket_detach(struct tlsk_socket *s)
+{
+    int fd;
+
+    if (!s || s->state != TLSK__OPEN || !s->tx_kernel || !s->rx_kernel) {
+        return TLSK_ESTATE;
+    }
+    fd = s->fd;
+    s->flags &= ~(unsigned)TLSK_SOCKET_OWN_FD;
+    tlsk_socket_free(s);
+    return fd;
+}
+
+TLSK_PUBLIC ssize_t tlsk_fd_read(int fd, void *buf, size_t len)
+{
+    for (;;) {
+        char cbuf[CMSG_SPACE(sizeof(unsigned char))];
+        unsigned char ctrl[TLSK_MAX_PLAINTEXT + 256];
+        struct iovec iov = { .iov_base = buf, .iov_len = len };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                              .msg_controllen = sizeof cbuf };
+        struct cmsghdr *cm;
+        int type = TLSK_REC_APPDATA;
+        size_t have;
+        ssize_t n;
+
+        if (len == 0) {
+            return -EINVAL;
+        }
+        n = recvmsg(fd, &msg, 0);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        }
+        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level == TLSK_SOL_TLS && cm->cmsg_type == TLSK_TLS_GET_RECORD_TYPE) {
+                type = *CMSG_DATA(cm);
+            }
+        }
+        if (n == 0 || type == TLSK_REC_APPDATA) {
+            return n;
+        }
+        /* A control record: gather it whole (it may have been cut by a small buffer). */
+        have = (size_t)n < sizeof ctrl ? (size_t)n : sizeof ctrl;
+        memcpy(ctrl, buf, have);
+        while (!(msg.msg_flags & MSG_EOR) && have < sizeof ctrl) {
+            iov.iov_base = ctrl + have;
+            iov.iov_len = sizeof ctrl - have;
+            msg.msg_control = cbuf;
+            msg.msg_controllen = sizeof cbuf;
+            n = recvmsg(fd, &msg, 0);
+            if (n <= 0) {
+                return n < 0 ? -errno : TLSK_ETRUNCATED;
+            }
+            have += (size_t)n;
+        }
+        if (type == TLSK_REC_ALERT && have == 2) {
+            if (ctrl[1] == SSL_AD_CLOSE_NOTIFY) {
+                return 0;
+            }
+            if (ctrl[0] == SSL3_AL_FATAL) {
+                return TLSK_EALERT(ctrl[1]);
+            }
+            continue; /* a warning alert */
+        }
+        return TLSK_ECONTROL;
+    }
 }
