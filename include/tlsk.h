@@ -461,6 +461,134 @@ int tlsk_socket_detach(struct tlsk_socket *s);
 ssize_t tlsk_fd_read(int fd, void *buf, size_t len);
 
 /* ---------------------------------------------------------------------------------------- */
+/* Event loop                                                                                */
+/*
+ * The evented API (servers, evented sockets) runs on a tlsk_loop: either the built-in epoll
+ * loop, or an application's own loop through three hooks.  Callbacks run only from
+ * tlsk_loop_run() / tlsk_handle_dispatch(), never from inside the call that caused them.
+ * Closing a server or socket inside a callback is allowed; its memory is released after its
+ * close callback.  A loop and everything on it belong to one thread.
+ */
+struct tlsk_loop;
+struct tlsk_handle; /* one fd and one timer of the library's, as the hooks see them */
+
+struct tlsk_loop_hooks {
+    /* Watch fd for events (POLLIN/POLLOUT mask; 0 = stop watching); call
+     * tlsk_handle_dispatch(h, revents) when ready.  Idempotent.  0 or -errno. */
+    int (*watch)(void *ud, struct tlsk_handle *h, int fd, int events);
+    /* Arm h's single timer for ms milliseconds from now, replacing any earlier (ms < 0
+     * cancels); on expiry call tlsk_handle_dispatch(h, 0).  0 or -errno. */
+    int (*timer)(void *ud, struct tlsk_handle *h, int64_t ms);
+    /* h is being freed: drop every reference to it (its fd may already be closed). */
+    void (*forget)(void *ud, struct tlsk_handle *h);
+    void *ud;
+};
+
+/* The built-in loop (epoll).  Returns 0 or -errno. */
+int tlsk_loop_new(struct tlsk_loop **out);
+/* A loop driven by the application's own event loop through hooks (copied). */
+int tlsk_loop_new_hooked(struct tlsk_loop **out, const struct tlsk_loop_hooks *hooks);
+/* Built-in loop: run until no handle is active, tlsk_loop_stop() is called, or timeout_ms
+ * passes (< 0: no limit).  Returns 0, or -errno from epoll. */
+int tlsk_loop_run(struct tlsk_loop *l, int timeout_ms);
+void tlsk_loop_stop(struct tlsk_loop *l);
+/* Free the loop.  Servers and sockets on it must be closed (and their close callbacks run)
+ * first; returns TLSK_ESTATE otherwise. */
+int tlsk_loop_free(struct tlsk_loop *l);
+/* For hooked loops: the fd of h is ready (revents), or its timer fired (revents 0). */
+void tlsk_handle_dispatch(struct tlsk_handle *h, int revents);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Servers (Node: tls.createServer, tls.Server)                                              */
+
+struct tlsk_server;
+
+struct tlsk_server_options {
+    struct tlsk_context *ctx;  /* the default context (required; a reference is taken) */
+    int handshake_timeout_ms;  /* 0 = 120000 (Node's default); < 0 disables the timer */
+    int max_connections;       /* 0 = unlimited; beyond it connections are closed at accept */
+    tlsk_sni_cb sni_cb;        /* replaces the tlsk_server_add_context() table when set */
+    void *sni_data;
+};
+
+struct tlsk_server_callbacks {
+    /* A connection finished its handshake.  The socket is evented (see below); give it
+     * callbacks with tlsk_socket_set_callbacks() here.  The server owns it: it is freed
+     * after its close callback. */
+    void (*secure_connection)(struct tlsk_server *srv, struct tlsk_socket *s, void *data);
+    /* A connection failed before its handshake finished (bad handshake, timeout:
+     * -ETIMEDOUT with detail "HANDSHAKE_TIMEOUT", the peer vanished: -ECONNRESET).  Called
+     * exactly once per such connection; s is valid during the call only (addresses, detail);
+     * the connection is then closed. */
+    void (*client_error)(struct tlsk_server *srv, int err, struct tlsk_socket *s, void *data);
+    /* After tlsk_server_close(), once the last connection has closed. */
+    void (*close)(struct tlsk_server *srv, void *data);
+};
+
+int tlsk_server_new(struct tlsk_server **out, struct tlsk_loop *loop,
+                    const struct tlsk_server_options *opts,
+                    const struct tlsk_server_callbacks *cb, void *data);
+/* Node's addContext: an SNI pattern and its context (rules of tlsk_sni_add). */
+int tlsk_server_add_context(struct tlsk_server *srv, const char *pattern,
+                            struct tlsk_context *ctx);
+/* Listen on host (NULL = all, IPv4 and IPv6) and port ("0" picks one).  0 or -errno. */
+int tlsk_server_listen(struct tlsk_server *srv, const char *host, const char *port,
+                       int backlog);
+/* The address listened on (numeric).  0 or -errno. */
+int tlsk_server_address(const struct tlsk_server *srv, char *host, size_t hostlen, int *port);
+/* Live connections (handshaking or established). */
+unsigned tlsk_server_connections(const struct tlsk_server *srv);
+/* Stop accepting; the close callback runs when the last connection has closed (at once if
+ * there is none: from the loop, not from this call).  Established connections are left
+ * to finish. */
+void tlsk_server_close(struct tlsk_server *srv);
+void *tlsk_server_get_data(const struct tlsk_server *srv);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Evented sockets (Node: tls.TLSSocket events)                                              */
+
+struct tlsk_socket_callbacks {
+    /* Application data arrived (buf valid during the call only). */
+    void (*data)(struct tlsk_socket *s, const void *buf, size_t len, void *ud);
+    /* The peer finished sending: close_notify (err 0) or a TCP close without it
+     * (TLSK_ETRUNCATED).  The socket stays writable until tlsk_socket_end(); once both
+     * directions have ended it closes by itself. */
+    void (*end)(struct tlsk_socket *s, int err, void *ud);
+    /* Everything queued by tlsk_socket_send() has been written. */
+    void (*drain)(struct tlsk_socket *s, void *ud);
+    /* A fatal error; the socket is then closed (close follows). */
+    void (*error)(struct tlsk_socket *s, int err, void *ud);
+    /* Last callback; the socket's memory is released right after it. */
+    void (*close)(struct tlsk_socket *s, void *ud);
+    /* Client sockets made evented by tlsk_socket_start(): the handshake finished
+     * (Node's secureConnect; also when not authorized under TLSK_VERIFY_NONE_INSECURE). */
+    void (*secure)(struct tlsk_socket *s, void *ud);
+};
+
+/* Set the callbacks of an evented socket (ud is tlsk_socket_get_data()'s data). */
+void tlsk_socket_set_callbacks(struct tlsk_socket *s, const struct tlsk_socket_callbacks *cb);
+/*
+ * tlsk_socket_start() - make a socket from tlsk_socket_new_*() or tlsk_connect() evented on
+ * loop: the fd is switched to non-blocking, the handshake runs from the loop (secure or
+ * error follows), and reads are delivered through the data callback.  The socket then
+ * belongs to the loop: free it with tlsk_socket_close(), not tlsk_socket_free().
+ */
+int tlsk_socket_start(struct tlsk_socket *s, struct tlsk_loop *loop,
+                      const struct tlsk_socket_callbacks *cb);
+/* Queue bytes (copied) for writing.  Returns 1 when everything was written at once, 0 when
+ * some is queued (drain follows), or a negative code. */
+int tlsk_socket_send(struct tlsk_socket *s, const void *buf, size_t len);
+/* Queued bytes not yet written. */
+size_t tlsk_socket_queued(const struct tlsk_socket *s);
+/* Half-close: after the queue is written, send close_notify.  Reading continues. */
+int tlsk_socket_end(struct tlsk_socket *s);
+/* Pause or resume data callbacks (backpressure). */
+void tlsk_socket_pause(struct tlsk_socket *s, int paused);
+/* Close now (queued bytes are dropped unless tlsk_socket_end() flushed them); the close
+ * callback follows from the loop.  Idempotent. */
+void tlsk_socket_close(struct tlsk_socket *s);
+
+/* ---------------------------------------------------------------------------------------- */
 /* Kernel capabilities (computed once per process, cached)                                  */
 
 enum {

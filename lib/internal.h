@@ -45,6 +45,40 @@ struct tlsk__keys {
     uint64_t seq;
 };
 
+struct tlsk_handle {
+    struct tlsk_loop *loop;
+    int fd;
+    int events;
+    int64_t deadline; /* monotonic ms, -1 none */
+    uint64_t fired_iter;
+    bool in_epoll, dead;
+    void (*cb)(struct tlsk_handle *h, int revents);
+    void (*release)(struct tlsk_handle *h);
+    void *owner;
+    struct tlsk_handle *next, *prev;
+};
+
+struct tlsk_loop {
+    int epfd;
+    bool hooked, stop, in_dispatch;
+    struct tlsk_loop_hooks hooks;
+    struct tlsk_handle *handles, *zombies;
+    unsigned count;
+    uint64_t iter;
+};
+
+/* The evented part of a socket (servers' connections and tlsk_socket_start()). */
+struct tlsk__ev {
+    struct tlsk_handle h;
+    struct tlsk_server *server;
+    struct tlsk_socket_callbacks cb;
+    unsigned char *wbuf;
+    size_t wlen, woff, wcap;
+    bool secure, paused, read_done, ending, ended, closing, closed_reported, want_drain;
+    bool in_server_list;
+    struct tlsk_socket *next, *prev; /* the server's connections */
+};
+
 enum tlsk__state {
     TLSK__HANDSHAKE = 0,
     TLSK__OPEN,
@@ -101,6 +135,8 @@ struct tlsk_socket {
     struct tlsk_context *sni_ctx;  /* the context SNI chose (a reference), or NULL */
     char *servername;
 
+    struct tlsk__ev *ev; /* evented sockets only */
+
     char detail[256];
 };
 
@@ -115,6 +151,24 @@ void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *ctx, bool server);
 
 /* socket.c */
 int tlsk__sni_select(struct tlsk_socket *s, int *al);
+
+/* loop.c */
+int64_t tlsk__now_ms(void);
+void tlsk__handle_init(struct tlsk_handle *h, struct tlsk_loop *l, int fd,
+                       void (*cb)(struct tlsk_handle *, int), void (*release)(struct tlsk_handle *),
+                       void *owner);
+int tlsk__handle_watch(struct tlsk_handle *h, int events);
+int tlsk__handle_timer(struct tlsk_handle *h, int64_t ms);
+void tlsk__handle_close(struct tlsk_handle *h);
+void tlsk__loop_reap(struct tlsk_loop *l);
+
+/* events.c */
+int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, struct tlsk_server *srv,
+                   int64_t handshake_timeout_ms);
+/* server.c */
+void tlsk__server_conn_closed(struct tlsk_server *srv, struct tlsk_socket *s);
+void tlsk__server_secure(struct tlsk_server *srv, struct tlsk_socket *s);
+void tlsk__server_client_error(struct tlsk_server *srv, struct tlsk_socket *s, int err);
 
 /* sni.c */
 int tlsk__sni_normalize(const char *in, char *out, size_t cap);

@@ -237,7 +237,8 @@ static void put_general_name(struct arena *a, const GENERAL_NAME *g)
         } else if (n == 16) {
             /* Node's form: eight groups, uppercase, no zero compression ("0:0:0:0:0:0:0:1"). */
             for (int j = 0; j < 8; j++) {
-                snprintf(buf, sizeof buf, j ? ":%X" : "%X", (unsigned)(b[2 * j] << 8 | b[2 * j + 1]));
+                unsigned pair = (unsigned)(b[2 * j] << 8 | b[2 * j + 1]);
+                snprintf(buf, sizeof buf, j ? ":%X" : "%X", pair);
                 arena_puts(a, buf);
             }
         } else {

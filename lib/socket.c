@@ -802,6 +802,11 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
     if (!s) {
         return;
     }
+    if (s->ev) {
+        /* An evented socket belongs to its loop: released after its close callback. */
+        tlsk_socket_close(s);
+        return;
+    }
     if (s->ssl) {
         /* Freed without shutdown flags OpenSSL marks the session not resumable
          * (KTLS-FACTS 3.6); after a clean connection it must stay resumable. */
@@ -1027,6 +1032,9 @@ TLSK_PUBLIC int tlsk_socket_sni_answer(struct tlsk_socket *s, struct tlsk_contex
     s->sni_answer = tlsk_context_ref(ctx);
     if (err < 0) {
         s->sni_err = tlsk__set_detail(s, err, "SNI callback failed: %s", tlsk_strerror(err));
+    }
+    if (s->ev) {
+        tlsk__handle_timer(&s->ev->h, 0); /* resume the handshake from the loop */
     }
     return 0;
 }
