@@ -378,6 +378,25 @@ uint64_t tlsk_socket_bytes_written(const struct tlsk_socket *s);
 uint64_t tlsk_socket_bytes_read(const struct tlsk_socket *s);
 
 /* ---------------------------------------------------------------------------------------- */
+/* A TLS pair over any transport (Node: createSecurePair)                                    */
+
+/*
+ * tlsk_pair_new() - a socket whose encrypted side is caller-supplied bytes instead of an fd,
+ * for transports that are not TCP.  handshake/read/write/shutdown work as on an fd socket
+ * (-EAGAIN means: feed more bytes, or pull the pending ones); sendfile reads the file and
+ * encrypts in userspace.  It never uses the kernel: offload reports reason not_tcp.
+ */
+int tlsk_pair_new(struct tlsk_socket **out, struct tlsk_context *ctx, int is_server,
+                  const struct tlsk_socket_options *opts);
+/* Hand over encrypted bytes received from the transport (all are taken).  Returns len or a
+ * negative code. */
+ssize_t tlsk_pair_feed(struct tlsk_socket *s, const void *buf, size_t len);
+/* Take encrypted bytes to send on the transport: returns how many were copied (0: none). */
+ssize_t tlsk_pair_pull(struct tlsk_socket *s, void *buf, size_t len);
+/* Encrypted bytes waiting to be pulled. */
+size_t tlsk_pair_pending(const struct tlsk_socket *s);
+
+/* ---------------------------------------------------------------------------------------- */
 /* Connection information (valid after the handshake)                                       */
 
 /* 1 when the peer's certificate verified (and, for clients, the host name matched). */

@@ -241,8 +241,7 @@ int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t
         return -errno;
     }
     /* A control record goes whole or not at all (KTLS-FACTS 1.7). */
-    s->bytes_written += 5 + len + TAG_LEN + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 0) +
-                        (SSL_version(s->ssl) == TLS1_2_VERSION ? 8 : 0);
+    s->bytes_written += len + tlsk__record_overhead(s);
     return 0;
 }
 

@@ -91,6 +91,7 @@ struct tlsk_socket {
     int fd;
     unsigned flags;
     bool is_server;
+    bool is_pair; /* memory transport (tlsk_pair_new): fd is -1 */
     enum tlsk__state state;
     enum tlsk_offload_policy policy;
     int fail_code;  /* sticky error once FAILED */
@@ -139,6 +140,10 @@ struct tlsk_socket {
 
     char detail[256];
 };
+
+/* offload.c: bytes a record adds around its plaintext on the wire (header, tag, TLS 1.3
+ * inner type or TLS 1.2 explicit nonce). */
+size_t tlsk__record_overhead(const struct tlsk_socket *s);
 
 /* errors.c */
 int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)

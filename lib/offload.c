@@ -54,6 +54,19 @@ int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t 
     }
 }
 
+size_t tlsk__record_overhead(const struct tlsk_socket *s)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+
+    if (SSL_version(s->ssl) == TLS1_3_VERSION) {
+        return 5 + 1 + 16;
+    }
+    if (c && SSL_CIPHER_get_cipher_nid(c) == NID_chacha20_poly1305) {
+        return 5 + 16; /* RFC 7905: no explicit nonce */
+    }
+    return 5 + 8 + 16;
+}
+
 static int tls13_expand(const char *digest, const struct tlsk__secret *sec, const char *label,
                         unsigned char *out, size_t out_len)
 {

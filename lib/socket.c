@@ -19,6 +19,7 @@
 #include "kconst.h"
 
 #define SF_BUF_SIZE (16 * TLSK_MAX_PLAINTEXT)
+#define PAIR_FD (-2) /* socket_new(): a memory transport instead of an fd */
 
 /* Count records after each side's Finished: the kernel's starting sequence numbers
  * (KTLS-FACTS 3.3).  Also count TLS bytes on the transport while OpenSSL moves records. */
@@ -73,7 +74,7 @@ static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd
     if (!out || !ctx) {
         return TLSK_ECONFIG;
     }
-    if (fd < 0 || fcntl(fd, F_GETFD) < 0) {
+    if (fd != PAIR_FD && (fd < 0 || fcntl(fd, F_GETFD) < 0)) {
         return -EBADF;
     }
     if ((unsigned)o->offload > TLSK_OFFLOAD_REQUIRE) {
@@ -88,7 +89,7 @@ static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd
         return TLSK_ENOMEM;
     }
     s->ssl = SSL_new(ctx->ssl_ctx);
-    b = BIO_new_socket(fd, BIO_NOCLOSE);
+    b = fd == PAIR_FD ? BIO_new(BIO_s_mem()) : BIO_new_socket(fd, BIO_NOCLOSE);
     if (!s->ssl || !b) {
         BIO_free(b);
         SSL_free(s->ssl);
@@ -96,7 +97,8 @@ static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd
         return TLSK_ENOMEM;
     }
     s->ctx = tlsk_context_ref(ctx);
-    s->fd = fd;
+    s->is_pair = fd == PAIR_FD;
+    s->fd = s->is_pair ? -1 : fd;
     s->flags = o->flags;
     s->is_server = server;
     s->policy = o->offload != TLSK_OFFLOAD_DEFAULT ? o->offload : ctx->offload;
@@ -104,7 +106,22 @@ static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd
     /* Keep our own reference to the socket BIO: OpenSSL's may be swapped for memory BIOs. */
     BIO_up_ref(b);
     s->sock_bio = b;
-    SSL_set_bio(s->ssl, b, b);
+    if (s->is_pair) {
+        /* Two memory BIOs: sock_bio is what arrives (fed), the write BIO what leaves. */
+        BIO *w = BIO_new(BIO_s_mem());
+        if (!w) {
+            BIO_free(b);
+            BIO_free(b);
+            SSL_free(s->ssl);
+            tlsk_context_free(s->ctx);
+            free(s);
+            return TLSK_ENOMEM;
+        }
+        BIO_set_mem_eof_return(b, -1);
+        SSL_set_bio(s->ssl, b, w);
+    } else {
+        SSL_set_bio(s->ssl, b, b);
+    }
     SSL_set_app_data(s->ssl, s);
     SSL_set_msg_callback(s->ssl, msg_cb);
     SSL_set_msg_callback_arg(s->ssl, s);
@@ -455,8 +472,9 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
             }
         }
         if (type == TLSK_REC_APPDATA && !in_ctrl) {
-            s->bytes_read += (size_t)n + 5 + 16 + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 8) *
-                                                 ((msg.msg_flags & MSG_EOR) ? 1 : 0);
+            /* One read returns whole records' plaintext; count a record's overhead where it
+             * ends (MSG_EOR). */
+            s->bytes_read += (size_t)n + ((msg.msg_flags & MSG_EOR) ? tlsk__record_overhead(s) : 0);
             return n;
         }
         if (!in_ctrl) {
@@ -476,7 +494,7 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
         if (!(msg.msg_flags & MSG_EOR) && s->ctrl_len < TLSK_MAX_PLAINTEXT + 256) {
             continue;
         }
-        s->bytes_read += s->ctrl_len + 5 + 16;
+        s->bytes_read += s->ctrl_len + tlsk__record_overhead(s);
         {
             int rc = tlsk__bridge_control_in(s, s->ctrl_type, s->ctrl, s->ctrl_len);
             OPENSSL_cleanse(s->ctrl, s->ctrl_len);
@@ -553,7 +571,7 @@ static ssize_t kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what)
         return tlsk__set_detail(s, -e, "%s: %s", what, strerror(e));
     }
     recs = ((size_t)n + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
-    per = 5 + 16 + (SSL_version(s->ssl) == TLS1_3_VERSION ? 1 : 8);
+    per = tlsk__record_overhead(s);
     s->bytes_written += (size_t)n + recs * per;
     return n;
 }
@@ -1219,4 +1237,56 @@ TLSK_PUBLIC ssize_t tlsk_fd_read(int fd, void *buf, size_t len)
         }
         return TLSK_ECONTROL;
     }
+}
+
+/* ---- a TLS pair over caller-supplied bytes -------------------------------------------- */
+
+TLSK_PUBLIC int tlsk_pair_new(struct tlsk_socket **out, struct tlsk_context *ctx, int is_server,
+                              const struct tlsk_socket_options *opts)
+{
+    struct tlsk_socket_options o = { 0 };
+
+    if (opts) {
+        o = *opts;
+    }
+    o.flags &= ~(unsigned)TLSK_SOCKET_OWN_FD;
+    return socket_new(out, ctx, PAIR_FD, is_server != 0, &o);
+}
+
+TLSK_PUBLIC ssize_t tlsk_pair_feed(struct tlsk_socket *s, const void *buf, size_t len)
+{
+    if (!s || !s->is_pair || (len && !buf) || len > INT_MAX) {
+        return TLSK_ECONFIG;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    if (BIO_write(s->sock_bio, buf, (int)len) != (int)len) {
+        return TLSK_ENOMEM;
+    }
+    return (ssize_t)len;
+}
+
+TLSK_PUBLIC ssize_t tlsk_pair_pull(struct tlsk_socket *s, void *buf, size_t len)
+{
+    BIO *w;
+    int n;
+
+    if (!s || !s->is_pair || (len && !buf)) {
+        return TLSK_ECONFIG;
+    }
+    w = SSL_get_wbio(s->ssl);
+    if (len == 0 || BIO_ctrl_pending(w) == 0) {
+        return 0;
+    }
+    n = BIO_read(w, buf, len > INT_MAX ? INT_MAX : (int)len);
+    return n > 0 ? n : 0;
+}
+
+TLSK_PUBLIC size_t tlsk_pair_pending(const struct tlsk_socket *s)
+{
+    if (!s || !s->is_pair) {
+        return 0;
+    }
+    return BIO_ctrl_pending(SSL_get_wbio(s->ssl));
 }
