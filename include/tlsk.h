@@ -248,6 +248,8 @@ void tlsk_sni_free(struct tlsk_sni *t);
 
 #define TLSK_SNI_PENDING 1
 
+struct tlsk_cert_info;
+
 struct tlsk_socket;
 
 /*
@@ -282,6 +284,14 @@ struct tlsk_socket_options {
     const struct tlsk_sni *sni;
     tlsk_sni_cb sni_cb;
     void *sni_data;
+    /* Client: replaces the built-in host-name check (Node's checkServerIdentity).  Called
+     * during the handshake once the chain has verified, with the servername option and the
+     * server's certificate (borrowed for the call); return 0 to accept or a negative code
+     * to reject: the handshake then fails with TLSK_EVERIFY (HOSTNAME_MISMATCH), unless
+     * TLSK_VERIFY_NONE_INSECURE, which only records it. */
+    int (*check_identity)(const char *servername, const struct tlsk_cert_info *cert,
+                          void *data);
+    void *check_identity_data;
 };
 
 /*
@@ -559,8 +569,9 @@ int tlsk_server_address(const struct tlsk_server *srv, char *host, size_t hostle
 unsigned tlsk_server_connections(const struct tlsk_server *srv);
 /* Stop accepting; the close callback runs when the last connection has closed (at once if
  * there is none: from the loop, not from this call).  Established connections are left
- * to finish. */
-void tlsk_server_close(struct tlsk_server *srv);
+ * to finish.  Returns 0, or TLSK_ESTATE when the server is not listening (the server is
+ * closed all the same). */
+int tlsk_server_close(struct tlsk_server *srv);
 void *tlsk_server_get_data(const struct tlsk_server *srv);
 
 /* ---------------------------------------------------------------------------------------- */

@@ -135,6 +135,8 @@ struct tlsk_socket {
     int sni_err;                   /* the SNI callback's failure, reported by the handshake */
     struct tlsk_context *sni_ctx;  /* the context SNI chose (a reference), or NULL */
     char *servername;
+    int (*check_identity)(const char *, const struct tlsk_cert_info *, void *);
+    void *check_identity_data;
 
     struct tlsk__ev *ev; /* evented sockets only */
 
@@ -153,6 +155,9 @@ int tlsk__alert_from_ossl_error(unsigned long e);
 
 /* context.c */
 void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *ctx, bool server);
+
+/* peer.c */
+int tlsk__cert_info_new(const X509 *x, struct tlsk_cert_info **out);
 
 /* socket.c */
 int tlsk__sni_select(struct tlsk_socket *s, int *al);

@@ -359,7 +359,7 @@ static size_t put_serial(struct arena *a, const X509 *x)
     return o;
 }
 
-static int cert_info_new(const X509 *x, struct tlsk_cert_info **out)
+int tlsk__cert_info_new(const X509 *x, struct tlsk_cert_info **out)
 {
     const X509_NAME *subj = X509_get_subject_name(x), *iss = X509_get_issuer_name(x);
     size_t ns = (size_t)X509_NAME_entry_count(subj), ni = (size_t)X509_NAME_entry_count(iss);
@@ -459,7 +459,7 @@ TLSK_PUBLIC int tlsk_socket_peer_certificate(const struct tlsk_socket *s, size_t
         }
         x = sk_X509_value(chain, (int)(index - 1) + skip);
     }
-    return cert_info_new(x, out);
+    return tlsk__cert_info_new(x, out);
 }
 
 TLSK_PUBLIC void tlsk_cert_info_free(struct tlsk_cert_info *ci)

@@ -293,17 +293,25 @@ TLSK_PUBLIC void *tlsk_server_get_data(const struct tlsk_server *srv)
     return srv ? srv->data : NULL;
 }
 
-TLSK_PUBLIC void tlsk_server_close(struct tlsk_server *srv)
+TLSK_PUBLIC int tlsk_server_close(struct tlsk_server *srv)
 {
-    if (!srv || srv->closing) {
-        return;
+    int rc = 0;
+
+    if (!srv) {
+        return TLSK_ECONFIG;
+    }
+    if (srv->closing) {
+        return TLSK_ESTATE;
     }
     srv->closing = true;
     if (srv->listening) {
         srv->listening = false;
         tlsk__handle_close(&srv->lh);
+    } else {
+        rc = TLSK_ESTATE;
     }
     if (srv->conns == 0) {
         tlsk__handle_timer(&srv->th, 0);
     }
+    return rc;
 }

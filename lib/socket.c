@@ -61,6 +61,31 @@ static bool is_ip_literal(const char *name)
     return inet_pton(AF_INET, name, tmp) == 1 || inet_pton(AF_INET6, name, tmp) == 1;
 }
 
+/* Clients with a check_identity callback: chain verification as usual, then the
+ * application's identity check on the leaf (depth 0 is verified last). */
+static int identity_verify_cb(int ok, X509_STORE_CTX *x)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct tlsk_socket *s = ssl ? SSL_get_app_data(ssl) : NULL;
+
+    if (!s) {
+        return ok;
+    }
+    if (ok && X509_STORE_CTX_get_error_depth(x) == 0) {
+        struct tlsk_cert_info *ci = NULL;
+        int rc = tlsk__cert_info_new(X509_STORE_CTX_get_current_cert(x), &ci);
+        if (rc == 0) {
+            rc = s->check_identity(s->servername, ci, s->check_identity_data);
+        }
+        tlsk_cert_info_free(ci);
+        if (rc != 0) {
+            X509_STORE_CTX_set_error(x, X509_V_ERR_HOSTNAME_MISMATCH);
+            ok = 0;
+        }
+    }
+    return (s->ctx->flags & TLSK_VERIFY_NONE_INSECURE) ? 1 : ok;
+}
+
 static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd, bool server,
                       const struct tlsk_socket_options *o)
 {
@@ -140,7 +165,11 @@ static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd
             X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
             int ok;
             s->servername = strdup(o->servername);
-            if (is_ip_literal(o->servername)) {
+            if (o->check_identity) {
+                /* The application's check replaces the name match. */
+                ok = is_ip_literal(o->servername) ||
+                     SSL_set_tlsext_host_name(s->ssl, o->servername) == 1;
+            } else if (is_ip_literal(o->servername)) {
                 /* RFC 6066 3: no SNI for IP literals; match IP SANs instead. */
                 ok = X509_VERIFY_PARAM_set1_ip_asc(vp, o->servername) == 1;
             } else {
@@ -153,6 +182,11 @@ static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd
                 return TLSK_ECONFIG;
             }
         }
+    }
+    if (!server && o->check_identity) {
+        s->check_identity = o->check_identity;
+        s->check_identity_data = o->check_identity_data;
+        SSL_set_verify(s->ssl, SSL_VERIFY_PEER, identity_verify_cb);
     }
     if (o->session) {
         const unsigned char *p = o->session;
