@@ -67,7 +67,11 @@ enum {
     TLSK_ENO_APPLICATION_PROTOCOL = -5018, /* ALPN lists do not overlap */
     TLSK_EINVALID_SNI_CONTEXT = -5019,  /* the SNI callback answered with no usable context */
     TLSK_ESNI = -5020,                  /* the SNI callback failed the handshake */
-    TLSK_ELAST = -5021,
+    TLSK_ERENEG_LIMIT = -5021,          /* client renegotiations exceeded the limit */
+    TLSK_ERENEG_UNAVAILABLE = -5022,    /* renegotiation impossible here (TLS 1.3, offloaded) */
+    TLSK_EKEY_LIMIT = -5023,            /* record limit of the key reached, no re-key possible */
+    TLSK_ESESSION = -5024,              /* the session store's lookup failed */
+    TLSK_ELAST = -5025,
 };
 
 #define TLSK_EALERT_BASE (-6000)
@@ -114,6 +118,35 @@ enum {
     TLSK_REQUEST_PEER_CERT = 1u << 3,
     /* Servers: choose the cipher by the server's order, not the client's (honorCipherOrder). */
     TLSK_HONOR_CIPHER_ORDER = 1u << 4,
+    /* TLS 1.2 renegotiation stays possible: such connections stay in userspace (reason
+     * "renegotiation"); servers accept client-initiated renegotiation up to the limit. */
+    TLSK_ALLOW_RENEGOTIATION = 1u << 5,
+    /* TLS 1.3 servers: stateful tickets (the session store is consulted) instead of
+     * stateless ones. */
+    TLSK_STATEFUL_TICKETS = 1u << 6,
+    /* Servers: no session tickets at all (TLS 1.2 resumes by session id only). */
+    TLSK_NO_TICKETS = 1u << 7,
+};
+
+#define TLSK_SESSION_PENDING 1
+
+struct tlsk_socket;
+
+/*
+ * An external session store for servers (Node's newSession / resumeSession events).  With a
+ * store, OpenSSL's internal cache is not used.  Both callbacks run during the handshake.
+ * new_session: a session to keep (TLS 1.2 session ids, TLS 1.3 stateful tickets); the bytes
+ * are borrowed for the call.  resume_session: look id up and answer with
+ * tlsk_socket_resume_answer(), now or later (return TLSK_SESSION_PENDING: the handshake
+ * returns -EAGAIN, and tlsk_socket_events() 0, until the answer); returning a negative code
+ * aborts the handshake with it.  Stateless TLS 1.3 tickets never consult it.
+ */
+struct tlsk_session_store {
+    void (*new_session)(struct tlsk_socket *s, const unsigned char *id, size_t id_len,
+                        const unsigned char *data, size_t data_len, void *ud);
+    int (*resume_session)(struct tlsk_socket *s, const unsigned char *id, size_t id_len,
+                          void *ud);
+    void *ud;
 };
 
 struct tlsk_context_options {
@@ -164,7 +197,27 @@ struct tlsk_context_options {
     long session_timeout;
     /* Servers: session id context, at most 32 bytes; NULL = derived from the program. */
     const char *session_id_context;
+    /* Servers: an external session store (copied), or NULL for the internal cache. */
+    const struct tlsk_session_store *session_store;
+    /* Servers: internal cache size in sessions; 0 = OpenSSL's default (20480). */
+    long session_cache_size;
+    /* Servers: ticket keys, 48 bytes (16 name, 16 HMAC, 16 AES) as Node's
+     * getTicketKeys()/setTicketKeys(); NULL = random per context.  Several servers given the
+     * same keys resume each other's tickets. */
+    const unsigned char *ticket_keys;
+    /* Client renegotiations allowed per window (TLSK_ALLOW_RENEGOTIATION, or answered with a
+     * no_renegotiation warning when offloaded); 0/0 = the process-wide values
+     * (tlsk_set_client_reneg_limit; defaults 3 per 600 s).  limit < 0 means 0. */
+    int client_reneg_limit;
+    int client_reneg_window_s;
+    /* TLS 1.3: records sent or received under one key before acting (RFC 8446 5.5): re-key
+     * where possible, otherwise fail with TLSK_EKEY_LIMIT.  0 = 2^24 for AES-GCM, unlimited
+     * for ChaCha20. */
+    uint64_t key_update_records;
 };
+
+/* Process-wide CLIENT_RENEG_LIMIT / CLIENT_RENEG_WINDOW (defaults 3 and 600 s). */
+void tlsk_set_client_reneg_limit(int limit, int window_s);
 
 struct tlsk_context;
 
@@ -176,6 +229,11 @@ struct tlsk_context;
  */
 int tlsk_context_new(struct tlsk_context **out, const struct tlsk_context_options *opts,
                      char *err_detail, size_t err_detail_len);
+/* Replace the ticket keys (48 bytes): new tickets use them; tickets made with the previous
+ * keys still resume.  Thread-safe.  0 or TLSK_ECONFIG. */
+int tlsk_context_set_ticket_keys(struct tlsk_context *ctx, const unsigned char keys[48]);
+/* The current ticket keys.  0 or TLSK_ESTATE (tickets disabled). */
+int tlsk_context_get_ticket_keys(const struct tlsk_context *ctx, unsigned char keys[48]);
 /* Take another reference. */
 struct tlsk_context *tlsk_context_ref(struct tlsk_context *ctx);
 /* Drop a reference; the context is freed with the last one.  NULL is a no-op. */
@@ -292,6 +350,12 @@ struct tlsk_socket_options {
     int (*check_identity)(const char *servername, const struct tlsk_cert_info *cert,
                           void *data);
     void *check_identity_data;
+    /* Client: called for every session the server issues (Node's 'session' event), also
+     * for tickets that arrive after receive offload; bytes borrowed for the call, for the
+     * session option of a later connection. */
+    void (*on_session)(struct tlsk_socket *s, const unsigned char *data, size_t len,
+                       void *ud);
+    void *on_session_data;
 };
 
 /*
@@ -381,6 +445,36 @@ int tlsk_socket_session_reused(const struct tlsk_socket *s);
  * and len 0 asks for the size: returns it).
  */
 ssize_t tlsk_socket_session(const struct tlsk_socket *s, void *buf, size_t len);
+
+/* Answer a pending resume_session callback: session bytes (NULL/0 = not found: full
+ * handshake), or err < 0 to abort the handshake with TLSK_ESESSION. */
+int tlsk_socket_resume_answer(struct tlsk_socket *s, const void *data, size_t len, int err);
+
+/*
+ * tlsk_socket_new_session_ticket() - TLS 1.3 server: issue one more ticket now, also after
+ * transmit offload (it travels as a kernel control record).  0, -EAGAIN, TLSK_ESTATE.
+ */
+int tlsk_socket_new_session_ticket(struct tlsk_socket *s);
+
+/*
+ * tlsk_socket_key_update() - TLS 1.3: update our sending keys, asking the peer to update
+ * its own too when request_peer.  In userspace always; with transmit in the kernel only
+ * where the kernel can re-key (Linux 6.14+), otherwise TLSK_EKEYUPDATE and the connection
+ * continues unchanged.  0, -EAGAIN, TLSK_ESTATE (TLS 1.2), TLSK_EKEYUPDATE.
+ */
+int tlsk_socket_key_update(struct tlsk_socket *s, int request_peer);
+
+/*
+ * tlsk_socket_renegotiate() - TLS 1.2 server: start a renegotiation, e.g. to ask for a
+ * client certificate (flags: TLSK_REQUEST_PEER_CERT / TLSK_REQUIRE_PEER_CERT, else the
+ * context's).  Drive it like a handshake: returns 0 when finished, -EAGAIN, or an error;
+ * the verification results are then updated.  Fails at once with TLSK_ERENEG_UNAVAILABLE on
+ * TLS 1.3 or an offloaded connection (the detail says which), the connection unharmed.
+ */
+int tlsk_socket_renegotiate(struct tlsk_socket *s, unsigned flags);
+
+/* TLS 1.3 key updates performed on this connection (either direction). */
+uint64_t tlsk_socket_key_updates(const struct tlsk_socket *s);
 
 /* Bytes of TLS records written to and read from the transport, headers and tags included,
  * in both modes. */

@@ -254,7 +254,8 @@ static int reinject(struct tlsk_socket *s, int type, const unsigned char *msg, s
     char dummy;
     int rc, r, err;
 
-    rc = tlsk__derive_keys(s, 0, s->is_server, &k);
+    rc = SSL_version(s->ssl) == TLS1_3_VERSION ? tlsk__derive_keys_from(s, &s->orx_secret, &k)
+                                               : tlsk__derive_keys(s, 0, s->is_server, &k);
     if (rc != 0) {
         return rc;
     }
@@ -313,6 +314,25 @@ int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char
                                     "peer sent a TLS 1.3 KeyUpdate and this kernel cannot re-key "
                                     "receive (Linux 6.14+ can); the connection cannot continue");
         }
+        if (version == TLS1_2_VERSION &&
+            ((s->is_server && mt == SSL3_MT_CLIENT_HELLO) ||
+             (!s->is_server && mt == SSL3_MT_HELLO_REQUEST))) {
+            /* The kernel cannot change TLS 1.2 keys: refuse with a no_renegotiation warning
+             * (RFC 5246 7.4.1.1 lets a client ignore HelloRequest), and count a client's
+             * attempts against the renegotiation limit. */
+            static const unsigned char refuse[2] = { SSL3_AL_WARNING, SSL_AD_NO_RENEGOTIATION };
+            int rc = s->is_server ? tlsk__reneg_attempt(s) : 0;
+            if (rc != 0) {
+                return rc;
+            }
+            if (!s->tx_kernel) {
+                return tlsk__set_detail(s, TLSK_ECONTROL, "renegotiation on a connection "
+                                                          "whose receive side is offloaded");
+            }
+            rc = tlsk__send_control(s, TLSK_REC_ALERT, refuse, sizeof refuse);
+            return rc == 0 ? 0 : tlsk__set_detail(s, rc, "sending no_renegotiation: %s",
+                                                  strerror(-rc));
+        }
         return tlsk__set_detail(s, TLSK_ECONTROL,
                                 "handshake message type %d after offload is not supported", mt);
     }
@@ -332,7 +352,8 @@ int tlsk__bridge_flush_out(struct tlsk_socket *s)
     if (!s->tx_kernel || !w || BIO_ctrl_pending(w) == 0) {
         return 0;
     }
-    rc = tlsk__derive_keys(s, 1, !s->is_server, &k);
+    rc = SSL_version(s->ssl) == TLS1_3_VERSION ? tlsk__derive_keys_from(s, &s->otx_secret, &k)
+                                               : tlsk__derive_keys(s, 1, !s->is_server, &k);
     if (rc != 0) {
         return rc;
     }
@@ -358,10 +379,20 @@ int tlsk__bridge_flush_out(struct tlsk_socket *s)
         }
         s->ossl_write_seq++;
         if (type == TLSK_REC_HANDSHAKE && pt_len >= 1 && pt[0] == SSL3_MT_KEY_UPDATE) {
-            rc = tlsk__set_detail(s, TLSK_EKEYUPDATE,
-                                  "OpenSSL wants to update its sending keys and this kernel "
-                                  "cannot re-key transmit (Linux 6.14+ can)");
-            break;
+            /* OpenSSL answers a peer's update_requested (or our own request) by moving to its
+             * next write secret.  The kernel keeps sending under the current key, which
+             * stays valid since the peer is never told otherwise: the KeyUpdate is not sent.
+             * The stream stays consistent; only the requested update does not happen.  The
+             * bridge follows OpenSSL's key so its later records still decrypt. */
+            OPENSSL_cleanse(pt, pt_len);
+            OPENSSL_cleanse(&k, sizeof k);
+            if ((rc = tlsk__tls13_next_secret(s, &s->otx_secret)) != 0 ||
+                (rc = tlsk__derive_keys_from(s, &s->otx_secret, &k)) != 0) {
+                break;
+            }
+            s->ossl_write_seq = 0;
+            s->key_updates_refused++;
+            continue;
         }
         rc = tlsk__send_control(s, type, pt, pt_len);
         OPENSSL_cleanse(pt, pt_len);

@@ -8,6 +8,8 @@
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
 #include <openssl/sha.h>
+#include <openssl/rand.h>
+#include <openssl/core_names.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -203,9 +205,11 @@ static void keylog_cb(const SSL *ssl, const char *line)
     }
     /* Only the first application traffic secrets matter for the install; later ones
      * (after KeyUpdate) replace them, as the bridge will follow OpenSSL's keys. */
-    if (strncmp(line, "CLIENT_TRAFFIC_SECRET_", 22) == 0) {
+    /* Only the first application secrets: later ones (after KeyUpdate) are derived by the
+     * bridge itself, which must know exactly which key OpenSSL used for each record. */
+    if (strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0) {
         dst = &s->client_secret;
-    } else if (strncmp(line, "SERVER_TRAFFIC_SECRET_", 22) == 0) {
+    } else if (strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0) {
         dst = &s->server_secret;
     } else {
         return;
@@ -239,6 +243,15 @@ static int verify_accept_cb(int ok, X509_STORE_CTX *x)
 
 void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *c, bool server)
 {
+    tlsk__apply_verify_flags(ssl, c->flags, server);
+}
+
+void tlsk__apply_verify_flags(SSL *ssl, unsigned flags, bool server)
+{
+    struct {
+        unsigned flags;
+    } cc = { flags }, *c = &cc;
+
     if (server) {
         if (c->flags & TLSK_REQUIRE_PEER_CERT) {
             SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
@@ -333,7 +346,7 @@ static int hello_cb(SSL *ssl, int *al, void *arg)
     if (!s) {
         return SSL_CLIENT_HELLO_SUCCESS;
     }
-    return tlsk__sni_select(s, al);
+    return tlsk__client_hello(s, al);
 }
 
 /* Node's secureProtocol names (D9): the TLS 1.2 minimum is not negotiable. */
@@ -460,6 +473,154 @@ static void default_sid_ctx(unsigned char out[SSL_MAX_SID_CTX_LENGTH])
     SHA256((const unsigned char *)buf, n > 0 ? (size_t)n : 0, out);
 }
 
+/* ---- sessions ------------------------------------------------------------------------- */
+
+static atomic_int g_reneg_limit = 3, g_reneg_window = 600;
+
+TLSK_PUBLIC void tlsk_set_client_reneg_limit(int limit, int window_s)
+{
+    atomic_store(&g_reneg_limit, limit < 0 ? 0 : limit);
+    atomic_store(&g_reneg_window, window_s < 0 ? 0 : window_s);
+}
+
+void tlsk__reneg_limits(const struct tlsk_context *c, int *limit, int *window_s)
+{
+    if (c->reneg_limit == 0 && c->reneg_window_s == 0) {
+        *limit = atomic_load(&g_reneg_limit);
+        *window_s = atomic_load(&g_reneg_window);
+    } else {
+        *limit = c->reneg_limit < 0 ? 0 : c->reneg_limit;
+        *window_s = c->reneg_window_s > 0 ? c->reneg_window_s : 600;
+    }
+}
+
+/* Servers: a session to keep (external store); clients: a session the server issued. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct tlsk_socket *s = SSL_get_app_data(ssl);
+    unsigned char *der = NULL;
+    int len;
+
+    if (!s) {
+        return 0;
+    }
+    if (s->is_server ? !s->ctx->has_store && !(s->sni_ctx && s->sni_ctx->has_store)
+                     : !s->on_session) {
+        return 0;
+    }
+    len = i2d_SSL_SESSION(sess, &der);
+    if (len > 0) {
+        if (s->is_server) {
+            const struct tlsk_context *c = s->sni_ctx && s->sni_ctx->has_store ? s->sni_ctx : s->ctx;
+            unsigned int idlen;
+            const unsigned char *id = SSL_SESSION_get_id(sess, &idlen);
+            c->store.new_session(s, id, idlen, der, (size_t)len, c->store.ud);
+        } else if (SSL_SESSION_is_resumable(sess)) {
+            s->on_session(s, der, (size_t)len, s->on_session_data);
+        }
+    }
+    OPENSSL_free(der);
+    return 0; /* we keep no reference */
+}
+
+static SSL_SESSION *get_session_cb(SSL *ssl, const unsigned char *id, int idlen, int *copy)
+{
+    struct tlsk_socket *s = SSL_get_app_data(ssl);
+    const unsigned char *p;
+    SSL_SESSION *sess;
+
+    *copy = 0;
+    if (!s || !s->resume_data || (size_t)idlen != s->resume_id_len ||
+        memcmp(id, s->resume_id, (size_t)idlen) != 0) {
+        return NULL;
+    }
+    p = s->resume_data;
+    sess = d2i_SSL_SESSION(NULL, &p, (long)s->resume_data_len);
+    ERR_clear_error();
+    return sess; /* NULL for garbage: a full handshake (SS-5) */
+}
+
+/* Ticket keys: AES-128-CBC and HMAC-SHA256, as OpenSSL's own default, but with keys the
+ * application can set, rotate and share across processes. */
+static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
+                     EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc)
+{
+    struct tlsk_socket *s = SSL_get_app_data(ssl);
+    struct tlsk_context *c = s && s->sni_ctx ? s->sni_ctx : s ? s->ctx : NULL;
+    unsigned char k[48];
+    int which = -1, rc = -1;
+
+    if (!c) {
+        return -1;
+    }
+    pthread_mutex_lock(&c->tk_lock);
+    if (enc) {
+        memcpy(k, c->tk[0], 48);
+        which = 0;
+    } else if (memcmp(key_name, c->tk[0], 16) == 0) {
+        memcpy(k, c->tk[0], 48);
+        which = 0;
+    } else if (c->tk_prev && memcmp(key_name, c->tk[1], 16) == 0) {
+        memcpy(k, c->tk[1], 48);
+        which = 1;
+    }
+    pthread_mutex_unlock(&c->tk_lock);
+    if (which < 0) {
+        return 0; /* unknown key: full handshake */
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k + 16, 16),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (enc) {
+        memcpy(key_name, k, 16);
+        if (RAND_bytes(iv, 16) != 1 ||
+            EVP_EncryptInit_ex(ectx, EVP_aes_128_cbc(), NULL, k + 32, iv) != 1) {
+            goto out;
+        }
+    } else if (EVP_DecryptInit_ex(ectx, EVP_aes_128_cbc(), NULL, k + 32, iv) != 1) {
+        goto out;
+    }
+    if (EVP_MAC_CTX_set_params(hctx, params) != 1) {
+        goto out;
+    }
+    /* A ticket under the previous keys resumes and is renewed under the current ones. */
+    rc = which == 1 ? 2 : 1;
+out:
+    OPENSSL_cleanse(k, sizeof k);
+    return rc;
+}
+
+TLSK_PUBLIC int tlsk_context_set_ticket_keys(struct tlsk_context *ctx, const unsigned char keys[48])
+{
+    if (!ctx || !keys) {
+        return TLSK_ECONFIG;
+    }
+    pthread_mutex_lock(&ctx->tk_lock);
+    if (memcmp(ctx->tk[0], keys, 48) != 0) {
+        memcpy(ctx->tk[1], ctx->tk[0], 48);
+        ctx->tk_prev = true;
+        memcpy(ctx->tk[0], keys, 48);
+    }
+    pthread_mutex_unlock(&ctx->tk_lock);
+    return 0;
+}
+
+TLSK_PUBLIC int tlsk_context_get_ticket_keys(const struct tlsk_context *ctx, unsigned char keys[48])
+{
+    if (!ctx || !keys) {
+        return TLSK_ECONFIG;
+    }
+    if (ctx->flags & TLSK_NO_TICKETS) {
+        return TLSK_ESTATE;
+    }
+    pthread_mutex_lock((pthread_mutex_t *)&ctx->tk_lock);
+    memcpy(keys, ctx->tk[0], 48);
+    pthread_mutex_unlock((pthread_mutex_t *)&ctx->tk_lock);
+    return 0;
+}
+
 TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_context_options *opts,
                                  char *err_detail, size_t err_detail_len)
 {
@@ -554,14 +715,59 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     SSL_CTX_set_default_passwd_cb(sc, passwd_cb);
     SSL_CTX_set_keylog_callback(sc, keylog_cb);
 
-    if (SSL_CTX_set_cipher_list(sc, o->ciphers ? o->ciphers : default_ciphers) != 1) {
-        rc = fail(&d, TLSK_ECONFIG, "ciphers: \"%s\" selects no usable suite", o->ciphers);
-        goto err;
-    }
-    if (SSL_CTX_set_ciphersuites(sc, o->ciphersuites ? o->ciphersuites : default_ciphersuites) !=
-        1) {
-        rc = fail(&d, TLSK_ECONFIG, "ciphersuites: \"%s\" is invalid", o->ciphersuites);
-        goto err;
+    {
+        /* As Node: names starting "TLS_" in ciphers form the TLS 1.3 list, the rest the
+         * TLS 1.2 list (a list of only TLS 1.3 names leaves TLS 1.2 with the defaults
+         * removed: nothing). */
+        char v12[2048] = "", v13[1024] = "";
+        const char *l12 = default_ciphers, *l13 = default_ciphersuites;
+
+        if (o->ciphers) {
+            const char *p = o->ciphers;
+            bool any13 = false;
+            while (*p) {
+                size_t n = strcspn(p, ":, ");
+                if (n > 0) {
+                    char *dst = strncmp(p, "TLS_", 4) == 0 ? v13 : v12;
+                    size_t cap = dst == v13 ? sizeof v13 : sizeof v12;
+                    any13 |= dst == v13;
+                    if (strlen(dst) + n + 2 > cap) {
+                        rc = fail(&d, TLSK_ECONFIG, "ciphers: list too long");
+                        goto err;
+                    }
+                    if (dst[0]) {
+                        strcat(dst, ":");
+                    }
+                    strncat(dst, p, n);
+                }
+                p += n + (p[n] ? 1 : 0);
+            }
+            l12 = v12[0] ? v12 : "!ALL";
+            if (any13) {
+                l13 = v13;
+            }
+        }
+        if (o->ciphersuites) {
+            l13 = o->ciphersuites;
+        }
+        if (o->ciphers && !v12[0]) {
+            /* Only TLS 1.3 suites named: no TLS 1.2 suite may remain. */
+            SSL_CTX_set_min_proto_version(sc, TLS1_3_VERSION);
+            l12 = default_ciphers;
+        }
+        if (SSL_CTX_set_cipher_list(sc, l12) != 1) {
+            rc = fail(&d, TLSK_ECONFIG, "ciphers: \"%s\" selects no usable suite", o->ciphers);
+            goto err;
+        }
+        ERR_clear_error();
+        if (SSL_CTX_set_ciphersuites(sc, l13) != 1) {
+            rc = fail(&d, TLSK_ECONFIG, "ciphersuites: \"%s\" is invalid", l13);
+            goto err;
+        }
+        if (o->ciphers && !v12[0] && !o->ciphersuites && !strstr(o->ciphers, "TLS_")) {
+            rc = fail(&d, TLSK_ECONFIG, "ciphers: \"%s\" selects no usable suite", o->ciphers);
+            goto err;
+        }
     }
     if (SSL_CTX_set1_groups_list(sc, o->groups ? o->groups : default_groups) != 1) {
         rc = fail(&d, TLSK_ECONFIG, "groups: \"%s\" is invalid", o->groups);
@@ -610,6 +816,47 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
         SSL_CTX_set_next_proto_select_cb(sc, npn_select_cb, c);
     }
     c->has_cert = SSL_CTX_get0_certificate(sc) != NULL;
+    pthread_mutex_init(&c->tk_lock, NULL);
+    if (o->ticket_keys) {
+        memcpy(c->tk[0], o->ticket_keys, 48);
+    } else if (RAND_bytes(c->tk[0], 48) != 1) {
+        rc = fail(&d, TLSK_EINTERNAL, "no randomness for ticket keys");
+        goto err;
+    }
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(sc, ticket_cb);
+    if (o->flags & (TLSK_NO_TICKETS | TLSK_STATEFUL_TICKETS)) {
+        /* In TLS 1.3 NO_TICKET means stateful tickets; no tickets at all is num_tickets 0. */
+        SSL_CTX_set_options(sc, SSL_OP_NO_TICKET);
+        if (o->flags & TLSK_NO_TICKETS) {
+            SSL_CTX_set_num_tickets(sc, 0);
+        }
+    }
+    if (o->session_store) {
+        if (!o->session_store->new_session || !o->session_store->resume_session) {
+            rc = fail(&d, TLSK_ECONFIG, "session_store: both callbacks are required");
+            goto err;
+        }
+        c->store = *o->session_store;
+        c->has_store = true;
+    }
+    /* Servers cache internally unless there is a store (A5); clients get new_session_cb
+     * for the 'session' event. */
+    SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_BOTH | SSL_SESS_CACHE_NO_INTERNAL_LOOKUP *
+                                                                  (c->has_store ? 1 : 0) |
+                                           (c->has_store ? SSL_SESS_CACHE_NO_INTERNAL_STORE : 0));
+    SSL_CTX_sess_set_new_cb(sc, new_session_cb);
+    SSL_CTX_sess_set_get_cb(sc, get_session_cb);
+    if (o->session_cache_size > 0) {
+        SSL_CTX_sess_set_cache_size(sc, o->session_cache_size);
+    }
+    /* Without the option OpenSSL 3 already refuses client-initiated renegotiation with a
+     * no_renegotiation warning; offloaded connections refuse every kind (offload.c). */
+    if (o->flags & TLSK_ALLOW_RENEGOTIATION) {
+        SSL_CTX_set_options(sc, SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
+    }
+    c->reneg_limit = o->client_reneg_limit;
+    c->reneg_window_s = o->client_reneg_window_s;
+    c->key_update_records = o->key_update_records;
     atomic_init(&c->refs, 1);
     c->ssl_ctx = sc;
     c->offload = o->offload == TLSK_OFFLOAD_DEFAULT ? TLSK_OFFLOAD_AUTO : o->offload;
@@ -640,6 +887,8 @@ TLSK_PUBLIC void tlsk_context_free(struct tlsk_context *ctx)
         return;
     }
     SSL_CTX_free(ctx->ssl_ctx);
+    OPENSSL_cleanse(ctx->tk, sizeof ctx->tk);
+    pthread_mutex_destroy(&ctx->tk_lock);
     free(ctx->alpn);
     free(ctx->npn);
     free(ctx);

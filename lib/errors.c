@@ -37,6 +37,13 @@ static const struct {
     { TLSK_EINVALID_SNI_CONTEXT, "TLSK_EINVALID_SNI_CONTEXT",
       "the SNI callback chose no usable context (INVALID_SNI_CONTEXT)" },
     { TLSK_ESNI, "TLSK_ESNI", "the SNI callback failed the handshake" },
+    { TLSK_ERENEG_LIMIT, "TLSK_ERENEG_LIMIT",
+      "TLS session renegotiation attack detected (RENEG_LIMIT)" },
+    { TLSK_ERENEG_UNAVAILABLE, "TLSK_ERENEG_UNAVAILABLE",
+      "renegotiation unavailable on this connection (RENEG_UNAVAILABLE)" },
+    { TLSK_EKEY_LIMIT, "TLSK_EKEY_LIMIT", "record limit of the key reached and re-keying is "
+                                          "impossible" },
+    { TLSK_ESESSION, "TLSK_ESESSION", "the session store's lookup failed" },
 };
 
 static const char *const alert_names[256] = {

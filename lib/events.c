@@ -94,8 +94,14 @@ static void fail_now(struct tlsk_socket *s, int err)
         } else if (ev->cb.error) {
             ev->cb.error(s, err, s->data);
         }
-    } else if (ev->cb.error) {
-        ev->cb.error(s, err, s->data);
+    } else {
+        if (err == TLSK_ERENEG_LIMIT && ev->server) {
+            /* Node raises the renegotiation attack on the server as clientError. */
+            tlsk__server_client_error(ev->server, s, err);
+        }
+        if (ev->cb.error) {
+            ev->cb.error(s, err, s->data);
+        }
     }
     tlsk_socket_close(s);
 }

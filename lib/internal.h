@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <pthread.h>
 
 #include <openssl/ssl.h>
 
@@ -21,6 +22,14 @@ struct tlsk_context {
     enum tlsk_offload_policy offload;
     unsigned flags;
     bool has_cert;
+    struct tlsk_session_store store;
+    bool has_store;
+    int reneg_limit, reneg_window_s; /* 0/0: process-wide */
+    uint64_t key_update_records;
+    /* Ticket keys: [0] current, [1] previous (still decrypts).  48 bytes each. */
+    pthread_mutex_t tk_lock;
+    unsigned char tk[2][48];
+    bool tk_prev;
     /* ALPN and NPN lists in wire format (length-prefixed), or NULL. */
     unsigned char *alpn, *npn;
     size_t alpn_len, npn_len;
@@ -135,6 +144,32 @@ struct tlsk_socket {
     int sni_err;                   /* the SNI callback's failure, reported by the handshake */
     struct tlsk_context *sni_ctx;  /* the context SNI chose (a reference), or NULL */
     char *servername;
+
+    /* Sessions. */
+    void (*on_session)(struct tlsk_socket *, const unsigned char *, size_t, void *);
+    void *on_session_data;
+    int resume_state;              /* 0 none, 1 waiting for the application, 2 answered */
+    unsigned char resume_id[SSL_MAX_SSL_SESSION_ID_LENGTH + 256];
+    size_t resume_id_len;
+    unsigned char *resume_data;
+    size_t resume_data_len;
+    int resume_err;
+
+    /* TLS 1.3 secrets the bridge follows for OpenSSL's own write and read keys. */
+    struct tlsk__secret otx_secret, orx_secret;
+    uint64_t key_updates;          /* key updates done, both directions */
+    uint64_t key_updates_refused;  /* requested updates the kernel's TX key could not follow */
+    uint64_t tx_key_base, rx_key_base; /* record counts at the last key change (userspace) */
+    uint64_t ktx_recs, krx_recs;       /* records through the kernel under its keys */
+    bool ku_pending, reneg_running;
+
+    /* Renegotiation (TLS 1.2). */
+    int reneg_count;
+    int64_t reneg_window_start;
+    int reneg_err;
+    bool own_reneg;
+    unsigned char *held;           /* application data read while renegotiating */
+    size_t held_len, held_off;
     int (*check_identity)(const char *, const struct tlsk_cert_info *, void *);
     void *check_identity_data;
 
@@ -154,7 +189,11 @@ void tlsk__append_ossl_errors(char *buf, size_t len);
 int tlsk__alert_from_ossl_error(unsigned long e);
 
 /* context.c */
+void tlsk__reneg_limits(const struct tlsk_context *c, int *limit, int *window_s);
 void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *ctx, bool server);
+void tlsk__apply_verify_flags(SSL *ssl, unsigned flags, bool server);
+int tlsk__client_hello(struct tlsk_socket *s, int *al);
+uint64_t tlsk__key_limit(const struct tlsk_socket *s);
 
 /* peer.c */
 int tlsk__cert_info_new(const X509 *x, struct tlsk_cert_info **out);
@@ -187,6 +226,10 @@ int tlsk__sni_normalize(const char *in, char *out, size_t cap);
 int tlsk__offload(struct tlsk_socket *s) TLSK_MUST_CHECK;
 int tlsk__derive_keys(struct tlsk_socket *s, int write_dir, int for_client_side,
                       struct tlsk__keys *k) TLSK_MUST_CHECK;
+int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec,
+                           struct tlsk__keys *k) TLSK_MUST_CHECK;
+int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec) TLSK_MUST_CHECK;
+int tlsk__reneg_attempt(struct tlsk_socket *s) TLSK_MUST_CHECK;
 int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t *key_len);
 
 /* bridge.c */

@@ -132,6 +132,48 @@ out:
  * client_side: whether the keys are the client's write keys (RFC naming), regardless of who
  * we are.  k->seq is left for the caller.
  */
+int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const EVP_MD *md = c ? SSL_CIPHER_get_handshake_digest(c) : NULL;
+    struct tlsk__secret next = { .len = sec->len };
+    int rc;
+
+    if (!md) {
+        return TLSK_EINTERNAL;
+    }
+    /* RFC 8446 7.2: application_traffic_secret_N+1 = HKDF-Expand-Label(secret_N,
+     * "traffic upd", "", Hash.length). */
+    rc = tls13_expand(EVP_MD_get0_name(md), sec, "traffic upd", next.b, next.len);
+    if (rc == 0) {
+        *sec = next;
+    }
+    OPENSSL_cleanse(&next, sizeof next);
+    return rc == 0 ? 0 : TLSK_EINTERNAL;
+}
+
+int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec,
+                           struct tlsk__keys *k)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const EVP_MD *md;
+
+    memset(k, 0, sizeof *k);
+    if (!c || tlsk__cipher_of(c, &k->tlsk_cipher, &k->kcipher, &k->key_len) != 0 ||
+        SSL_version(s->ssl) != TLS1_3_VERSION || sec->len == 0 ||
+        !(md = SSL_CIPHER_get_handshake_digest(c))) {
+        return TLSK_EINTERNAL;
+    }
+    k->version = TLS1_3_VERSION;
+    if (tls13_expand(EVP_MD_get0_name(md), sec, "key", k->key, k->key_len) != 0 ||
+        tls13_expand(EVP_MD_get0_name(md), sec, "iv", k->iv, 12) != 0) {
+        OPENSSL_cleanse(k, sizeof *k);
+        ERR_clear_error();
+        return TLSK_EINTERNAL;
+    }
+    return 0;
+}
+
 int tlsk__derive_keys(struct tlsk_socket *s, int write_side, int client_side,
                       struct tlsk__keys *k)
 {
@@ -445,6 +487,10 @@ int tlsk__offload(struct tlsk_socket *s)
     } else if (!(caps = tlsk_kernel_probe())->ulp) {
         NO(tx, TLSK_REASON_NO_ULP, caps->ulp_err);
         NO(rx, TLSK_REASON_NO_ULP, caps->ulp_err);
+    } else if (version == TLS1_2_VERSION && (s->ctx->flags & TLSK_ALLOW_RENEGOTIATION)) {
+        /* The kernel cannot change TLS 1.2 keys: renegotiation needs userspace. */
+        NO(tx, TLSK_REASON_RENEGOTIATION, 0);
+        NO(rx, TLSK_REASON_RENEGOTIATION, 0);
     } else if (!c || (version != TLS1_2_VERSION && version != TLS1_3_VERSION) ||
                tlsk__cipher_of(c, &tcipher, &kcipher, &key_len) != 0) {
         NO(tx, TLSK_REASON_CIPHER, 0);
@@ -536,6 +582,12 @@ int tlsk__offload(struct tlsk_socket *s)
     if (s->policy == TLSK_OFFLOAD_REQUIRE && (!s->tx_kernel || !s->rx_kernel)) {
         return tlsk__set_detail(s, TLSK_ENOKTLS, "offload required but the kernel refused the %s keys",
                                 !s->tx_kernel ? "transmit" : "receive");
+    }
+    if (s->tx_kernel || s->rx_kernel) {
+        /* Neither side may renegotiate once a direction is in the kernel. */
+        SSL_set_options(s->ssl, SSL_OP_NO_RENEGOTIATION);
+        s->otx_secret = s->is_server ? s->server_secret : s->client_secret;
+        s->orx_secret = s->is_server ? s->client_secret : s->server_secret;
     }
     /* TLS 1.2 secrets are re-derived from the session when needed; TLS 1.3 secrets are kept
      * only for a direction the bridge may have to speak for. */

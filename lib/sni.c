@@ -3,6 +3,7 @@
  * whole left-most label matching exactly one non-empty label; an exact name beats a wildcard;
  * adding a pattern again replaces it; matching is ASCII case-insensitive.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,13 @@ TLSK_PUBLIC int tlsk_sni_add(struct tlsk_sni *t, const char *pattern, struct tls
     }
     if (strchr(p, '*') || tlsk__sni_normalize(p, norm, sizeof norm) != 0) {
         return TLSK_ECONFIG;
+    }
+    {
+        /* An IP literal is never a server name (RFC 6066 3). */
+        unsigned char tmp[4];
+        if (!wild && inet_pton(AF_INET, norm, tmp) == 1) {
+            return TLSK_ECONFIG;
+        }
     }
     for (size_t i = 0; i < t->n; i++) {
         if (t->e[i].wild == wild && strcmp(t->e[i].name, norm) == 0) {

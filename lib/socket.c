@@ -53,6 +53,69 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
             s->peer_finished = true;
         }
     }
+    if (content_type == SSL3_RT_HANDSHAKE && len >= 1 && p[0] == SSL3_MT_KEY_UPDATE) {
+        /* A new key in that direction: the record count under it starts again. */
+        if (write_p) {
+            s->tx_key_base = s->tx_after_fin;
+        } else {
+            s->rx_key_base = s->rx_after_fin;
+        }
+        s->key_updates++;
+    }
+}
+
+/* TLS 1.2 servers: count client-initiated handshakes (the first is not one). */
+static void info_cb(const SSL *ssl, int where, int ret)
+{
+    struct tlsk_socket *s = SSL_get_app_data(ssl);
+
+    (void)ret;
+    if (!(where & SSL_CB_HANDSHAKE_START) || !s || !s->is_server || s->state != TLSK__OPEN ||
+        s->own_reneg || SSL_version(ssl) != TLS1_2_VERSION) {
+        return;
+    }
+    if (!s->reneg_err) {
+        s->reneg_err = tlsk__reneg_attempt(s);
+    }
+}
+
+/* CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW: the count restarts when at least a window has
+ * passed since the previous attempt (NODE-SEMANTICS 1.7). */
+int tlsk__reneg_attempt(struct tlsk_socket *s)
+{
+    int limit, window;
+    int64_t now = tlsk__now_ms();
+
+    tlsk__reneg_limits(s->ctx, &limit, &window);
+    if (s->reneg_window_start && now - s->reneg_window_start >= (int64_t)window * 1000) {
+        s->reneg_count = 0;
+    }
+    s->reneg_window_start = now;
+    if (++s->reneg_count > limit) {
+        return tlsk__set_detail(s, TLSK_ERENEG_LIMIT,
+                                "TLS session renegotiation attack detected: more than %d "
+                                "client renegotiations within %d s",
+                                limit, window);
+    }
+    return 0;
+}
+
+uint64_t tlsk__key_limit(const struct tlsk_socket *s)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+
+    if (SSL_version(s->ssl) != TLS1_3_VERSION) {
+        return UINT64_MAX;
+    }
+    if (s->ctx->key_update_records) {
+        return s->ctx->key_update_records;
+    }
+    /* RFC 8446 5.5: AES-GCM keys wear out after 2^24.5 full-size records; ChaCha20 does
+     * not within any practical count. */
+    if (c && SSL_CIPHER_get_cipher_nid(c) == NID_chacha20_poly1305) {
+        return UINT64_MAX;
+    }
+    return (uint64_t)1 << 24;
 }
 
 static bool is_ip_literal(const char *name)
@@ -150,6 +213,9 @@ static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd
     SSL_set_app_data(s->ssl, s);
     SSL_set_msg_callback(s->ssl, msg_cb);
     SSL_set_msg_callback_arg(s->ssl, s);
+    SSL_set_info_callback(s->ssl, info_cb);
+    s->on_session = o->on_session;
+    s->on_session_data = o->on_session_data;
 
     s->sni = o->sni;
     s->sni_cb = o->sni_cb;
@@ -505,7 +571,17 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
                 type = *CMSG_DATA(cm);
             }
         }
+        if (msg.msg_flags & MSG_EOR) {
+            s->krx_recs++;
+        }
         if (type == TLSK_REC_APPDATA && !in_ctrl) {
+            if (s->krx_recs >= tlsk__key_limit(s)) {
+                /* The peer's key is worn out and this kernel cannot follow a KeyUpdate. */
+                return fail(s, tlsk__set_detail(s, TLSK_EKEY_LIMIT,
+                                                "%llu records received under one key: the "
+                                                "kernel cannot re-key receive",
+                                                (unsigned long long)s->krx_recs));
+            }
             /* One read returns whole records' plaintext; count a record's overhead where it
              * ends (MSG_EOR). */
             s->bytes_read += (size_t)n + ((msg.msg_flags & MSG_EOR) ? tlsk__record_overhead(s) : 0);
@@ -554,15 +630,35 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
     if (len == 0) {
         return -EINVAL;
     }
+    if (s->held_off < s->held_len) {
+        /* Application data that arrived while renegotiating. */
+        size_t n = s->held_len - s->held_off < len ? s->held_len - s->held_off : len;
+        memcpy(buf, s->held + s->held_off, n);
+        s->held_off += n;
+        if (s->held_off == s->held_len) {
+            s->held_off = s->held_len = 0;
+        }
+        return (ssize_t)n;
+    }
     if (s->got_close_notify) {
         return 0;
     }
     if (s->rx_kernel) {
         return kernel_read(s, buf, len);
     }
+    if (s->rx_after_fin - s->rx_key_base >= tlsk__key_limit(s) && !s->ku_pending) {
+        /* Our receive key is worn out: ask the peer for new keys (and renew ours). */
+        if (SSL_key_update(s->ssl, SSL_KEY_UPDATE_REQUESTED) == 1) {
+            s->rx_key_base = s->rx_after_fin;
+        }
+        ERR_clear_error();
+    }
     ERR_clear_error();
     errno = 0;
     r = SSL_read_ex(s->ssl, buf, len, &got);
+    if (s->reneg_err) {
+        return fail(s, s->reneg_err);
+    }
     if (r == 1) {
         rc = tlsk__bridge_flush_out(s);
         if (rc != 0) {
@@ -607,7 +703,39 @@ static ssize_t kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what)
     recs = ((size_t)n + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
     per = tlsk__record_overhead(s);
     s->bytes_written += (size_t)n + recs * per;
+    s->ktx_recs += recs;
     return n;
+}
+
+/* How many more bytes the kernel may send under its key (RFC 8446 5.5).  The kernel on this
+ * side of 6.14 cannot re-key, so at the limit the connection ends cleanly: close_notify, then
+ * TLSK_EKEY_LIMIT.  Returns the byte budget, or a negative code. */
+static ssize_t kernel_budget(struct tlsk_socket *s, size_t want)
+{
+    static const unsigned char close_notify[2] = { SSL3_AL_WARNING, SSL_AD_CLOSE_NOTIFY };
+    uint64_t limit = tlsk__key_limit(s);
+    uint64_t left;
+
+    if (limit == UINT64_MAX) {
+        return (ssize_t)(want > SSIZE_MAX ? SSIZE_MAX : want);
+    }
+    /* Keep one record for close_notify. */
+    left = s->ktx_recs + 1 < limit ? limit - 1 - s->ktx_recs : 0;
+    if (left == 0) {
+        int ignored = s->sent_close_notify
+                          ? 0
+                          : tlsk__send_control(s, TLSK_REC_ALERT, close_notify, sizeof close_notify);
+        (void)ignored;
+        s->sent_close_notify = true;
+        return fail(s, tlsk__set_detail(s, TLSK_EKEY_LIMIT,
+                                        "%llu records sent under one key: the kernel cannot "
+                                        "re-key transmit, so the connection was closed",
+                                        (unsigned long long)s->ktx_recs));
+    }
+    if (left < want / TLSK_MAX_PLAINTEXT + 1) {
+        return (ssize_t)(left * TLSK_MAX_PLAINTEXT);
+    }
+    return (ssize_t)(want > SSIZE_MAX ? SSIZE_MAX : want);
 }
 
 static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
@@ -625,6 +753,14 @@ static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, 
 static ssize_t user_write(struct tlsk_socket *s, const unsigned char *buf, size_t len)
 {
     size_t done = 0;
+
+    if (s->tx_after_fin - s->tx_key_base >= tlsk__key_limit(s)) {
+        /* Our sending key is worn out (RFC 8446 5.5): OpenSSL sends KeyUpdate first. */
+        if (SSL_key_update(s->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) == 1) {
+            s->tx_key_base = s->tx_after_fin;
+        }
+        ERR_clear_error();
+    }
 
     while (done < len) {
         size_t w = 0;
@@ -672,7 +808,12 @@ TLSK_PUBLIC ssize_t tlsk_socket_write(struct tlsk_socket *s, const void *buf, si
         return 0;
     }
     if (s->tx_kernel) {
+        ssize_t budget = kernel_budget(s, len);
         struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+        if (budget < 0) {
+            return budget;
+        }
+        iov.iov_len = (size_t)budget < len ? (size_t)budget : len;
         return kernel_write_iov(s, &iov, 1);
     }
     return user_write(s, buf, len);
@@ -691,11 +832,21 @@ TLSK_PUBLIC ssize_t tlsk_socket_writev(struct tlsk_socket *s, const struct iovec
     if (iovcnt < 0 || (iovcnt > 0 && !iov)) {
         return -EINVAL;
     }
-    if (s->tx_kernel) {
-        return kernel_write_iov(s, iov, iovcnt);
-    }
     for (int i = 0; i < iovcnt; i++) {
         total += iov[i].iov_len;
+    }
+    if (s->tx_kernel) {
+        ssize_t budget = kernel_budget(s, total);
+        if (budget < 0) {
+            return budget;
+        }
+        if ((size_t)budget < total) {
+            /* Rare: only near the key limit.  Send the first piece alone. */
+            struct iovec one = { iov[0].iov_base,
+                                 iov[0].iov_len < (size_t)budget ? iov[0].iov_len : (size_t)budget };
+            return kernel_write_iov(s, &one, 1);
+        }
+        return kernel_write_iov(s, iov, iovcnt);
     }
     if (total <= sizeof small) {
         /* Small pieces in one record, not one record each. */
@@ -803,7 +954,11 @@ TLSK_PUBLIC ssize_t tlsk_socket_sendfile(struct tlsk_socket *s, int file_fd, off
         return 0;
     }
     if (s->tx_kernel) {
-        return kernel_sendfile(s, file_fd, offset, count);
+        ssize_t budget = kernel_budget(s, count);
+        if (budget < 0) {
+            return budget;
+        }
+        return kernel_sendfile(s, file_fd, offset, (size_t)budget < count ? (size_t)budget : count);
     }
     return user_sendfile(s, file_fd, offset, count);
 }
@@ -876,6 +1031,13 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
     free(s->ctrl);
     free(s->sf_buf);
     free(s->servername);
+    free(s->held);
+    if (s->resume_data) {
+        OPENSSL_cleanse(s->resume_data, s->resume_data_len);
+        free(s->resume_data);
+    }
+    OPENSSL_cleanse(&s->otx_secret, sizeof s->otx_secret);
+    OPENSSL_cleanse(&s->orx_secret, sizeof s->orx_secret);
     tlsk_context_free(s->sni_ctx);
     tlsk_context_free(s->sni_answer);
     tlsk_context_free(s->ctx);
@@ -1030,7 +1192,7 @@ static int sni_apply(struct tlsk_socket *s, struct tlsk_context *c, int *al)
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
-int tlsk__sni_select(struct tlsk_socket *s, int *al)
+static int sni_select(struct tlsk_socket *s, int *al)
 {
     struct tlsk_context *c = NULL;
     int rc;
@@ -1145,6 +1307,11 @@ TLSK_PUBLIC const char *tlsk_socket_authorization_error(const struct tlsk_socket
         return NULL;
     }
     if (!SSL_get0_peer_certificate(s->ssl)) {
+        /* A server that asked for no certificate has nothing to report (row 1 of the
+         * verify table); one that asked and got none says so (A4). */
+        if (s->is_server && !(SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER)) {
+            return NULL;
+        }
         return "NO_PEER_CERTIFICATE";
     }
     v = SSL_get_verify_result(s->ssl);
@@ -1323,4 +1490,257 @@ TLSK_PUBLIC size_t tlsk_pair_pending(const struct tlsk_socket *s)
         return 0;
     }
     return BIO_ctrl_pending(SSL_get_wbio(s->ssl));
+}
+
+/* ---- sessions, renegotiation, key updates --------------------------------------------- */
+
+static bool hello_offers_tls13(SSL *ssl)
+{
+    const unsigned char *p;
+    size_t len;
+
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &p, &len) || len < 1 ||
+        (size_t)p[0] + 1 > len) {
+        return false;
+    }
+    for (size_t i = 1; i + 1 < (size_t)p[0] + 1; i += 2) {
+        if (p[i] == 3 && p[i + 1] == 4) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The id the external store should look up: a TLS 1.2 session id, or the first identity of
+ * a TLS 1.3 pre_shared_key (stateful tickets).  0 when there is none (D6). */
+static size_t hello_resume_id(struct tlsk_socket *s, unsigned char *out, size_t cap)
+{
+    const unsigned char *p;
+    size_t len;
+    int max = SSL_get_max_proto_version(s->ssl);
+
+    if (hello_offers_tls13(s->ssl) && (max == 0 || max >= TLS1_3_VERSION)) {
+        size_t n;
+        if (!(s->ctx->flags & TLSK_STATEFUL_TICKETS) ||
+            !SSL_client_hello_get0_ext(s->ssl, TLSEXT_TYPE_psk, &p, &len) || len < 4) {
+            return 0;
+        }
+        n = (size_t)(p[2] << 8 | p[3]);
+        if (n == 0 || n + 4 > len || n > cap) {
+            return 0;
+        }
+        memcpy(out, p + 4, n);
+        return n;
+    }
+    len = SSL_client_hello_get0_session_id(s->ssl, &p);
+    if (len == 0 || len > cap) {
+        return 0;
+    }
+    memcpy(out, p, len);
+    return len;
+}
+
+int tlsk__client_hello(struct tlsk_socket *s, int *al)
+{
+    const struct tlsk_context *c;
+    int rc = sni_select(s, al);
+
+    if (rc != SSL_CLIENT_HELLO_SUCCESS || !s->is_server) {
+        return rc;
+    }
+    c = s->sni_ctx ? s->sni_ctx : s->ctx;
+    if (!c->has_store) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    if (s->resume_state == 1) {
+        return SSL_CLIENT_HELLO_RETRY;
+    }
+    if (s->resume_state == 2) {
+        if (s->resume_err) {
+            *al = SSL_AD_INTERNAL_ERROR;
+            return SSL_CLIENT_HELLO_ERROR;
+        }
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    s->resume_id_len = hello_resume_id(s, s->resume_id, sizeof s->resume_id);
+    if (s->resume_id_len == 0) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    s->resume_state = 1;
+    rc = c->store.resume_session(s, s->resume_id, s->resume_id_len, c->store.ud);
+    if (rc == TLSK_SESSION_PENDING && s->resume_state == 1) {
+        return SSL_CLIENT_HELLO_RETRY;
+    }
+    if (rc < 0) {
+        s->resume_state = 2;
+        s->resume_err = tlsk__set_detail(s, TLSK_ESESSION, "session store lookup failed: %s",
+                                         tlsk_strerror(rc));
+        s->sni_err = s->resume_err;
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    if (s->resume_state == 1) {
+        s->resume_state = 2; /* answered "not found" by returning 0 without an answer */
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+TLSK_PUBLIC int tlsk_socket_resume_answer(struct tlsk_socket *s, const void *data, size_t len,
+                                          int err)
+{
+    if (!s || s->resume_state != 1) {
+        return TLSK_ESTATE;
+    }
+    s->resume_state = 2;
+    if (err < 0) {
+        s->resume_err = tlsk__set_detail(s, TLSK_ESESSION, "session store lookup failed: %s",
+                                         tlsk_strerror(err));
+        s->sni_err = s->resume_err;
+    } else if (data && len) {
+        s->resume_data = malloc(len);
+        if (!s->resume_data) {
+            return TLSK_ENOMEM;
+        }
+        memcpy(s->resume_data, data, len);
+        s->resume_data_len = len;
+    }
+    if (s->ev) {
+        tlsk__handle_timer(&s->ev->h, 0);
+    }
+    return 0;
+}
+
+TLSK_PUBLIC int tlsk_socket_new_session_ticket(struct tlsk_socket *s)
+{
+    int r, rc;
+
+    if (!s || s->state != TLSK__OPEN || !s->is_server || SSL_version(s->ssl) != TLS1_3_VERSION) {
+        return TLSK_ESTATE;
+    }
+    if (!s->ku_pending && SSL_new_session_ticket(s->ssl) != 1) {
+        ERR_clear_error();
+        return tlsk__set_detail(s, TLSK_ESTATE, "tickets are disabled on this context");
+    }
+    ERR_clear_error();
+    r = SSL_do_handshake(s->ssl);
+    if (r != 1) {
+        rc = ossl_error(s, r, OP_WRITE);
+        s->ku_pending = rc == -EAGAIN;
+        return rc == -EAGAIN ? rc : fail(s, rc);
+    }
+    s->ku_pending = false;
+    /* After transmit offload the ticket is in OpenSSL's memory BIO: send it through the
+     * kernel as a handshake control record. */
+    rc = tlsk__bridge_flush_out(s);
+    return rc == 0 ? 0 : fail(s, rc);
+}
+
+TLSK_PUBLIC int tlsk_socket_key_update(struct tlsk_socket *s, int request_peer)
+{
+    int r, rc;
+
+    if (!s || s->state != TLSK__OPEN || SSL_version(s->ssl) != TLS1_3_VERSION) {
+        return TLSK_ESTATE;
+    }
+    if (s->tx_kernel) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE,
+                                "transmit is in the kernel, whose keys tlsk cannot change (a "
+                                "kernel re-key needs Linux 6.14+ and is not implemented yet); "
+                                "nothing was sent");
+    }
+    if (request_peer && s->rx_kernel) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE,
+                                "the peer's answering KeyUpdate would reach a kernel receive "
+                                "path that cannot re-key; nothing was sent");
+    }
+    if (!s->ku_pending &&
+        SSL_key_update(s->ssl, request_peer ? SSL_KEY_UPDATE_REQUESTED
+                                            : SSL_KEY_UPDATE_NOT_REQUESTED) != 1) {
+        ERR_clear_error();
+        return tlsk__set_detail(s, TLSK_ESTATE, "a key update is already pending");
+    }
+    ERR_clear_error();
+    r = SSL_do_handshake(s->ssl);
+    if (r != 1) {
+        rc = ossl_error(s, r, OP_WRITE);
+        s->ku_pending = rc == -EAGAIN;
+        return rc == -EAGAIN ? rc : fail(s, rc);
+    }
+    s->ku_pending = false;
+    return 0;
+}
+
+TLSK_PUBLIC int tlsk_socket_renegotiate(struct tlsk_socket *s, unsigned flags)
+{
+    unsigned char tmp[TLSK_MAX_PLAINTEXT];
+
+    if (!s || s->state != TLSK__OPEN) {
+        return s && s->state == TLSK__FAILED ? s->fail_code : TLSK_ESTATE;
+    }
+    if (SSL_version(s->ssl) != TLS1_2_VERSION) {
+        return tlsk__set_detail(s, TLSK_ERENEG_UNAVAILABLE,
+                                "renegotiation is unavailable: TLS 1.3 has none");
+    }
+    if (s->tx_kernel || s->rx_kernel) {
+        return tlsk__set_detail(s, TLSK_ERENEG_UNAVAILABLE,
+                                "renegotiation is unavailable: the connection is offloaded to "
+                                "kernel TLS, which cannot change TLS 1.2 keys (allow "
+                                "renegotiation in the context to keep it in userspace)");
+    }
+    if (!s->reneg_running) {
+        if (s->is_server && (flags & (TLSK_REQUEST_PEER_CERT | TLSK_REQUIRE_PEER_CERT))) {
+            tlsk__apply_verify_flags(s->ssl, flags, true);
+        }
+        ERR_clear_error();
+        if (SSL_renegotiate(s->ssl) != 1) {
+            s->detail[0] = '\0';
+            tlsk__append_ossl_errors(s->detail, sizeof s->detail);
+            return TLSK_ERENEG_UNAVAILABLE;
+        }
+        s->reneg_running = true;
+        s->own_reneg = true;
+    }
+    for (;;) {
+        size_t n = 0;
+        int r, rc;
+
+        ERR_clear_error();
+        r = SSL_do_handshake(s->ssl);
+        if (r != 1) {
+            rc = ossl_error(s, r, OP_HANDSHAKE);
+            if (rc == -EAGAIN) {
+                return rc;
+            }
+            s->reneg_running = s->own_reneg = false;
+            return fail(s, rc);
+        }
+        if (!SSL_renegotiate_pending(s->ssl)) {
+            s->reneg_running = s->own_reneg = false;
+            return 0;
+        }
+        /* The peer's half arrives through the record layer: read, keeping any application
+         * data for the next tlsk_socket_read(). */
+        r = SSL_read_ex(s->ssl, tmp, sizeof tmp, &n);
+        if (r == 1) {
+            unsigned char *h = realloc(s->held, s->held_len + n);
+            if (!h) {
+                return TLSK_ENOMEM;
+            }
+            memcpy(h + s->held_len, tmp, n);
+            s->held = h;
+            s->held_len += n;
+            continue;
+        }
+        rc = ossl_error(s, r, OP_READ);
+        if (rc == -EAGAIN) {
+            return rc;
+        }
+        s->reneg_running = s->own_reneg = false;
+        return fail(s, rc == 0 ? TLSK_ECLOSED : rc);
+    }
+}
+
+TLSK_PUBLIC uint64_t tlsk_socket_key_updates(const struct tlsk_socket *s)
+{
+    return s ? s->key_updates : 0;
 }

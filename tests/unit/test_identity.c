@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -92,6 +93,8 @@ static void one(const char *what, unsigned flags, int answer, int want_rc, int w
 
 int main(void)
 {
+    /* OpenSSL's socket writes (an alert to a peer that already left) can raise SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
     /* "wrong.example" would fail the built-in name match: only the callback decides. */
     one("check accepts", 0, 0, 0, 1, NULL);
     one("check rejects", 0, -EPERM, TLSK_EVERIFY, 0, NULL);
