@@ -92,11 +92,15 @@ $(B)/tlsk.pc:
 	    'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ltlsk' > $@
 
 # Tests and tools link the static library: tests may reach internal (tlsk__) functions.
+# The libuv adapter's test also links libuv (Debian libuv1-dev).
+UV_LIBS := $(shell pkg-config --libs libuv 2>/dev/null || echo -luv)
+$(B)/tests/unit/test_uv: EXTRA_LIBS = $(UV_LIBS)
+
 $(B)/tests/%: tests/%.c $(B)/libtlsk.a $(TEST_LIB_OBJ)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -Itests/lib $(SAN_LDFLAGS) -o $@ $< $(TEST_LIB_OBJ) $(B)/libtlsk.a \
-	    $(LDLIBS)
+	    $(LDLIBS) $(EXTRA_LIBS)
 
 $(B)/tools/%: tools/%.c $(B)/libtlsk.a $(TOOL_COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -131,12 +135,17 @@ install: lib $(B)/tlsk.pc
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so
 	install -m 0644 $(B)/libtlsk.a $(DESTDIR)$(LIBDIR)/libtlsk.a
 	install -m 0644 include/tlsk.h $(DESTDIR)$(INCLUDEDIR)/tlsk.h
+	install -d $(DESTDIR)$(INCLUDEDIR)/tlsk
+	install -m 0644 include/tlsk/*.h $(DESTDIR)$(INCLUDEDIR)/tlsk/
 	install -m 0644 $(B)/tlsk.pc $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so \
 	    $(DESTDIR)$(LIBDIR)/libtlsk.a $(DESTDIR)$(INCLUDEDIR)/tlsk.h \
 	    $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc
+
+bench: all
+	$(Q)bench/serve.sh
 
 # libFuzzer targets for every parser (clang with libclang-rt); FUZZ_SECONDS per target.
 fuzz:

@@ -7,7 +7,7 @@
 set -eu
 
 # One package per word; append here.
-PACKAGES="build-essential pkg-config libssl-dev openssl libmnl-dev user-mode-linux kmod iproute2 gnutls-bin socat curl python3"
+PACKAGES="build-essential pkg-config libssl-dev openssl libmnl-dev libuv1-dev user-mode-linux kmod iproute2 gnutls-bin socat curl wget python3 nodejs"
 
 check_only=0
 case ${1-} in
