@@ -90,7 +90,7 @@ const char *tlsk_err_name(int err);
 
 enum tlsk_offload_policy {
     TLSK_OFFLOAD_DEFAULT = 0, /* context: AUTO; socket: the context's policy */
-    TLSK_OFFLOAD_AUTO,     /* TLS 1.2 both ways; TLS 1.3 TX, RX where the kernel can re-key */
+    TLSK_OFFLOAD_AUTO,     /* TLS 1.2 both ways; TLS 1.3 TX (RX with TLSK_OFFLOAD_RX_TLS13) */
     TLSK_OFFLOAD_TX,       /* transmit only */
     TLSK_OFFLOAD_OFF,      /* userspace only (reason "policy") */
     TLSK_OFFLOAD_REQUIRE,  /* both directions in the kernel or the handshake fails */
@@ -107,8 +107,9 @@ enum {
      * not verify (Node's rejectUnauthorized: false); tlsk_socket_authorized() and
      * tlsk_socket_authorization_error() still report the result.  Never the default. */
     TLSK_VERIFY_NONE_INSECURE = 1u << 0,
-    /* Offload TLS 1.3 receive even where the kernel cannot re-key: a peer's KeyUpdate then
-     * fails the connection with TLSK_EKEYUPDATE. */
+    /* Offload TLS 1.3 receive too: a peer's KeyUpdate then fails the connection with
+     * TLSK_EKEYUPDATE (kernels before 6.14 cannot re-key; tlsk does not drive the 6.14
+     * re-key yet). */
     TLSK_OFFLOAD_RX_TLS13 = 1u << 1,
     /* Servers: ask clients for a certificate, and reject those that do not verify
      * (Node's requestCert with rejectUnauthorized). */

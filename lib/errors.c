@@ -138,8 +138,9 @@ static const struct {
     [TLSK_REASON_RENEGOTIATION] = { "renegotiation",
                                     "renegotiation is enabled, which the kernel cannot do" },
     [TLSK_REASON_NO_REKEY] = { "no_rekey",
-                               "TLS 1.3 receive stays in userspace: this kernel cannot re-key "
-                               "after a KeyUpdate (Linux 6.14+ can)" },
+                               "TLS 1.3 receive stays in userspace so that a peer's KeyUpdate "
+                               "is followed (kernels before 6.14 cannot re-key; tlsk does not "
+                               "drive the 6.14 re-key yet)" },
     [TLSK_REASON_POLICY] = { "policy", "the offload policy keeps this direction in userspace" },
     [TLSK_REASON_NOT_TCP] = { "not_tcp", "the transport is not a TCP socket" },
     [TLSK_REASON_FRAGMENT] = { "fragment",

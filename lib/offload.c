@@ -509,9 +509,10 @@ int tlsk__offload(struct tlsk_socket *s)
             NO(rx, TLSK_REASON_POLICY, 0);
         } else if (SSL_has_pending(s->ssl)) {
             NO(rx, TLSK_REASON_PENDING_DATA, 0);
-        } else if (version == TLS1_3_VERSION && !caps->rekey &&
-                   !(s->ctx->flags & TLSK_OFFLOAD_RX_TLS13) &&
+        } else if (version == TLS1_3_VERSION && !(s->ctx->flags & TLSK_OFFLOAD_RX_TLS13) &&
                    s->policy != TLSK_OFFLOAD_REQUIRE) {
+            /* A peer's KeyUpdate would stop a kernel receive path: kernels before 6.14 cannot
+             * take the next key at all, and the 6.14 re-key is not implemented here yet. */
             NO(rx, TLSK_REASON_NO_REKEY, 0);
         }
     }
