@@ -285,6 +285,10 @@ const char *tlsk_reason_text(enum tlsk_reason r);
 enum {
     /* tlsk_socket_free() closes the descriptor. */
     TLSK_SOCKET_OWN_FD = 1u << 0,
+    /* Userspace sendfile encrypts straight from a mapping of the file (one copy fewer).
+     * The caller guarantees the file is not truncated while it is sent: a page past the new
+     * end raises SIGBUS.  No effect when transmit is in the kernel. */
+    TLSK_SOCKET_SENDFILE_MMAP = 1u << 1,
 };
 
 /* ---------------------------------------------------------------------------------------- */

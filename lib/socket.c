@@ -7,7 +7,9 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +21,7 @@
 #include "kconst.h"
 
 #define SF_BUF_SIZE (16 * TLSK_MAX_PLAINTEXT)
+#define SF_MAP_SIZE (64 * TLSK_MAX_PLAINTEXT)
 #define PAIR_FD (-2) /* socket_new(): a memory transport instead of an fd */
 
 /* Count records after each side's Finished: the kernel's starting sequence numbers
@@ -883,6 +886,54 @@ static ssize_t kernel_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset
     return kernel_sent(s, n, "sendfile");
 }
 
+/* Userspace sendfile from a mapping of the page cache: OpenSSL encrypts straight from the
+ * file's pages, saving the copy into a buffer.  Returns bytes, 0 at EOF, -EAGAIN, an error,
+ * or -ENODEV when the file cannot be mapped. */
+static ssize_t mapped_sendfile(struct tlsk_socket *s, int file_fd, off_t pos, size_t count)
+{
+    static long page;
+    struct stat st;
+    size_t chunk, delta;
+    off_t base;
+    void *m;
+    ssize_t n;
+
+    if (!page) {
+        page = sysconf(_SC_PAGESIZE);
+    }
+    if (fstat(file_fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        return -ENODEV;
+    }
+    if (pos >= st.st_size) {
+        return 0;
+    }
+    if (s->sf_pending > 0 && s->sf_pending_off == pos) {
+        chunk = s->sf_pending; /* OpenSSL wants the same bytes again */
+    } else {
+        chunk = count < SF_MAP_SIZE ? count : SF_MAP_SIZE;
+    }
+    if ((off_t)chunk > st.st_size - pos) {
+        chunk = (size_t)(st.st_size - pos);
+    }
+    base = pos & ~(off_t)(page - 1);
+    delta = (size_t)(pos - base);
+    m = mmap(NULL, chunk + delta, PROT_READ, MAP_SHARED | MAP_POPULATE, file_fd, base);
+    if (m == MAP_FAILED) {
+        return -ENODEV;
+    }
+    s->sf_pending = 0;
+    n = user_write(s, (const unsigned char *)m + delta, chunk);
+    munmap(m, chunk + delta);
+    if (n == -EAGAIN) {
+        s->sf_pending = chunk;
+        s->sf_pending_off = pos;
+    } else if (n > 0 && (size_t)n < chunk) {
+        s->sf_pending = chunk - (size_t)n;
+        s->sf_pending_off = pos + n;
+    }
+    return n;
+}
+
 /* Userspace sendfile: read into a reused buffer, write full-size records.  When OpenSSL
  * stops with a record half-sent, the bytes it holds stay in sf_buf: OpenSSL requires the
  * retry to present the same data. */
@@ -902,6 +953,20 @@ static ssize_t user_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, 
         if (!s->sf_buf) {
             return TLSK_ENOMEM;
         }
+    }
+    if (s->flags & TLSK_SOCKET_SENDFILE_MMAP) {
+        n = mapped_sendfile(s, file_fd, pos, count);
+        if (n != -ENODEV) {
+            if (n > 0) {
+                if (offset) {
+                    *offset = pos + n;
+                } else if (lseek(file_fd, pos + n, SEEK_SET) < 0) {
+                    return -errno;
+                }
+            }
+            return n;
+        }
+        /* Not mappable (a pipe, procfs...): the buffered path below. */
     }
     if (s->sf_pending > 0 && s->sf_pending_off == pos) {
         chunk = s->sf_pending;

@@ -27,6 +27,7 @@ struct tcase {
     enum tlsk_offload_policy policy;
     unsigned flags;     /* context flags for both sides */
     bool kernel_cipher; /* the kernel can take this suite */
+    unsigned sock_flags; /* server socket flags (TLSK_SOCKET_SENDFILE_MMAP) */
 };
 
 struct side {
@@ -51,7 +52,8 @@ static void *server_main(void *arg)
     char buf[64];
     ssize_t n;
 
-    sd->rc = tlsk_socket_new_server(&s, sd->ctx, sd->fd, NULL);
+    struct tlsk_socket_options so = { .flags = sd->tc->sock_flags };
+    sd->rc = tlsk_socket_new_server(&s, sd->ctx, sd->fd, &so);
     sd->step = "new";
     if (sd->rc) {
         pthread_barrier_wait(sd->bar);
@@ -360,6 +362,16 @@ int main(void)
         struct tcase tc = { .name = "1.2 CBC suite", .version = TLSK_TLS1_2,
                             .suite = "ECDHE-RSA-AES128-SHA256", .kernel_cipher = false };
         run_case(&tc, bulk / 8, file_fd);
+    }
+    for (int nb = 0; nb < 2; nb++) {
+        /* Userspace sendfile straight from a mapping of the file. */
+        struct tcase tc = { .name = nb ? "1.3 sendfile from a mapping, policy off, non-blocking"
+                                       : "1.3 sendfile from a mapping, policy off",
+                            .version = TLSK_TLS1_3, .suite = "TLS_AES_128_GCM_SHA256",
+                            .kcipher = TLSK_KCIPHER_AES_GCM_128, .kernel_cipher = true,
+                            .policy = TLSK_OFFLOAD_OFF, .nonblock = nb,
+                            .sock_flags = TLSK_SOCKET_SENDFILE_MMAP };
+        run_case(&tc, bulk, file_fd);
     }
     {
         struct tcase tc = { .name = "1.2 policy off", .version = TLSK_TLS1_2,
