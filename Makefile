@@ -129,7 +129,7 @@ test: deps lib tests
 run: deps all
 	$(Q)TLSK_ROOT_DIR="$(CURDIR)" scripts/run-serve.sh
 
-install: lib $(B)/tlsk.pc
+install: lib tools $(B)/tlsk.pc
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 0755 $(B)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so
@@ -138,6 +138,9 @@ install: lib $(B)/tlsk.pc
 	install -d $(DESTDIR)$(INCLUDEDIR)/tlsk
 	install -m 0644 include/tlsk/*.h $(DESTDIR)$(INCLUDEDIR)/tlsk/
 	install -m 0644 $(B)/tlsk.pc $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 kmod-helpers/tlsk-modprobe $(DESTDIR)$(BINDIR)/tlsk-modprobe
+	for t in $(TOOLS); do install -m 0755 $$t $(DESTDIR)$(BINDIR)/; done
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so \

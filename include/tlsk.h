@@ -718,7 +718,7 @@ void tlsk_socket_pause(struct tlsk_socket *s, int paused);
 void tlsk_socket_close(struct tlsk_socket *s);
 
 /* ---------------------------------------------------------------------------------------- */
-/* Kernel capabilities (computed once per process, cached)                                  */
+/* Kernel capabilities (cached; refreshed after tlsk_kernel_load_tls() loads the module)    */
 
 enum {
     TLSK_CIPHER_AES_128_GCM = 0,
@@ -747,9 +747,12 @@ const char *tlsk_kernel_cipher_name(int cipher);
 
 /*
  * tlsk_kernel_load_tls() - make sure the `tls` module is loaded, loading it when this
- * process may (CAP_SYS_MODULE, or CAP_NET_ADMIN through the TCP ULP autoload).  Returns 0
- * when it is loaded afterwards (the cached probe is then refreshed), -EPERM naming what is
- * missing in the detail buffer, -ENOENT when no module file exists for this kernel.
+ * process may (CAP_NET_ADMIN through the TCP ULP autoload, or CAP_SYS_MODULE by running
+ * modprobe).  Returns 0 when it is loaded afterwards (the cached probe is then refreshed;
+ * pointers returned earlier stay valid), -EPERM naming the missing capability in the
+ * detail, -ENOENT when no module exists for this kernel (or no modprobe), -EIO when modprobe
+ * failed or the ULP still does not attach, -ETIMEDOUT when modprobe hung (killed after
+ * 30 s), or another -errno from the attach test.
  */
 int tlsk_kernel_load_tls(char *detail, size_t detail_len);
 

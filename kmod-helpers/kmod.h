@@ -1,6 +1,7 @@
 /*
  * kmod.h - internal interface of kmod-helpers/: what tlsk asks the kernel about kTLS itself
- * (capability probe, /proc/net/tls_stat).  Not installed; nothing here is public API.
+ * (capability probe, loading the tls module, /proc/net/tls_stat, inet_diag, ethtool
+ * features).  Not installed; nothing here is public API.
  */
 #ifndef TLSK_KMOD_H
 #define TLSK_KMOD_H
@@ -98,6 +99,67 @@ int tlsk__tls_stat_read(struct tlsk__tls_stat *st) __attribute__((warn_unused_re
  */
 int tlsk__kernel_probe_run(struct tlsk_kernel_caps *caps);
 
+/*
+ * tlsk__kernel_probe_refresh() - probe again and make the result what tlsk_kernel_probe()
+ * returns from now on, when the cached answer is "no ULP" (tlsk_kernel_load_tls() calls it
+ * after loading the module); otherwise, or when the few result slots are used up, return the
+ * cached answer.  Pointers returned earlier stay valid and unchanged: every answer lives in a
+ * slot of its own that is never written again.  Thread-safe.
+ */
+const struct tlsk_kernel_caps *tlsk__kernel_probe_refresh(void);
+
+/*
+ * tlsk__ulp_try_attach() - attach TCP_ULP "tls" to one end of a throwaway loopback connection.
+ * With CAP_NET_ADMIN (in the initial user namespace) and tls.ko not loaded, the kernel tries
+ * request_module("tcp-ulp-tls") first.  Ignores TLSK_PROBE_DISABLE.  Returns 0 when it
+ * attached, the -errno of the attach (-ENOENT: no tls ULP), or of the connection setup.
+ */
+int tlsk__ulp_try_attach(void) __attribute__((warn_unused_result));
+
+/* ---------------------------------------------------------------------------------------- */
+/* Loading the tls module (load.c)                                                          */
+
+/* Where tlsk_kernel_load_tls() looks; tests point it at a fake tree.  NULL members: defaults. */
+struct tlsk__load_env {
+    const char *modules_dir;      /* default "/lib/modules" */
+    const char *release;          /* default: uname -r */
+    const char *const *modprobe;  /* NULL-terminated candidate paths; default /sbin/modprobe,
+                                   * /usr/sbin/modprobe (the first executable one is run) */
+};
+
+/*
+ * tlsk__kmod_find_tls() - is there a tls module for kernel release in modules_dir?  Looks at
+ * <modules_dir>/<release>/modules.dep for an entry whose file name is tls.ko with any
+ * compression suffix (tls.ko.xz, .zst, .gz, ...), then modules.builtin for a built-in tls;
+ * without modules.dep, at kernel/net/tls/tls.ko[.xz|.zst|.gz] directly.  what receives the
+ * module's path as listed, or (when none) why not, e.g. "/lib/modules/6.1.0 does not exist".
+ * Returns 1 (a module file), 2 (built in), 0 (none) or -EINVAL (NULL arguments).
+ */
+int tlsk__kmod_find_tls(const char *modules_dir, const char *release, char *what, size_t len);
+
+/* tlsk__kmod_caps() - CAP_NET_ADMIN and CAP_SYS_MODULE in this thread's effective set
+ * (capget).  Returns 0 and sets both to 0/1, or -errno. */
+int tlsk__kmod_caps(int *net_admin, int *sys_module) __attribute__((warn_unused_result));
+
+/*
+ * tlsk__kernel_load_tls_env() - tlsk_kernel_load_tls() with another module tree and modprobe
+ * (env NULL: the real ones).  In order:
+ * 1. TCP_ULP "tls" on a loopback connection: 0 when it attaches (already loaded, built in,
+ *    or loaded just now by the kernel's autoload, which it tries for CAP_NET_ADMIN callers).
+ * 2. No module file (tlsk__kmod_find_tls() == 0): -ENOENT.
+ * 3. Without CAP_SYS_MODULE: -EPERM, the detail naming the capability that is missing
+ *    ("needs CAP_SYS_MODULE or CAP_NET_ADMIN", or just CAP_SYS_MODULE when the autoload of
+ *    step 1 had CAP_NET_ADMIN and still failed).
+ * 4. posix_spawn of modprobe tls (no shell, environment PATH only, stdin /dev/null, its output
+ *    captured for the detail, killed after 30 s), then the attach again: 0 when it attaches;
+ *    else -EPERM when modprobe said "Operation not permitted", -ETIMEDOUT, -ENOENT when no
+ *    modprobe is installed, or -EIO (modprobe failed or the ULP still does not attach).
+ * Other errors of step 1 (e.g. -EMFILE) are returned as they are.  After a 0 the cached probe
+ * is refreshed.  detail (may be NULL when detail_len is 0) always receives one line.
+ * Blocking (modprobe may take a while); thread-safe.
+ */
+int tlsk__kernel_load_tls_env(const struct tlsk__load_env *env, char *detail, size_t detail_len);
+
 /* ---------------------------------------------------------------------------------------- */
 /* Sockets with the tls ULP, from inet_diag (what `ss -tie` shows)                          */
 
@@ -164,6 +226,77 @@ int tlsk__diag_parse(const void *buf, size_t len, struct tlsk__tls_sock *out, si
  * and closes one netlink socket.
  */
 int tlsk__diag_dump(struct tlsk__tls_sock *out, size_t cap, size_t *n)
+    __attribute__((warn_unused_result));
+
+/* ---------------------------------------------------------------------------------------- */
+/* NIC TLS offload features, from ethtool over generic netlink (ethtool.c)                  */
+
+/* The netdev features that matter for kTLS, by their ethtool names. */
+enum {
+    TLSK__ETH_TLS_HW_TX = 0, /* "tls-hw-tx-offload": the NIC encrypts TX records */
+    TLSK__ETH_TLS_HW_RX,     /* "tls-hw-rx-offload": the NIC decrypts RX records */
+    TLSK__ETH_TLS_HW_RECORD, /* "tls-hw-record": the NIC runs the whole record layer */
+    TLSK__ETH_TLS_COUNT,
+};
+
+/* One interface of an ETHTOOL_MSG_FEATURES_GET dump. */
+struct tlsk__eth_iface {
+    uint32_t ifindex;
+    char name[16];                                /* IFNAMSIZ, NUL-terminated */
+    unsigned char hw[TLSK__ETH_TLS_COUNT];        /* 1: the device can do it (hw bitset) */
+    unsigned char active[TLSK__ETH_TLS_COUNT];    /* 1: it is on now (active bitset) */
+};
+
+/* "tls-hw-tx-offload", ...; NULL when idx is out of range. */
+const char *tlsk__ethtool_feature_name(int idx);
+
+/*
+ * tlsk__genl_parse_family() - parse the answer to a CTRL_CMD_GETFAMILY request (one buffer):
+ * *id receives CTRL_ATTR_FAMILY_ID of the CTRL_CMD_NEWFAMILY reply whose CTRL_ATTR_FAMILY_NAME
+ * is name.  buf must be 4-byte aligned; it is never read past len.
+ * Returns 1 when found, 0 when the buffer parsed without it (an acknowledgement, or no reply
+ * yet), the negative error of an NLMSG_ERROR (-ENOENT: no such family), -EBADMSG for a
+ * malformed or cut message, -EINVAL for bad arguments.
+ */
+int tlsk__genl_parse_family(const void *buf, size_t len, const char *name, uint16_t *id)
+    __attribute__((warn_unused_result));
+
+/*
+ * tlsk__ethtool_parse_features() - parse one buffer of the reply to an ETHTOOL_MSG_FEATURES_GET
+ * dump made without ETHTOOL_FLAG_COMPACT_BITSETS (so bits come with their names).
+ *
+ * Messages of type family (the ethtool family id) must be ETHTOOL_MSG_FEATURES_GET_REPLY with
+ * a whole genlmsghdr, ETHTOOL_A_FEATURES_HEADER holding ETHTOOL_A_HEADER_DEV_INDEX (u32) and
+ * ETHTOOL_A_HEADER_DEV_NAME (NUL-terminated, at most 15 characters), and the bitsets
+ * ETHTOOL_A_FEATURES_HW and ETHTOOL_A_FEATURES_ACTIVE in the verbose form: bits listed under
+ * ETHTOOL_A_BITSET_BITS, each with a u32 index and a NUL-terminated name; a listed bit is set
+ * when the bitset has ETHTOOL_A_BITSET_NOMASK (the list form the kernel uses for features) or
+ * the bit has ETHTOOL_A_BITSET_BIT_VALUE.  A compact bitset (no names) is -EBADMSG.  Every
+ * attribute area must be exactly filled by whole attributes.  Unknown attributes and feature
+ * names are ignored; NLMSG_NOOP, other message types and acknowledgements are skipped;
+ * nothing after NLMSG_DONE is looked at.
+ *
+ * Interfaces go to out[] in the order received; *n counts them and may exceed cap (only the
+ * first cap are stored), set only when the return value is >= 0.  out may be NULL when cap
+ * is 0.  Returns 1 at NLMSG_DONE, 0 when the buffer parsed and more is to come, the negative
+ * error of NLMSG_ERROR or NLMSG_DONE, -EBADMSG for anything malformed or cut (also an error
+ * code outside -4095..-1), -EINVAL for bad arguments (n NULL, buf NULL with len > 0, out NULL
+ * with cap > 0, buf not 4-byte aligned, len above INT_MAX).
+ */
+int tlsk__ethtool_parse_features(const void *buf, size_t len, uint16_t family,
+                                 struct tlsk__eth_iface *out, size_t cap, size_t *n)
+    __attribute__((warn_unused_result));
+
+/*
+ * tlsk__ethtool_dump() - the TLS features of every interface of the caller's network
+ * namespace: resolves the "ethtool" generic netlink family (CTRL_CMD_GETFAMILY), then dumps
+ * ETHTOOL_MSG_FEATURES_GET (libmnl).  Needs no privilege.  out, cap and *n as for
+ * tlsk__ethtool_parse_features(), over the whole dump.  Returns 0; -EOPNOTSUPP when the kernel
+ * has no "ethtool" family (built without CONFIG_ETHTOOL_NETLINK, before 5.6); -errno of the
+ * netlink socket or the kernel's answer; -EBADMSG for a reply that does not parse.  Blocking;
+ * thread-safe; opens and closes one netlink socket.
+ */
+int tlsk__ethtool_dump(struct tlsk__eth_iface *out, size_t cap, size_t *n)
     __attribute__((warn_unused_result));
 
 #endif

@@ -34,6 +34,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,19 +357,76 @@ out:
     return rc;
 }
 
-static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
-static struct tlsk_kernel_caps probe_caps;
-
-static void probe_once_fn(void)
+int tlsk__ulp_try_attach(void)
 {
-    (void)tlsk__kernel_probe_run(&probe_caps);
+    struct probe p = { .lfd = -1, .spare = { -1, -1 } };
+    int pair[2] = { -1, -1 };
+    int rc = probe_listen(&p);
+
+    if (rc == 0) {
+        rc = probe_connect(&p, pair);
+    }
+    if (rc == 0) {
+        rc = probe_attach(pair[0]);
+    }
+    probe_close(&pair[0]);
+    probe_close(&pair[1]);
+    probe_close(&p.lfd);
+    return rc;
+}
+
+/*
+ * The cache.  Each result is written once into a slot of its own and then published, so a
+ * pointer returned by tlsk_kernel_probe() stays valid and unchanged for the life of the
+ * process, also across tlsk__kernel_probe_refresh().  A refresh only ever happens after the
+ * tls module was loaded (tlsk_kernel_load_tls()), and only while the published answer is
+ * "no ULP", so a handful of slots is plenty; when they run out, the last answer stays.
+ * The mutex serializes probes (concurrent first callers share one); readers of an already
+ * published answer take the acquire load only.
+ */
+#define PROBE_SLOTS 4
+static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tlsk_kernel_caps probe_slot[PROBE_SLOTS];
+static int probe_used; /* slots written so far; under probe_lock */
+static _Atomic(const struct tlsk_kernel_caps *) probe_current;
+
+/* Called with probe_lock held. */
+static const struct tlsk_kernel_caps *probe_publish_new(void)
+{
+    struct tlsk_kernel_caps *slot = &probe_slot[probe_used++];
+
+    (void)tlsk__kernel_probe_run(slot);
+    atomic_store_explicit(&probe_current, slot, memory_order_release);
+    return slot;
 }
 
 TLSK_PUBLIC const struct tlsk_kernel_caps *tlsk_kernel_probe(void)
 {
-    /* pthread_once also publishes probe_caps to every thread that returns from it. */
-    (void)pthread_once(&probe_once, probe_once_fn);
-    return &probe_caps;
+    const struct tlsk_kernel_caps *c = atomic_load_explicit(&probe_current, memory_order_acquire);
+
+    if (c != NULL) {
+        return c;
+    }
+    (void)pthread_mutex_lock(&probe_lock);
+    c = atomic_load_explicit(&probe_current, memory_order_relaxed);
+    if (c == NULL) {
+        c = probe_publish_new();
+    }
+    (void)pthread_mutex_unlock(&probe_lock);
+    return c;
+}
+
+const struct tlsk_kernel_caps *tlsk__kernel_probe_refresh(void)
+{
+    const struct tlsk_kernel_caps *c;
+
+    (void)pthread_mutex_lock(&probe_lock);
+    c = atomic_load_explicit(&probe_current, memory_order_relaxed);
+    if (c == NULL || (!c->ulp && probe_used < PROBE_SLOTS)) {
+        c = probe_publish_new();
+    }
+    (void)pthread_mutex_unlock(&probe_lock);
+    return c;
 }
 
 TLSK_PUBLIC const char *tlsk_kernel_cipher_name(int cipher)

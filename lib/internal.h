@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <sys/socket.h>
 
 #include <openssl/ssl.h>
 
@@ -110,6 +111,10 @@ struct tlsk_socket {
     /* Record counting after each side's Finished (msg callback), KTLS-FACTS 3.3. */
     bool own_finished, peer_finished;
     uint64_t tx_after_fin, rx_after_fin;
+    /* TLS 1.2: records after each side's ChangeCipherSpec.  Finished is not always the first
+     * record of the epoch: a client's NextProtocol (NPN) comes before it. */
+    bool own_ccs, peer_ccs;
+    uint64_t tx_after_ccs, rx_after_ccs;
 
     /* TLS 1.3 traffic secrets (keylog callback); kept only while the bridge needs them. */
     struct tlsk__secret client_secret, server_secret;
@@ -133,7 +138,12 @@ struct tlsk_socket {
     size_t sf_pending;     /* bytes of sf_buf handed to SSL_write and not yet accepted */
     off_t sf_pending_off;  /* file offset those bytes came from */
 
-    uint64_t bytes_written, bytes_read; /* TLS bytes on the transport */
+    uint64_t bytes_written, bytes_read; /* TLS bytes on the transport (see socket.c) */
+    uint64_t rx_seq0;                   /* kernel RX sequence number at install */
+    uint64_t rx_reads;
+    /* Addresses captured at creation: readable even after the peer reset the connection. */
+    struct sockaddr_storage laddr, raddr;
+    socklen_t laddr_len, raddr_len;
 
     /* SNI (server side). */
     const struct tlsk_sni *sni;
@@ -181,6 +191,8 @@ struct tlsk_socket {
 /* offload.c: bytes a record adds around its plaintext on the wire (header, tag, TLS 1.3
  * inner type or TLS 1.2 explicit nonce). */
 size_t tlsk__record_overhead(const struct tlsk_socket *s);
+
+int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq);
 
 /* errors.c */
 int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)

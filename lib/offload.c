@@ -314,6 +314,41 @@ static int install(int fd, int optname, const struct tlsk__keys *k)
     return rc;
 }
 
+/* The kernel's current record sequence number of one direction. */
+int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq)
+{
+    union crypto_info ci;
+    socklen_t len = sizeof ci.base;
+    const unsigned char *p;
+    int opt = tx ? TLSK_TLS_TX : TLSK_TLS_RX;
+
+    if (getsockopt(fd, TLSK_SOL_TLS, opt, &ci, &len) != 0) {
+        return -errno;
+    }
+    switch (ci.base.cipher_type) {
+    case TLSK_KCIPHER_AES_GCM_128:
+        len = sizeof ci.gcm128, p = ci.gcm128.rec_seq;
+        break;
+    case TLSK_KCIPHER_AES_GCM_256:
+        len = sizeof ci.gcm256, p = ci.gcm256.rec_seq;
+        break;
+    case TLSK_KCIPHER_AES_CCM_128:
+        len = sizeof ci.ccm128, p = ci.ccm128.rec_seq;
+        break;
+    case TLSK_KCIPHER_CHACHA20_POLY1305:
+        len = sizeof ci.chacha, p = ci.chacha.rec_seq;
+        break;
+    default:
+        return -EPROTO;
+    }
+    if (getsockopt(fd, TLSK_SOL_TLS, opt, &ci, &len) != 0) {
+        return -errno;
+    }
+    *seq = get_be64(p);
+    OPENSSL_cleanse(&ci, sizeof ci);
+    return 0;
+}
+
 /* Read the installed state back: the kernel must report our version, cipher and sequence. */
 static int verify_installed(int fd, int optname, const struct tlsk__keys *k)
 {
@@ -421,8 +456,13 @@ static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem)
     if (rc != 0) {
         return EPROTO;
     }
-    /* TLS 1.2 Finished was record 0 of the epoch; TLS 1.3 application keys start at 0. */
-    k.seq = (version == TLS1_3_VERSION ? 0 : 1) + (tx ? s->tx_after_fin : s->rx_after_fin);
+    /* TLS 1.3 application keys start at 0 after Finished; a TLS 1.2 epoch starts at the
+     * ChangeCipherSpec (then NextProtocol, if NPN, and Finished).  Counted, never assumed. */
+    if (version == TLS1_3_VERSION) {
+        k.seq = tx ? s->tx_after_fin : s->rx_after_fin;
+    } else {
+        k.seq = tx ? s->tx_after_ccs : s->rx_after_ccs;
+    }
     rc = install(s->fd, opt, &k);
     if (rc != 0) {
         OPENSSL_cleanse(&k, sizeof k);
@@ -445,6 +485,7 @@ static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem)
         SSL_set0_wbio(s->ssl, *mem);
     } else {
         s->ossl_read_seq = seq;
+        s->rx_seq0 = seq;
         SSL_set0_rbio(s->ssl, *mem);
     }
     *mem = NULL;

@@ -575,11 +575,13 @@ TLSK_PUBLIC int tlsk_socket_address(const struct tlsk_socket *s, int remote, cha
     if (!s) {
         return -EINVAL;
     }
-    rc = remote ? getpeername(s->fd, (struct sockaddr *)&ss, &sl)
-                : getsockname(s->fd, (struct sockaddr *)&ss, &sl);
-    if (rc != 0) {
-        return -errno;
+    /* Captured when the socket was wrapped (AD-1): still readable after a reset. */
+    sl = remote ? s->raddr_len : s->laddr_len;
+    if (sl == 0) {
+        return -ENOTCONN;
     }
+    memcpy(&ss, remote ? &s->raddr : &s->laddr, sl);
+    rc = 0;
     rc = getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, serv, sizeof serv,
                      NI_NUMERICHOST | NI_NUMERICSERV);
     if (rc != 0) {

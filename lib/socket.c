@@ -36,15 +36,36 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
     (void)ssl;
     if (content_type == SSL3_RT_HEADER && len >= 5) {
         size_t rec = 5 + ((size_t)p[3] << 8 | p[4]);
+        if (p[0] == SSL3_RT_CHANGE_CIPHER_SPEC) {
+            /* TLS 1.2: the epoch starts after this record; the records after it are
+             * numbered from 0.  (OpenSSL 3.0 reports a received ChangeCipherSpec only as
+             * this header, not as a message.) */
+            if (write_p) {
+                s->bytes_written += rec;
+                s->own_ccs = true;
+                s->tx_after_ccs = 0;
+            } else {
+                s->bytes_read += rec;
+                s->peer_ccs = true;
+                s->rx_after_ccs = 0;
+            }
+            return;
+        }
         if (write_p) {
             s->bytes_written += rec;
             if (s->own_finished) {
                 s->tx_after_fin++;
             }
+            if (s->own_ccs) {
+                s->tx_after_ccs++;
+            }
         } else {
             s->bytes_read += rec;
             if (s->peer_finished) {
                 s->rx_after_fin++;
+            }
+            if (s->peer_ccs) {
+                s->rx_after_ccs++;
             }
         }
         return;
@@ -190,6 +211,16 @@ static int socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd
     s->ctx = tlsk_context_ref(ctx);
     s->is_pair = fd == PAIR_FD;
     s->fd = s->is_pair ? -1 : fd;
+    if (!s->is_pair) {
+        s->laddr_len = sizeof s->laddr;
+        s->raddr_len = sizeof s->raddr;
+        if (getsockname(fd, (struct sockaddr *)&s->laddr, &s->laddr_len) != 0) {
+            s->laddr_len = 0;
+        }
+        if (getpeername(fd, (struct sockaddr *)&s->raddr, &s->raddr_len) != 0) {
+            s->raddr_len = 0;
+        }
+    }
     s->flags = o->flags;
     s->is_server = server;
     s->policy = o->offload != TLSK_OFFLOAD_DEFAULT ? o->offload : ctx->offload;
@@ -574,20 +605,26 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
                 type = *CMSG_DATA(cm);
             }
         }
-        if (msg.msg_flags & MSG_EOR) {
-            s->krx_recs++;
-        }
         if (type == TLSK_REC_APPDATA && !in_ctrl) {
-            if (s->krx_recs >= tlsk__key_limit(s)) {
+            uint64_t limit = tlsk__key_limit(s);
+            /* One read may return many records: the kernel's own sequence number counts
+             * them.  Asked for every read when the limit is near enough to matter. */
+            if (limit != UINT64_MAX && (limit < ((uint64_t)1 << 20) || ++s->rx_reads % 64 == 0)) {
+                uint64_t seq;
+                if (tlsk__kernel_seq(s->fd, false, &seq) == 0) {
+                    s->krx_recs = seq - s->rx_seq0;
+                }
+            }
+            if (s->krx_recs >= limit) {
                 /* The peer's key is worn out and this kernel cannot follow a KeyUpdate. */
                 return fail(s, tlsk__set_detail(s, TLSK_EKEY_LIMIT,
                                                 "%llu records received under one key: the "
                                                 "kernel cannot re-key receive",
                                                 (unsigned long long)s->krx_recs));
             }
-            /* One read returns whole records' plaintext; count a record's overhead where it
-             * ends (MSG_EOR). */
-            s->bytes_read += (size_t)n + ((msg.msg_flags & MSG_EOR) ? tlsk__record_overhead(s) : 0);
+            /* Plaintext only: the records' overhead is added from the kernel's sequence
+             * number by tlsk_socket_bytes_read(), since one read may span many records. */
+            s->bytes_read += (size_t)n;
             return n;
         }
         if (!in_ctrl) {
@@ -607,7 +644,7 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
         if (!(msg.msg_flags & MSG_EOR) && s->ctrl_len < TLSK_MAX_PLAINTEXT + 256) {
             continue;
         }
-        s->bytes_read += s->ctrl_len + tlsk__record_overhead(s);
+        s->bytes_read += s->ctrl_len;
         {
             int rc = tlsk__bridge_control_in(s, s->ctrl_type, s->ctrl, s->ctrl_len);
             OPENSSL_cleanse(s->ctrl, s->ctrl_len);
@@ -1203,7 +1240,15 @@ TLSK_PUBLIC uint64_t tlsk_socket_bytes_written(const struct tlsk_socket *s)
 
 TLSK_PUBLIC uint64_t tlsk_socket_bytes_read(const struct tlsk_socket *s)
 {
-    return s ? s->bytes_read : 0;
+    uint64_t seq;
+
+    if (!s) {
+        return 0;
+    }
+    if (s->rx_kernel && s->fd >= 0 && tlsk__kernel_seq(s->fd, false, &seq) == 0) {
+        return s->bytes_read + (seq - s->rx_seq0) * tlsk__record_overhead(s);
+    }
+    return s->bytes_read;
 }
 
 /* ---- SNI ------------------------------------------------------------------------------ */

@@ -2,14 +2,17 @@
  * tlsk-stat - what the kernel's TLS (kTLS) can do and is doing right now.
  *
  *   tlsk-stat [--json] [--watch N]
+ *   tlsk-stat [--json] --load
  *
- * Prints the capability probe (tlsk_kernel_probe()), the counters of /proc/net/tls_stat and
- * the TCP sockets that have the tls ULP (inet_diag, like `ss -tie`), as a table or as one JSON
- * document.  --watch N prints instead, N times, the change of every counter over one second
- * (with --json: one JSON object per line).
+ * Prints the capability probe (tlsk_kernel_probe()), the counters of /proc/net/tls_stat, the
+ * TCP sockets that have the tls ULP (inet_diag, like `ss -tie`) and the NIC TLS offload
+ * features of each network interface (ethtool netlink, like `ethtool -k IFACE`), as a table
+ * or as one JSON document.  --watch N prints instead, N times, the change of every counter
+ * over one second (with --json: one JSON object per line).  --load instead loads the tls
+ * module if this process may (tlsk_kernel_load_tls()) and prints the outcome.
  *
- * Exit status: 0 when kTLS is usable (TCP_ULP "tls" attaches), 1 when not, with one line on
- * stderr saying why; 2 for a usage error.
+ * Exit status: 0 when kTLS is usable (TCP_ULP "tls" attaches; with --load: it is loaded
+ * afterwards), 1 when not, with one line on stderr saying why; 2 for a usage error.
  *
  * Counters and sockets are read before the probe runs: the probe installs dummy keys on
  * throwaway sockets, which would show up in the counters.  Socket TLS details need
@@ -41,17 +44,24 @@ struct report {
     size_t nsocks;
     int socks_err;
     int net_admin; /* 1 yes, 0 no, -1 unknown */
+    struct tlsk__eth_iface *ifs;
+    size_t nifs;
+    int ifs_err;
     char reason[256];
 };
 
 static void usage(FILE *f)
 {
     fputs("usage: tlsk-stat [--json] [--watch N]\n"
+          "       tlsk-stat [--json] --load\n"
           "Shows what the kernel's TLS (kTLS) supports (capability probe), its counters\n"
-          "(/proc/net/tls_stat) and the TCP sockets with the tls ULP (inet_diag).\n"
+          "(/proc/net/tls_stat), the TCP sockets with the tls ULP (inet_diag) and the NIC\n"
+          "TLS offload features of each interface (ethtool netlink).\n"
           "  --json     one JSON document instead of tables\n"
           "  --watch N  print the change of each counter per second, N times\n"
           "             (with --json: one JSON object per line)\n"
+          "  --load     load the tls module (needs CAP_SYS_MODULE or CAP_NET_ADMIN)\n"
+          "             and print what happened\n"
           "  --help     this text\n"
           "Socket TLS details need CAP_NET_ADMIN.  Exit status 0 when kTLS is usable,\n"
           "1 when not (the reason goes to stderr), 2 for a usage error.\n",
@@ -184,6 +194,36 @@ static void gather_sockets(struct report *r)
     r->socks_err = -EAGAIN;
 }
 
+static void gather_interfaces(struct report *r)
+{
+    size_t cap = 64;
+
+    for (int round = 0; round < 3; round++) {
+        struct tlsk__eth_iface *a = calloc(cap, sizeof(*a));
+        size_t n = 0;
+        int rc;
+
+        if (a == NULL) {
+            r->ifs_err = -ENOMEM;
+            return;
+        }
+        rc = tlsk__ethtool_dump(a, cap, &n);
+        if (rc < 0) {
+            free(a);
+            r->ifs_err = rc;
+            return;
+        }
+        if (n <= cap) {
+            r->ifs = a;
+            r->nifs = n;
+            return;
+        }
+        free(a);
+        cap = n + 16;
+    }
+    r->ifs_err = -EAGAIN;
+}
+
 /* The one-line reason why kTLS is not usable ("" when it is). */
 static void make_reason(const struct tlsk_kernel_caps *c, char *buf, size_t len)
 {
@@ -208,6 +248,7 @@ static void gather(struct report *r)
     memset(r, 0, sizeof(*r));
     r->st_err = tlsk__tls_stat_read(&r->st);
     gather_sockets(r);
+    gather_interfaces(r);
     r->net_admin = has_net_admin();
     r->caps = tlsk_kernel_probe();
     make_reason(r->caps, r->reason, sizeof(r->reason));
@@ -295,6 +336,31 @@ static void print_table(const struct report *r)
     if (r->net_admin == 0) {
         printf("  note: without CAP_NET_ADMIN most kernels hide the ULP of every socket, so this"
                " list may be empty\n");
+    }
+
+    printf("\nNIC TLS offload per interface (ethtool features; on / off / no = not available)\n");
+    if (r->ifs_err == -EOPNOTSUPP) {
+        printf("  unavailable: the kernel has no ethtool netlink interface\n");
+    } else if (r->ifs_err < 0) {
+        printf("  unavailable: %s\n", strerror(-r->ifs_err));
+    } else if (r->nifs == 0) {
+        printf("  no interfaces\n");
+    } else {
+        printf("  %-16s", "IFACE");
+        for (int f = 0; f < TLSK__ETH_TLS_COUNT; f++) {
+            printf(" %-*s", f + 1 < TLSK__ETH_TLS_COUNT ? 18 : 0, tlsk__ethtool_feature_name(f));
+        }
+        printf("\n");
+        for (size_t i = 0; i < r->nifs; i++) {
+            const struct tlsk__eth_iface *e = &r->ifs[i];
+
+            printf("  %-16s", e->name);
+            for (int f = 0; f < TLSK__ETH_TLS_COUNT; f++) {
+                printf(" %-*s", f + 1 < TLSK__ETH_TLS_COUNT ? 18 : 0,
+                       e->active[f] ? "on" : e->hw[f] ? "off" : "no");
+            }
+            printf("\n");
+        }
     }
 }
 
@@ -398,7 +464,24 @@ static void print_json(const struct report *r)
                s->cipher, conf_name(s->txconf), conf_name(s->rxconf), s->txconf, s->rxconf,
                jb(s->zc_ro_tx), jb(s->rx_no_pad));
     }
-    printf("%s]\n  }\n}\n", r->nsocks ? "\n    " : "");
+    printf("%s]\n  },\n", r->nsocks ? "\n    " : "");
+
+    printf("  \"interfaces\": {\n    \"error\": ");
+    json_err(r->ifs_err);
+    printf(",\n    \"count\": %zu,\n    \"list\": [", r->nifs);
+    for (size_t i = 0; i < r->nifs; i++) {
+        const struct tlsk__eth_iface *e = &r->ifs[i];
+
+        printf("%s\n      {\"name\": ", i ? "," : "");
+        json_str(e->name);
+        printf(", \"ifindex\": %" PRIu32, e->ifindex);
+        for (int f = 0; f < TLSK__ETH_TLS_COUNT; f++) {
+            printf(", \"%s\": {\"available\": %s, \"on\": %s}", tlsk__ethtool_feature_name(f),
+                   jb(e->hw[f]), jb(e->active[f]));
+        }
+        printf("}");
+    }
+    printf("%s]\n  }\n}\n", r->nifs ? "\n    " : "");
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -461,9 +544,34 @@ static int watch(int count, int json)
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Load                                                                                     */
+
+static int load(int json)
+{
+    char detail[512];
+    int rc = tlsk_kernel_load_tls(detail, sizeof(detail));
+
+    if (json) {
+        printf("{\"loaded\": %s, \"error\": ", jb(rc == 0));
+        json_err(rc);
+        printf(", \"detail\": ");
+        json_str(detail);
+        printf("}\n");
+    } else if (rc == 0) {
+        printf("tls module: %s\n", detail);
+    }
+    fflush(stdout);
+    if (rc < 0) {
+        fprintf(stderr, "tls module not loaded: %s: %s\n", tlsk_err_name(rc), detail);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int json = 0;
+    int json = 0, do_load = 0;
     long watch_n = -1;
     struct report r;
 
@@ -478,6 +586,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "tlsk-stat: --watch wants a count from 1 to 1000000\n");
                 return 2;
             }
+        } else if (strcmp(argv[i], "--load") == 0) {
+            do_load = 1;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
@@ -487,6 +597,13 @@ int main(int argc, char **argv)
         }
     }
 
+    if (do_load && watch_n > 0) {
+        fprintf(stderr, "tlsk-stat: --load and --watch do not go together\n");
+        return 2;
+    }
+    if (do_load) {
+        return load(json);
+    }
     if (watch_n > 0) {
         const struct tlsk_kernel_caps *c = tlsk_kernel_probe();
         if (watch((int)watch_n, json) < 0) {
@@ -508,6 +625,7 @@ int main(int argc, char **argv)
     }
     fflush(stdout);
     free(r.socks);
+    free(r.ifs);
     if (!r.caps->ulp) {
         fprintf(stderr, "kTLS not usable: %s\n", r.reason);
         return 1;

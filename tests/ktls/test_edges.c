@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +41,18 @@ struct peer {
     char detail[256];
 };
 
+/* The writer's progress, so the lazy reader never finishes before the early data is out
+ * (under sanitizers or in user-mode Linux a fixed delay alone is not enough). */
+static atomic_int wr_hs_done, wr_sent;
+
 static int lazy_handshake(struct tlsk_socket *s)
 {
     int rc;
     while ((rc = tlsk_socket_handshake(s)) == -EAGAIN) {
         usleep(300 * 1000);
+        for (int i = 0; i < 1000 && atomic_load(&wr_hs_done) && !atomic_load(&wr_sent); i++) {
+            usleep(10 * 1000);
+        }
     }
     return rc;
 }
@@ -96,10 +104,12 @@ static void *writer(void *arg)
     if ((p->rc = h_handshake(s)) != 0) {
         goto out;
     }
+    atomic_store(&wr_hs_done, 1);
     p->off = tlsk_socket_offload(s);
     if ((p->rc = h_send_pattern(s, 7, EARLY_LEN)) != 0) {
         goto out;
     }
+    atomic_store(&wr_sent, 1);
     p->rc = (int)h_read_some(s, b, sizeof b); /* close_notify: 0 */
     if (p->rc == 0) {
         p->rc = h_shutdown(s);
@@ -127,6 +137,8 @@ static void early_data(int version, const char *suite, unsigned flags)
     }
     h_set_nonblock(rd->fd, true);
     rd->lazy = true;
+    atomic_store(&wr_hs_done, 0);
+    atomic_store(&wr_sent, 0);
     pthread_create(&a, NULL, reader, rd);
     pthread_create(&b, NULL, writer, wr);
     pthread_join(a, NULL);
