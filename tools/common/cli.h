@@ -1,0 +1,57 @@
+/* cli.h - small helpers shared by the tlsk command-line tools: logging, addresses, listening
+ * and connecting with bounded waits, offload policy names, a bounded handshake. */
+#ifndef TLSK_CLI_H
+#define TLSK_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "tlsk.h"
+
+/* Program name used as the prefix of every log line. */
+extern const char *cli_prog;
+
+/* cli_log() - one line "PROG: message\n" to stderr in a single write(2), so lines from
+ * threads and processes never interleave. */
+void cli_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "auto", "tx", "off", "require".  Returns 0, or -EINVAL for another name. */
+int cli_parse_offload(const char *name, enum tlsk_offload_policy *out);
+
+/* Put fd in (on) or out of non-blocking mode.  Returns 0 or -errno. */
+int cli_set_nonblock(int fd, bool on);
+
+/*
+ * cli_listen() - a listening TCP socket for "HOST:PORT", "[V6]:PORT" or ":PORT" (every
+ * address).  Port 0 picks a free port; the address actually bound is written to bound
+ * ("127.0.0.1:40123").  Returns the fd (close-on-exec, blocking) or -errno; a name that does
+ * not resolve is -EADDRNOTAVAIL.
+ */
+int cli_listen(const char *spec, char *bound, size_t bound_len);
+
+/*
+ * cli_connect() - connect to "HOST:PORT", "[V6]:PORT" or "unix:/path", trying each address,
+ * within timeout_ms.  Returns a connected non-blocking close-on-exec fd, or -errno
+ * (-ECONNREFUSED, -ETIMEDOUT, -EADDRNOTAVAIL when the name does not resolve, ...).
+ */
+int cli_connect(const char *spec, int timeout_ms);
+
+/* Run the handshake on a non-blocking socket, waiting at most timeout_ms in total.
+ * Returns 0 or a negative code (-ETIMEDOUT when the peer is too slow). */
+int cli_handshake(struct tlsk_socket *s, int timeout_ms);
+
+/* "TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256, tx kernel, rx userspace (no_rekey)" */
+void cli_describe(const struct tlsk_socket *s, char *out, size_t len);
+
+/* Numeric "host:port" ("[v6]:port") of the local (remote = false) or remote end of fd,
+ * or "unix" / "?" when there is none. */
+void cli_sockname(int fd, bool remote, char *out, size_t len);
+
+/* Numeric host and port separately (for PROXY headers and environment variables).
+ * Returns the address family, or -errno. */
+int cli_sockaddr(int fd, bool remote, char *host, size_t host_len, int *port);
+
+/* Milliseconds on the monotonic clock. */
+long long cli_now_ms(void);
+
+#endif
