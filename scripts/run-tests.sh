@@ -51,7 +51,7 @@ run_native() {
 	echo "== native tier ($(uname -r)): ${#tests[@]} programs"
 	prove -v --exec "timeout $per_test" "${tests[@]}" >"$log" 2>&1
 	local rc=$?
-	grep -E '^(not ok|#  |Bail out)' "$log" | grep -v '^# case' | head -100
+	grep -E -A3 '^(not ok|Bail out)' "$log" | head -100
 	tail -n 3 "$log"
 	count "$log"
 	[ $rc -eq 0 ] || status=1
@@ -64,7 +64,7 @@ run_ktls() {
 		scripts/uml-run.sh --timeout 1500 -- \
 		prove -v --exec "timeout $per_test" "${tests[@]}" >"$log" 2>&1
 	local rc=$?
-	grep -E '^(not ok|#  |Bail out)' "$log" | grep -v '^# case' | head -100
+	grep -E -A3 '^(not ok|Bail out)' "$log" | head -100
 	tail -n 3 "$log"
 	count "$log"
 	if [ $rc -ne 0 ]; then

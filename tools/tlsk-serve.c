@@ -1,337 +1,1547 @@
 /*
- * tlsk-serve - serve a folder over HTTPS, bodies sent with tlsk_socket_sendfile (zero-copy
- * through the kernel when transmit is offloaded).
+ * tlsk-serve - serve folders over HTTPS; bodies go out with tlsk_socket_sendfile, zero-copy
+ * through the kernel when transmit is offloaded (kTLS), OpenSSL in userspace otherwise.
  *
- *   tlsk-serve --cert CERT --key KEY [--root DIR] [--listen HOST:PORT] [--offload POLICY]
- *
- * HTTP/1.1 GET and HEAD with keep-alive, index.html, Content-Type by extension.  One thread
- * per connection.  A minimal server for `make run`; the full tool (ranges, conditional
- * requests, virtual hosts, workers) is tracked separately.
+ * Architecture: one worker thread per core, each with its own SO_REUSEPORT listening socket
+ * and its own epoll loop over non-blocking connections; the main thread only parses options,
+ * builds the TLS contexts and the SNI table, and waits for SIGTERM/SIGINT.  A connection is a
+ * small state machine (handshake, read head, write head, send body, close_notify, linger)
+ * driven until tlsk says -EAGAIN, then parked on what tlsk_socket_events() asks for.
+ * Deadlines (header, idle, send) are checked by a periodic sweep of each worker's list.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/openat2.h>
+
+#include "http.h"
 #include "tlsk.h"
 
-static char root_real[PATH_MAX];
-static struct tlsk_context *ctx;
+#define PROG "tlsk-serve"
 
-static void usage(FILE *f)
+/* ---------------------------------------------------------------------------------------- */
+/* Configuration                                                                            */
+
+struct vhost {
+    const char *name; /* SNI pattern, or NULL for the default host */
+    const char *cert, *key, *root;
+    char root_real[PATH_MAX];
+    int root_fd;
+    struct tlsk_context *ctx;
+};
+
+#define MAX_VHOSTS 64
+
+static struct {
+    struct vhost hosts[MAX_VHOSTS + 1]; /* [0] is the default host */
+    int nhosts;
+    struct tlsk_sni *sni;
+    const char *listen;
+    const char *client_ca;
+    bool require_client_cert;
+    enum tlsk_offload_policy offload;
+    int min_version;
+    const char *ciphersuites, *ciphers;
+    int workers;
+    long max_conns;
+    size_t max_header;
+    size_t max_line;
+    int header_timeout_ms, idle_timeout_ms, send_timeout_ms, grace_ms;
+    bool list_dirs;
+    bool mmap;
+    bool quiet;
+    bool log_handshake_errors;
+} cfg = {
+    .listen = "127.0.0.1:8443",
+    .max_header = 16384,
+    .max_line = 8192,
+    .header_timeout_ms = 10000,
+    .idle_timeout_ms = 60000,
+    .send_timeout_ms = 60000,
+    .grace_ms = 30000,
+};
+
+static atomic_long g_conns;       /* open connections, all workers */
+static atomic_bool g_stopping;    /* SIGTERM seen: stop accepting, finish in-flight */
+static int g_stop_efd = -1;       /* readable once stopping */
+static struct sockaddr_storage g_addr; /* resolved listening address (port filled in) */
+static socklen_t g_addrlen;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Small helpers                                                                            */
+
+static long long now_ms(void)
 {
-    fputs("usage: tlsk-serve --cert CERT.pem --key KEY.pem [--root DIR] [--listen HOST:PORT]\n"
-          "                  [--offload auto|tx|off|require]\n"
-          "Serves DIR (default .) over HTTPS on HOST:PORT (default 127.0.0.1:8443).\n"
-          "Prints whether the kernel (kTLS) or userspace encrypts each connection, and why.\n",
-          f);
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static const char *mime(const char *path)
+/* One write(2) per line, so lines from several workers never interleave. */
+static void logline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logline(const char *fmt, ...)
 {
-    static const struct {
-        const char *ext, *type;
-    } t[] = {
-        { ".html", "text/html; charset=utf-8" }, { ".htm", "text/html; charset=utf-8" },
-        { ".txt", "text/plain; charset=utf-8" }, { ".md", "text/plain; charset=utf-8" },
-        { ".c", "text/plain; charset=utf-8" },   { ".h", "text/plain; charset=utf-8" },
-        { ".css", "text/css" },                  { ".js", "text/javascript" },
-        { ".json", "application/json" },         { ".png", "image/png" },
-        { ".jpg", "image/jpeg" },                { ".svg", "image/svg+xml" },
-        { ".pdf", "application/pdf" },
-    };
-    const char *dot = strrchr(path, '.');
-    for (size_t i = 0; dot && i < sizeof t / sizeof t[0]; i++) {
-        if (strcasecmp(dot, t[i].ext) == 0) {
-            return t[i].type;
-        }
+    char buf[1024];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return;
     }
-    return "application/octet-stream";
-}
-
-static int write_all(struct tlsk_socket *s, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = tlsk_socket_write(s, buf, len);
-        if (n < 0) {
-            return (int)n;
-        }
-        buf += n;
-        len -= (size_t)n;
+    if ((size_t)n > sizeof buf - 2) {
+        n = (int)sizeof buf - 2;
     }
-    return 0;
+    buf[n++] = '\n';
+    if (write(STDERR_FILENO, buf, (size_t)n) < 0) {
+        /* nowhere left to report it */
+    }
 }
 
-static int reply_status(struct tlsk_socket *s, int code, const char *text, bool keep)
-{
-    char h[256];
-    int n = snprintf(h, sizeof h,
-                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                     "Connection: %s\r\n\r\n%s\n",
-                     code, text, strlen(text) + 1, keep ? "keep-alive" : "close", text);
-    return write_all(s, h, (size_t)n);
-}
+/* ---------------------------------------------------------------------------------------- */
+/* Connections                                                                              */
 
-/* Map a request path to a regular file under the root; no escape by "..", encoding or links. */
-static int open_under_root(const char *target, struct stat *st)
-{
-    char path[PATH_MAX], real[PATH_MAX], dec[PATH_MAX];
-    size_t j = 0;
+enum cstate {
+    C_HANDSHAKE,
+    C_READ,      /* waiting for (the rest of) a request head */
+    C_DISCARD,   /* skipping a request body */
+    C_WRITE,     /* response head (and generated body) */
+    C_BODY,      /* file body through tlsk_socket_sendfile */
+    C_SHUTDOWN,  /* sending close_notify */
+    C_LINGER,    /* draining what the client still sends, so our last bytes are not reset */
+    C_CLOSED,
+};
+
+struct worker;
+
+struct conn {
+    struct conn *prev, *next;
+    struct worker *w;
+    struct tlsk_socket *s;
     int fd;
+    enum cstate state;
+    uint32_t armed; /* epoll events registered */
+    long long deadline;
+    struct vhost *vh;
+    char remote[64];
+    char offload[96];
+    const char *cert_state;
 
-    for (size_t i = 0; target[i] && target[i] != '?' && j + 1 < sizeof dec; i++) {
-        if (target[i] == '%' && target[i + 1] && target[i + 2]) {
-            unsigned v;
-            if (sscanf(target + i + 1, "%2x", &v) != 1 || v == 0) {
-                return -EINVAL;
-            }
-            dec[j++] = (char)v;
-            i += 2;
-        } else {
-            dec[j++] = target[i];
+    char *in;
+    size_t in_len;
+    size_t head_len; /* head of the request being answered, consumed when it completes */
+    long long discard;
+
+    char *out;
+    size_t out_len, out_off, out_cap;
+    int file_fd;
+    off_t file_off, file_end;
+    bool corked;
+
+    bool keep;
+    int status;
+    long long body_bytes;
+    char reqline[256];
+    unsigned requests;
+};
+
+struct worker {
+    int id;
+    pthread_t thread;
+    int ep;
+    int lfd;
+    bool listening; /* lfd registered in ep */
+    struct conn *conns;
+    long nconns;
+    char date[30];
+    time_t date_t;
+};
+
+enum { TAG_LISTEN = 1, TAG_STOP = 2 };
+
+static void conn_close(struct conn *c);
+static void conn_run(struct conn *c);
+
+static const char *date_now(struct worker *w)
+{
+    time_t t = time(NULL);
+    if (t != w->date_t) {
+        http_date(t, w->date);
+        w->date_t = t;
+    }
+    return w->date;
+}
+
+static void cork(struct conn *c, bool on)
+{
+    int v = on;
+    if (c->corked != on) {
+        setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &v, sizeof v);
+        c->corked = on;
+    }
+}
+
+static void arm(struct conn *c, uint32_t ev)
+{
+    struct epoll_event e = { .events = ev, .data.ptr = c };
+    if (c->armed == ev) {
+        return;
+    }
+    if (epoll_ctl(c->w->ep, EPOLL_CTL_MOD, c->fd, &e) == 0) {
+        c->armed = ev;
+    }
+}
+
+static void wait_for_tls(struct conn *c)
+{
+    int ev = tlsk_socket_events(c->s);
+    arm(c, ((ev & POLLOUT) ? EPOLLOUT : 0) | (((ev & POLLIN) || !(ev & POLLOUT)) ? EPOLLIN : 0));
+}
+
+static bool out_reserve(struct conn *c, size_t n)
+{
+    if (c->out_len + n > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 1024;
+        char *p;
+        while (cap < c->out_len + n) {
+            cap *= 2;
+        }
+        p = realloc(c->out, cap);
+        if (!p) {
+            return false;
+        }
+        c->out = p;
+        c->out_cap = cap;
+    }
+    return true;
+}
+
+static void out_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(struct conn *c, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !out_reserve(c, (size_t)n + 1)) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(c->out + c->out_len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    c->out_len += (size_t)n;
+}
+
+static void out_bytes(struct conn *c, const void *p, size_t n)
+{
+    if (out_reserve(c, n)) {
+        memcpy(c->out + c->out_len, p, n);
+        c->out_len += n;
+    }
+}
+
+static void head_common(struct conn *c, int status)
+{
+    c->status = status;
+    out_printf(c, "HTTP/1.1 %d %s\r\nServer: tlsk-serve\r\nDate: %s\r\n", status,
+               http_reason(status), date_now(c->w));
+}
+
+static void head_end(struct conn *c)
+{
+    out_printf(c, "Connection: %s\r\n\r\n", c->keep ? "keep-alive" : "close");
+}
+
+/* A complete response with a short text body (errors, redirects). */
+static void respond_text(struct conn *c, int status, bool head_only, const char *extra)
+{
+    char body[128];
+    int n = snprintf(body, sizeof body, "%d %s\n", status, http_reason(status));
+
+    if (status >= 400 && status != 404 && status != 416 && status != 403 && status != 405) {
+        c->keep = false; /* the stream may be out of step: do not read more from it */
+    }
+    head_common(c, status);
+    out_printf(c, "%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n",
+               extra ? extra : "", n);
+    head_end(c);
+    if (!head_only) {
+        out_bytes(c, body, (size_t)n);
+        c->body_bytes = n;
+    }
+    c->state = C_WRITE;
+}
+
+static struct vhost *host_for_ctx(struct tlsk_context *ctx)
+{
+    for (int i = 0; i < cfg.nhosts; i++) {
+        if (cfg.hosts[i].ctx == ctx) {
+            return &cfg.hosts[i];
         }
     }
-    dec[j] = '\0';
-    if (dec[0] != '/') {
-        return -EINVAL;
+    return &cfg.hosts[0];
+}
+
+static void describe_offload(struct conn *c)
+{
+    struct tlsk_offload o = tlsk_socket_offload(c->s);
+    char tx[40], rx[40];
+
+    if (o.tx.mode == TLSK_MODE_KERNEL) {
+        snprintf(tx, sizeof tx, "kernel");
+    } else {
+        snprintf(tx, sizeof tx, "userspace/%s", tlsk_reason_name(o.tx.reason));
     }
-    if ((size_t)snprintf(path, sizeof path, "%s%s", root_real, dec) >= sizeof path) {
-        return -ENAMETOOLONG;
+    if (o.rx.mode == TLSK_MODE_KERNEL) {
+        snprintf(rx, sizeof rx, "kernel");
+    } else {
+        snprintf(rx, sizeof rx, "userspace/%s", tlsk_reason_name(o.rx.reason));
     }
-    if (!realpath(path, real)) {
-        return -errno;
+    snprintf(c->offload, sizeof c->offload, "%s tx=%s rx=%s", tlsk_socket_version(c->s), tx, rx);
+}
+
+/* Open rel (from http_target_path) below the host's root: RESOLVE_BENEATH refuses "..",
+ * absolute symbolic links and links that climb out; magic /proc links are refused too. */
+static int open_beneath(struct vhost *vh, const char *rel)
+{
+    struct open_how how = {
+        .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd = syscall(SYS_openat2, vh->root_fd, rel, &how, sizeof how);
+
+    if (fd < 0 && errno == ENOSYS) {
+        /* Before Linux 5.6: resolve fully, then check the result is under the root. */
+        char path[PATH_MAX], real[PATH_MAX];
+        size_t rl = strlen(vh->root_real);
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", vh->root_real, rel) >= sizeof path) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        if (!realpath(path, real)) {
+            return -1;
+        }
+        if (strncmp(real, vh->root_real, rl) != 0 || (real[rl] != '/' && real[rl] != '\0')) {
+            errno = EXDEV;
+            return -1;
+        }
+        return open(real, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     }
-    if (strncmp(real, root_real, strlen(root_real)) != 0 ||
-        (real[strlen(root_real)] != '/' && real[strlen(root_real)] != '\0')) {
-        return -EACCES;
+    return (int)fd;
+}
+
+static int errno_status(int e)
+{
+    switch (e) {
+    case ENOENT:
+    case ENOTDIR:
+        return 404;
+    case ENAMETOOLONG:
+        return 414;
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+        return 503;
+    default:
+        return 403; /* EXDEV, ELOOP, EACCES, EPERM: outside the root or not ours to give */
     }
-    if (stat(real, st) == 0 && S_ISDIR(st->st_mode)) {
-        strncat(real, "/index.html", sizeof real - strlen(real) - 1);
+}
+
+/* Build the response to one parsed request; leaves c in C_WRITE (head, maybe a generated
+ * body) and, for a file body, file_fd/file_off/file_end set for C_BODY. */
+static void handle_request(struct conn *c, struct http_request *r)
+{
+    char rel[PATH_MAX], etag[64], lm[30];
+    bool dir_slash = false, head_only = r->method == HTTP_HEAD;
+    struct stat st;
+    off_t first = 0, last = -1;
+    int fd = -1, status, rc;
+
+    if (r->method == HTTP_OTHER) {
+        respond_text(c, 405, false, "Allow: GET, HEAD\r\n");
+        return;
     }
-    fd = open(real, O_RDONLY | O_CLOEXEC);
+    /* With SNI, the certificate chose the host: a different Host header was meant for
+     * another server (RFC 9110 15.5.20). */
+    if (cfg.sni && tlsk_socket_servername(c->s) && r->host) {
+        const char *sn = tlsk_socket_servername(c->s);
+        size_t hl = strcspn(r->host, ":");
+        if (r->host[0] == '[' || hl != strlen(sn) || strncasecmp(r->host, sn, hl) != 0) {
+            respond_text(c, 421, head_only, NULL);
+            return;
+        }
+    }
+    rc = http_target_path(r->target, rel, sizeof rel, &dir_slash);
+    if (rc != 0) {
+        respond_text(c, rc, head_only, NULL);
+        return;
+    }
+    fd = open_beneath(c->vh, rel);
+    if (fd < 0) {
+        respond_text(c, errno_status(errno), head_only, NULL);
+        return;
+    }
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        respond_text(c, 500, head_only, NULL);
+        return;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        char raw[PATH_MAX], loc[PATH_MAX + 32];
+        int ifd;
+        if (!dir_slash) {
+            const char *q = strchr(r->target, '?');
+            close(fd);
+            if (http_target_raw_path(r->target, raw, sizeof raw - 1) < 0) {
+                respond_text(c, 414, head_only, NULL);
+                return;
+            }
+            snprintf(loc, sizeof loc, "Location: %s/%s\r\n", raw, q ? q : "");
+            respond_text(c, 301, head_only, loc);
+            return;
+        }
+        if ((size_t)snprintf(raw, sizeof raw, "%s/index.html", rel) >= sizeof raw) {
+            close(fd);
+            respond_text(c, 414, head_only, NULL);
+            return;
+        }
+        ifd = open_beneath(c->vh, raw);
+        if (ifd < 0 || fstat(ifd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            bool missing = ifd < 0 && errno == ENOENT;
+            char path[PATH_MAX + 2];
+            size_t len = 0;
+            char *page;
+            if (ifd >= 0) {
+                close(ifd);
+            }
+            if (!cfg.list_dirs || !missing) {
+                close(fd);
+                respond_text(c, 403, head_only, NULL);
+                return;
+            }
+            snprintf(path, sizeof path, "/%s%s", strcmp(rel, ".") == 0 ? "" : rel,
+                     strcmp(rel, ".") == 0 ? "" : "/");
+            page = http_listing(fd, path, &len);
+            close(fd);
+            if (!page) {
+                respond_text(c, 500, head_only, NULL);
+                return;
+            }
+            head_common(c, 200);
+            out_printf(c, "Content-Type: text/html; charset=utf-8\r\nContent-Length: %zu\r\n"
+                          "Cache-Control: no-cache\r\n", len);
+            head_end(c);
+            if (!head_only) {
+                out_bytes(c, page, len);
+                c->body_bytes = (long long)len;
+            }
+            free(page);
+            c->state = C_WRITE;
+            return;
+        }
+        close(fd);
+        fd = ifd;
+        snprintf(rel, sizeof rel, "index.html");
+    } else if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        respond_text(c, 403, head_only, NULL);
+        return;
+    } else if (dir_slash) {
+        close(fd);
+        respond_text(c, 404, head_only, NULL);
+        return;
+    }
+
+    /* A regular file: validators, conditionals, range. */
+    http_etag(&st, etag);
+    http_date(st.st_mtime, lm);
+    status = 200;
+    if (r->if_none_match) {
+        if (http_etag_match(r->if_none_match, etag)) {
+            status = 304;
+        }
+    } else if (r->if_modified_since) {
+        time_t ims;
+        if (http_date_parse(r->if_modified_since, &ims) == 0 && st.st_mtime <= ims) {
+            status = 304;
+        }
+    }
+    if (status == 200 && r->range) {
+        bool honour = true;
+        if (r->if_range) {
+            time_t t;
+            if (r->if_range[0] == '"') {
+                honour = strcmp(r->if_range, etag) == 0; /* strong comparison */
+            } else {
+                honour = http_date_parse(r->if_range, &t) == 0 && t == st.st_mtime;
+            }
+        }
+        rc = honour ? http_parse_range(r->range, st.st_size, &first, &last) : 0;
+        if (rc < 0) {
+            char cr[64];
+            close(fd);
+            snprintf(cr, sizeof cr, "Content-Range: bytes */%lld\r\n", (long long)st.st_size);
+            respond_text(c, 416, head_only, cr);
+            return;
+        }
+        status = rc > 0 ? 206 : 200;
+    }
+    if (status != 206) {
+        first = 0;
+        last = st.st_size - 1;
+    }
+
+    head_common(c, status);
+    out_printf(c, "Last-Modified: %s\r\nETag: %s\r\n", lm, etag);
+    if (status == 304) {
+        close(fd);
+        head_end(c);
+        c->state = C_WRITE;
+        return;
+    }
+    out_printf(c, "Content-Type: %s\r\nContent-Length: %lld\r\nAccept-Ranges: bytes\r\n",
+               http_mime_type(rel), (long long)(last - first + 1));
+    if (status == 206) {
+        out_printf(c, "Content-Range: bytes %lld-%lld/%lld\r\n", (long long)first,
+                   (long long)last, (long long)st.st_size);
+    }
+    head_end(c);
+    c->state = C_WRITE;
+    if (head_only || last < first) {
+        close(fd);
+        return;
+    }
+    c->file_fd = fd;
+    c->file_off = first;
+    c->file_end = last + 1;
+    /* Head and body leave in the same segments: no lone packet for a small file's head. */
+    cork(c, true);
+}
+
+static void log_request(struct conn *c)
+{
+    if (cfg.quiet) {
+        return;
+    }
+    logline("%s \"%s\" %d %lld host=%s %s%s%s", c->remote, c->reqline, c->status, c->body_bytes,
+            c->vh ? (c->vh->name ? c->vh->name : "default") : "-", c->offload,
+            c->cert_state ? " client-cert=" : "", c->cert_state ? c->cert_state : "");
+}
+
+/* The response is out: log it, then read the next request or close. */
+static void response_done(struct conn *c)
+{
+    cork(c, false);
+    if (c->file_fd >= 0) {
+        close(c->file_fd);
+        c->file_fd = -1;
+    }
+    log_request(c);
+    c->out_len = c->out_off = 0;
+    c->status = 0;
+    c->body_bytes = 0;
+    c->reqline[0] = '\0';
+    if (c->head_len) {
+        memmove(c->in, c->in + c->head_len, c->in_len - c->head_len);
+        c->in_len -= c->head_len;
+        c->head_len = 0;
+    }
+    if (!c->keep || atomic_load(&g_stopping)) {
+        c->discard = 0;
+        c->state = C_SHUTDOWN;
+        c->deadline = now_ms() + 2000;
+        return;
+    }
+    if (c->discard > 0) {
+        c->state = C_DISCARD; /* the request's body, before the next request */
+        c->deadline = now_ms() + cfg.header_timeout_ms;
+        return;
+    }
+    c->state = C_READ;
+    c->deadline = now_ms() + (c->in_len ? cfg.header_timeout_ms : cfg.idle_timeout_ms);
+}
+
+/* A complete head is in c->in: parse it and prepare the response. */
+static void take_request(struct conn *c, size_t head_len)
+{
+    struct http_request r;
+    int rc;
+
+    c->requests++;
+    c->head_len = head_len;
+    c->keep = true;
+    c->file_fd = -1;
+    {
+        /* The request line for the log, before parsing cuts it up. */
+        const char *p = c->in;
+        size_t n;
+        while (*p == '\r' || *p == '\n') {
+            p++;
+        }
+        n = strcspn(p, "\r\n");
+        n = n < sizeof c->reqline - 1 ? n : sizeof c->reqline - 1;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)p[i];
+            c->reqline[i] = ch < 0x20 || ch >= 0x7f || ch == '"' ? '?' : (char)ch;
+        }
+        c->reqline[n] = '\0';
+    }
+    rc = http_parse_request(c->in, head_len, cfg.max_line, &r);
+    if (rc != 0) {
+        c->keep = false;
+        respond_text(c, rc, false, NULL);
+        return;
+    }
+    c->keep = r.keep_alive;
+    if (r.has_transfer_encoding) {
+        c->keep = false; /* a body we cannot frame: answer and close */
+        respond_text(c, 501, r.method == HTTP_HEAD, NULL);
+        return;
+    }
+    if (r.content_length > 0) {
+        if (r.content_length > 1 << 20) {
+            c->keep = false;
+            respond_text(c, 413, r.method == HTTP_HEAD, NULL);
+            return;
+        }
+        c->discard = r.content_length; /* skipped once the response is out */
+    }
+    handle_request(c, &r);
+}
+
+/* Drive c until tlsk would block or the connection ends. */
+static void conn_run(struct conn *c)
+{
+    int budget = 64; /* sendfile calls per wake-up: a fast client must not starve the rest */
+
+    for (;;) {
+        ssize_t n;
+
+        switch (c->state) {
+        case C_HANDSHAKE:
+            n = tlsk_socket_handshake(c->s);
+            if (n == -EAGAIN) {
+                wait_for_tls(c);
+                return;
+            }
+            if (n < 0) {
+                if (cfg.log_handshake_errors) {
+                    logline("%s handshake failed: %s %s", c->remote, tlsk_err_name((int)n),
+                            tlsk_socket_error_detail(c->s));
+                }
+                conn_close(c);
+                return;
+            }
+            c->vh = host_for_ctx(tlsk_socket_servername(c->s) && cfg.sni
+                                     ? tlsk_sni_lookup(cfg.sni, tlsk_socket_servername(c->s))
+                                     : cfg.hosts[0].ctx);
+            describe_offload(c);
+            if (cfg.client_ca) {
+                c->cert_state = tlsk_socket_authorized(c->s)
+                                    ? "verified"
+                                    : tlsk_socket_authorization_error(c->s);
+                if (!c->cert_state) {
+                    c->cert_state = "unverified";
+                }
+            }
+            c->state = C_READ;
+            break;
+
+        case C_READ: {
+            size_t hl = http_head_length(c->in, c->in_len);
+            if (hl) {
+                take_request(c, hl);
+                break;
+            }
+            if (c->in_len >= cfg.max_header) {
+                c->keep = false;
+                snprintf(c->reqline, sizeof c->reqline, "(head over %zu bytes)", cfg.max_header);
+                c->head_len = c->in_len;
+                respond_text(c, memchr(c->in, '\n', c->in_len) ? 431 : 414, false, NULL);
+                break;
+            }
+            n = tlsk_socket_read(c->s, c->in + c->in_len, cfg.max_header - c->in_len);
+            if (n == -EAGAIN) {
+                wait_for_tls(c);
+                return;
+            }
+            if (n <= 0) {
+                conn_close(c); /* the client went away between requests */
+                return;
+            }
+            if (c->in_len == 0) {
+                c->deadline = now_ms() + cfg.header_timeout_ms;
+            }
+            c->in_len += (size_t)n;
+            break;
+        }
+
+        case C_DISCARD: {
+            size_t have = c->in_len < (unsigned long long)c->discard ? c->in_len
+                                                                     : (size_t)c->discard;
+            if (have) {
+                memmove(c->in, c->in + have, c->in_len - have);
+                c->in_len -= have;
+                c->discard -= (long long)have;
+            }
+            if (c->discard == 0) {
+                c->state = C_READ;
+                break;
+            }
+            n = tlsk_socket_read(c->s, c->in, cfg.max_header);
+            if (n == -EAGAIN) {
+                wait_for_tls(c);
+                return;
+            }
+            if (n <= 0) {
+                conn_close(c);
+                return;
+            }
+            c->in_len = (size_t)n;
+            break;
+        }
+
+        case C_WRITE:
+            if (c->out_off < c->out_len) {
+                n = tlsk_socket_write(c->s, c->out + c->out_off, c->out_len - c->out_off);
+                if (n == -EAGAIN) {
+                    wait_for_tls(c);
+                    return;
+                }
+                if (n < 0) {
+                    c->status = c->status ? c->status : 499;
+                    log_request(c);
+                    conn_close(c);
+                    return;
+                }
+                c->out_off += (size_t)n;
+                c->deadline = now_ms() + cfg.send_timeout_ms;
+                break;
+            }
+            if (c->file_fd >= 0) {
+                c->state = C_BODY;
+                break;
+            }
+            response_done(c);
+            break;
+
+        case C_BODY: {
+            size_t want = (size_t)(c->file_end - c->file_off);
+            if (want == 0) {
+                close(c->file_fd);
+                c->file_fd = -1;
+                c->state = C_WRITE; /* out_off == out_len: finishes the response */
+                break;
+            }
+            if (--budget < 0) {
+                arm(c, EPOLLOUT);
+                return;
+            }
+            n = tlsk_socket_sendfile(c->s, c->file_fd, &c->file_off,
+                                     want < (1u << 30) ? want : (1u << 30));
+            if (n == -EAGAIN) {
+                wait_for_tls(c);
+                return;
+            }
+            if (n <= 0) {
+                /* 0: the file shrank under us; the promised length cannot be kept. */
+                c->keep = false;
+                log_request(c);
+                conn_close(c);
+                return;
+            }
+            c->body_bytes += n;
+            c->deadline = now_ms() + cfg.send_timeout_ms;
+            break;
+        }
+
+        case C_SHUTDOWN:
+            n = tlsk_socket_shutdown(c->s);
+            if (n == -EAGAIN) {
+                wait_for_tls(c);
+                return;
+            }
+            if (n < 0) {
+                conn_close(c);
+                return;
+            }
+            shutdown(c->fd, SHUT_WR);
+            c->state = C_LINGER;
+            c->deadline = now_ms() + 2000;
+            break;
+
+        case C_LINGER: {
+            char sink[4096];
+            n = tlsk_socket_read(c->s, sink, sizeof sink);
+            if (n == -EAGAIN) {
+                arm(c, EPOLLIN);
+                return;
+            }
+            if (n <= 0) {
+                conn_close(c);
+                return;
+            }
+            break;
+        }
+
+        case C_CLOSED:
+            return;
+        }
+    }
+}
+
+static void conn_close(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if (c->state == C_CLOSED) {
+        return;
+    }
+    c->state = C_CLOSED;
+    if (c->file_fd >= 0) {
+        close(c->file_fd);
+    }
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    tlsk_socket_free(c->s); /* owns and closes the fd */
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        w->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    free(c->in);
+    free(c->out);
+    free(c);
+    w->nconns--;
+    atomic_fetch_sub(&g_conns, 1);
+}
+
+/* Deadlines: a head that does not arrive in time gets 408; idle and stalled ones are cut. */
+static void sweep(struct worker *w, long long now, bool stop)
+{
+    struct conn *next;
+
+    for (struct conn *c = w->conns; c; c = next) {
+        next = c->next;
+        if (stop && (c->state == C_HANDSHAKE || (c->state == C_READ && c->in_len == 0))) {
+            /* Nothing in flight: an idle keep-alive connection is told goodbye. */
+            if (c->state == C_READ) {
+                c->state = C_SHUTDOWN;
+                c->deadline = now + 2000;
+                conn_run(c);
+            } else {
+                conn_close(c);
+            }
+            continue;
+        }
+        if (now < c->deadline) {
+            continue;
+        }
+        if (c->state == C_READ && c->in_len > 0) {
+            snprintf(c->reqline, sizeof c->reqline, "(incomplete head, %zu bytes)", c->in_len);
+            c->head_len = c->in_len;
+            c->keep = false;
+            c->file_fd = -1;
+            respond_text(c, 408, false, NULL);
+            c->deadline = now + 2000;
+            conn_run(c);
+        } else if (c->state == C_READ) {
+            c->state = C_SHUTDOWN; /* idle keep-alive connection: close_notify, then close */
+            c->deadline = now + 2000;
+            conn_run(c);
+        } else {
+            if (c->state == C_WRITE || c->state == C_BODY) {
+                c->status = c->status ? c->status : 408;
+                snprintf(c->reqline + strlen(c->reqline),
+                         sizeof c->reqline - strlen(c->reqline), " (client stalled)");
+                log_request(c);
+            }
+            conn_close(c);
+        }
+    }
+}
+
+static void set_listening(struct worker *w, bool on)
+{
+    struct epoll_event e = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
+    if (w->lfd < 0 || w->listening == on) {
+        return;
+    }
+    if (epoll_ctl(w->ep, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd, &e) == 0) {
+        w->listening = on;
+    }
+}
+
+static void accept_some(struct worker *w)
+{
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage sa;
+        socklen_t sl = sizeof sa;
+        struct conn *c;
+        char host[NI_MAXHOST], port[NI_MAXSERV];
+        int one = 1, fd, rc;
+
+        if (atomic_load(&g_conns) >= cfg.max_conns) {
+            set_listening(w, false); /* resumed by the sweep when connections close */
+            return;
+        }
+        fd = accept4(w->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                set_listening(w, false);
+            }
+            return;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c = calloc(1, sizeof *c);
+        if (c) {
+            c->in = malloc(cfg.max_header + 1);
+        }
+        if (!c || !c->in) {
+            if (c) {
+                free(c);
+            }
+            close(fd);
+            continue;
+        }
+        rc = tlsk_socket_new_server(&c->s, cfg.hosts[0].ctx, fd,
+                                    &(struct tlsk_socket_options){
+                                        .flags = TLSK_SOCKET_OWN_FD |
+                                                 (cfg.mmap ? TLSK_SOCKET_SENDFILE_MMAP : 0),
+                                        .sni = cfg.sni,
+                                    });
+        if (rc != 0) {
+            free(c->in);
+            free(c);
+            close(fd);
+            continue;
+        }
+        c->w = w;
+        c->fd = fd;
+        c->file_fd = -1;
+        c->state = C_HANDSHAKE;
+        c->deadline = now_ms() + cfg.header_timeout_ms;
+        if (getnameinfo((struct sockaddr *)&sa, sl, host, sizeof host, port, sizeof port,
+                        NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+            if ((size_t)snprintf(c->remote, sizeof c->remote, "%s:%s", host, port) >=
+                sizeof c->remote) {
+                c->remote[sizeof c->remote - 1] = '\0';
+            }
+        } else {
+            snprintf(c->remote, sizeof c->remote, "?");
+        }
+        snprintf(c->offload, sizeof c->offload, "-");
+        c->armed = EPOLLIN;
+        if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN,
+                                                                       .data.ptr = c }) != 0) {
+            tlsk_socket_free(c->s);
+            free(c->in);
+            free(c);
+            continue;
+        }
+        c->next = w->conns;
+        if (w->conns) {
+            w->conns->prev = c;
+        }
+        w->conns = c;
+        w->nconns++;
+        atomic_fetch_add(&g_conns, 1);
+        conn_run(c);
+    }
+}
+
+static int listen_socket(void)
+{
+    int one = 1, fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
     if (fd < 0) {
         return -errno;
     }
-    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&g_addr, g_addrlen) != 0 || listen(fd, 1024) != 0) {
+        int e = -errno;
         close(fd);
-        return -EACCES;
+        return e;
     }
     return fd;
 }
 
-static void describe(struct tlsk_socket *s, char *out, size_t len)
+static void *worker_main(void *arg)
 {
-    struct tlsk_offload o = tlsk_socket_offload(s);
-    snprintf(out, len, "%s %s, tx %s%s%s, rx %s%s%s", tlsk_socket_version(s), tlsk_socket_cipher(s),
-             o.tx.mode == TLSK_MODE_KERNEL ? "kernel" : "userspace",
-             o.tx.mode == TLSK_MODE_KERNEL ? "" : " because ",
-             o.tx.mode == TLSK_MODE_KERNEL ? "" : tlsk_reason_name(o.tx.reason),
-             o.rx.mode == TLSK_MODE_KERNEL ? "kernel" : "userspace",
-             o.rx.mode == TLSK_MODE_KERNEL ? "" : " because ",
-             o.rx.mode == TLSK_MODE_KERNEL ? "" : tlsk_reason_name(o.rx.reason));
+    struct worker *w = arg;
+    long long stop_deadline = 0, next_sweep = now_ms() + 250;
+    struct epoll_event ev[128];
+
+    for (;;) {
+        bool stop = atomic_load(&g_stopping);
+        long long now;
+        int n;
+
+        if (stop && w->lfd >= 0) {
+            set_listening(w, false);
+            close(w->lfd);
+            w->lfd = -1;
+            epoll_ctl(w->ep, EPOLL_CTL_DEL, g_stop_efd, NULL);
+            stop_deadline = now_ms() + cfg.grace_ms;
+            sweep(w, now_ms(), true);
+        }
+        if (stop && w->nconns == 0) {
+            break;
+        }
+        n = epoll_wait(w->ep, ev, 128, 250);
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.u64 == TAG_LISTEN) {
+                accept_some(w);
+            } else if (ev[i].data.u64 == TAG_STOP) {
+                /* handled at the top of the loop */
+            } else {
+                conn_run(ev[i].data.ptr);
+            }
+        }
+        now = now_ms();
+        if (now >= next_sweep) {
+            next_sweep = now + 250;
+            sweep(w, now, stop);
+            if (!stop && !w->listening && atomic_load(&g_conns) < cfg.max_conns) {
+                set_listening(w, true);
+            }
+        }
+        if (stop && now >= stop_deadline) {
+            while (w->conns) {
+                conn_close(w->conns);
+            }
+        }
+    }
+    close(w->ep);
+    return NULL;
 }
 
-static void *conn_main(void *arg)
+/* ---------------------------------------------------------------------------------------- */
+/* Setup                                                                                    */
+
+static void usage(FILE *f)
 {
-    int fd = (int)(intptr_t)arg;
-    struct tlsk_socket *s = NULL;
-    char req[8192], info[160];
-    size_t have = 0;
+    fputs(
+        "NAME\n"
+        "    tlsk-serve - serve folders over HTTPS, with the record layer in the kernel (kTLS)\n"
+        "\n"
+        "SYNOPSIS\n"
+        "    tlsk-serve --cert CERT --key KEY [--root DIR] [--listen HOST:PORT] [OPTIONS]\n"
+        "    tlsk-serve --vhost NAME:CERT:KEY:ROOT [--vhost ...] [OPTIONS]\n"
+        "\n"
+        "DESCRIPTION\n"
+        "    An HTTP/1.1 static file server: GET and HEAD, keep-alive and pipelining, single\n"
+        "    byte ranges (206/416), Last-Modified/If-Modified-Since, ETag/If-None-Match/\n"
+        "    If-Range, index.html, Content-Type by extension and, with --list, directory\n"
+        "    listings.  Paths never leave the root: \"..\" (also percent-encoded) above the\n"
+        "    root is refused, and files are opened with openat2(RESOLVE_BENEATH), so symbolic\n"
+        "    links that point outside the root are refused too.\n"
+        "\n"
+        "    TLS handshakes run in OpenSSL through tlsk; the record layer then moves into the\n"
+        "    kernel where it can (kTLS), and file bodies go out with tlsk_socket_sendfile(),\n"
+        "    which is sendfile(2) through the kernel when transmit is offloaded and OpenSSL in\n"
+        "    userspace otherwise.  The head of a response is corked together with its body.\n"
+        "    ALPN offers http/1.1.  The first line printed says whether kTLS is in use and, if\n"
+        "    not, why.\n"
+        "\n"
+        "    One worker thread per core, each with its own SO_REUSEPORT listening socket and\n"
+        "    epoll loop.  SIGTERM or SIGINT stops accepting, lets responses in flight finish\n"
+        "    (at most --grace seconds), closes idle connections with close_notify and exits 0.\n"
+        "\n"
+        "OPTIONS\n"
+        "    --cert FILE, --key FILE\n"
+        "        PEM certificate chain and private key of the default host (the one for\n"
+        "        clients that send no server name, or one no --vhost matches).\n"
+        "    --root DIR\n"
+        "        Folder of the default host (default: the current folder).\n"
+        "    --vhost NAME:CERT:KEY:ROOT\n"
+        "        A virtual host chosen by the TLS server name (SNI).  NAME is a host name or\n"
+        "        *.domain (one label).  Repeatable.  Without --cert, the first --vhost is also\n"
+        "        the default host.  A request whose Host differs from the SNI name gets 421.\n"
+        "    --listen HOST:PORT\n"
+        "        Address to listen on (default 127.0.0.1:8443; port 0 picks a free one, and\n"
+        "        the startup line names it).\n"
+        "    --client-ca FILE\n"
+        "        Ask clients for a certificate and verify it against these CAs; the access log\n"
+        "        then shows client-cert=verified or the reason it did not verify.\n"
+        "    --require-client-cert\n"
+        "        With --client-ca: refuse the handshake without a certificate that verifies.\n"
+        "    --offload auto|tx|off|require\n"
+        "        kTLS policy (default auto: TLS 1.2 both directions, TLS 1.3 transmit, and\n"
+        "        receive where the kernel can re-key).\n"
+        "    --tls-min 1.2|1.3, --ciphersuites LIST, --ciphers LIST\n"
+        "        Protocol floor, TLS 1.3 suites and TLS 1.2 ciphers (OpenSSL syntax).\n"
+        "    --workers N\n"
+        "        Worker threads (default: the number of CPUs this process may run on).\n"
+        "    --max-connections N\n"
+        "        Open connections across all workers before accepting pauses (default 10000,\n"
+        "        lowered to fit the descriptor limit).\n"
+        "    --max-header BYTES\n"
+        "        Largest request head (default 16384): larger gets 431 (414 when the request\n"
+        "        line alone is longer than 8192 bytes) and the connection closes.\n"
+        "    --header-timeout SECS\n"
+        "        Time for the handshake plus a complete request head (default 10); a partial\n"
+        "        head that does not complete in time gets 408 and the connection closes.\n"
+        "    --idle-timeout SECS\n"
+        "        Keep-alive time between requests (default 60); also the time a client may\n"
+        "        stall a response before the connection is cut.\n"
+        "    --grace SECS\n"
+        "        On SIGTERM, how long responses in flight may take (default 30).\n"
+        "    --mmap\n"
+        "        Without kTLS, encrypt bodies straight from a mapping of the file\n"
+        "        (TLSK_SOCKET_SENDFILE_MMAP: one copy fewer than reading it into a buffer).\n"
+        "        Only for roots whose files are never truncated while being served: a page\n"
+        "        past a new end of file kills the server with SIGBUS.  No effect with kTLS.\n"
+        "    --list\n"
+        "        List folders that have no index.html (default: 403).\n"
+        "    --quiet\n"
+        "        No access log.\n"
+        "    --log-handshake-errors\n"
+        "        Log failed handshakes (noisy with port scanners).\n"
+        "    -h, --help\n"
+        "        This text.\n"
+        "\n"
+        "ACCESS LOG\n"
+        "    One line per response on stderr:\n"
+        "        REMOTE \"REQUEST LINE\" STATUS BODY-BYTES host=NAME VERSION tx=MODE rx=MODE\n"
+        "    where MODE is kernel, or userspace/REASON (no_ulp, cipher, no_rekey, policy...).\n"
+        "\n"
+        "EXIT STATUS\n"
+        "    0 after a graceful stop, 1 on a setup failure, 2 on a usage error.\n"
+        "\n"
+        "EXAMPLE\n"
+        "    tlsk-serve --cert cert.pem --key key.pem --root /srv/www --listen 0.0.0.0:443 \\\n"
+        "        --vhost 'a.example.com:a.pem:a-key.pem:/srv/a' --list\n",
+        f);
+}
+
+static int parse_seconds(const char *v, int *ms)
+{
+    char *e;
+    double d = strtod(v, &e);
+    if (*e || d <= 0 || d > 86400) {
+        return -1;
+    }
+    *ms = (int)(d * 1000);
+    return 0;
+}
+
+static int parse_long(const char *v, long lo, long hi, long *out)
+{
+    char *e;
+    long x;
+    errno = 0;
+    x = strtol(v, &e, 10);
+    if (*e || errno || x < lo || x > hi) {
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int build_host(struct vhost *h)
+{
+    static const char *const alpn[] = { "http/1.1", NULL };
+    struct tlsk_context_options o = {
+        .cert_file = h->cert,
+        .key_file = h->key,
+        .offload = cfg.offload,
+        .min_version = cfg.min_version,
+        .ciphersuites = cfg.ciphersuites,
+        .ciphers = cfg.ciphers,
+        .alpn = alpn,
+    };
+    char err[512] = "";
     int rc;
 
-    if (tlsk_socket_new_server(&s, ctx, fd, &(struct tlsk_socket_options){
-                                                .flags = TLSK_SOCKET_OWN_FD }) != 0) {
-        close(fd);
-        return NULL;
+    if (cfg.client_ca) {
+        o.ca_file = cfg.client_ca;
+        o.flags |= cfg.require_client_cert ? TLSK_REQUIRE_PEER_CERT : TLSK_REQUEST_PEER_CERT;
     }
-    if ((rc = tlsk_socket_handshake(s)) != 0) {
-        fprintf(stderr, "tlsk-serve: handshake failed: %s (%s)\n", tlsk_strerror(rc),
-                tlsk_socket_error_detail(s));
-        goto out;
+    if (!realpath(h->root, h->root_real)) {
+        fprintf(stderr, PROG ": %s: %s\n", h->root, strerror(errno));
+        return -1;
     }
-    describe(s, info, sizeof info);
-    for (;;) {
-        char *end, method[8], target[4096], version[16];
-        bool keep = true;
-        struct stat st;
-        int ffd;
+    h->root_fd = open(h->root_real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (h->root_fd < 0) {
+        fprintf(stderr, PROG ": %s: %s\n", h->root_real, strerror(errno));
+        return -1;
+    }
+    rc = tlsk_context_new(&h->ctx, &o, err, sizeof err);
+    if (rc != 0) {
+        fprintf(stderr, PROG ": %s: %s (%s)\n", h->name ? h->name : "--cert/--key", err,
+                tlsk_err_name(rc));
+        return -1;
+    }
+    return 0;
+}
 
-        while (!(end = memmem(req, have, "\r\n\r\n", 4))) {
-            ssize_t n;
-            if (have == sizeof req) {
-                reply_status(s, 431, "Request Header Fields Too Large", false);
-                goto done;
-            }
-            n = tlsk_socket_read(s, req + have, sizeof req - have);
-            if (n <= 0) {
-                goto done;
-            }
-            have += (size_t)n;
+static int resolve_listen(void)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai;
+    char host[256], *colon;
+    int fd;
+
+    snprintf(host, sizeof host, "%s", cfg.listen);
+    colon = strrchr(host, ':');
+    if (!colon) {
+        fprintf(stderr, PROG ": --listen wants HOST:PORT\n");
+        return -1;
+    }
+    *colon = '\0';
+    {
+        char *h = host;
+        if (h[0] == '[' && colon > h && colon[-1] == ']') {
+            colon[-1] = '\0';
+            h++;
         }
-        *end = '\0';
-        if (sscanf(req, "%7s %4095s %15s", method, target, version) != 3) {
-            reply_status(s, 400, "Bad Request", false);
-            goto done;
-        }
-        if (strcasestr(req, "\r\nConnection: close") || strcmp(version, "HTTP/1.0") == 0) {
-            keep = false;
-        }
-        {
-            size_t used = (size_t)(end + 4 - req);
-            memmove(req, req + used, have - used);
-            have -= used;
-        }
-        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-            reply_status(s, 405, "Method Not Allowed", keep);
-            continue;
-        }
-        ffd = open_under_root(target, &st);
-        if (ffd < 0) {
-            int code = ffd == -ENOENT ? 404 : ffd == -EINVAL ? 400 : 403;
-            fprintf(stderr, "tlsk-serve: %s %s -> %d [%s]\n", method, target, code, info);
-            if (reply_status(s, code, code == 404 ? "Not Found" : code == 400 ? "Bad Request"
-                                                                               : "Forbidden",
-                             keep) != 0 || !keep) {
-                goto done;
-            }
-            continue;
-        }
-        char h[512];
-        int hl = snprintf(h, sizeof h,
-                          "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %lld\r\n"
-                          "Connection: %s\r\nServer: tlsk-serve\r\n\r\n",
-                          mime(target), (long long)st.st_size, keep ? "keep-alive" : "close");
-        rc = write_all(s, h, (size_t)hl);
-        off_t off = 0;
-        while (rc == 0 && strcmp(method, "GET") == 0 && off < st.st_size) {
-            ssize_t n = tlsk_socket_sendfile(s, ffd, &off, (size_t)(st.st_size - off));
-            if (n <= 0) {
-                rc = n < 0 ? (int)n : -EIO;
-            }
-        }
-        close(ffd);
-        fprintf(stderr, "tlsk-serve: %s %s -> 200, %lld bytes [%s]\n", method, target,
-                (long long)st.st_size, info);
-        if (rc != 0 || !keep) {
-            goto done;
+        if (getaddrinfo(h[0] ? h : NULL, colon + 1, &hints, &ai) != 0) {
+            fprintf(stderr, PROG ": cannot resolve %s\n", cfg.listen);
+            return -1;
         }
     }
-done:
-    tlsk_socket_shutdown(s);
-out:
-    tlsk_socket_free(s);
-    return NULL;
+    memcpy(&g_addr, ai->ai_addr, ai->ai_addrlen);
+    g_addrlen = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    fd = listen_socket();
+    if (fd < 0) {
+        fprintf(stderr, PROG ": %s: %s\n", cfg.listen, strerror(-fd));
+        return -1;
+    }
+    /* Port 0: every later worker binds the port the kernel picked for this first one. */
+    getsockname(fd, (struct sockaddr *)&g_addr, &g_addrlen);
+    return fd;
+}
+
+static int default_workers(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+        return CPU_COUNT(&set);
+    }
+    return (int)(sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1);
+}
+
+static void print_startup(void)
+{
+    const struct tlsk_kernel_caps *k = tlsk_kernel_probe();
+    char addr[NI_MAXHOST], port[NI_MAXSERV];
+
+    getnameinfo((struct sockaddr *)&g_addr, g_addrlen, addr, sizeof addr, port, sizeof port,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    printf(PROG ": listening on https://%s%s%s:%s/ with %d worker%s, serving %s",
+           g_addr.ss_family == AF_INET6 ? "[" : "", addr, g_addr.ss_family == AF_INET6 ? "]" : "",
+           port, cfg.workers, cfg.workers == 1 ? "" : "s", cfg.hosts[0].root_real);
+    for (int i = 1; i < cfg.nhosts; i++) {
+        printf(", %s -> %s", cfg.hosts[i].name, cfg.hosts[i].root_real);
+    }
+    printf("\n");
+    if (cfg.offload == TLSK_OFFLOAD_OFF) {
+        printf(PROG ": kTLS not in use: --offload off (kernel %s %s kTLS)\n", k->release,
+               k->ulp ? "has" : "lacks");
+    } else if (k->ulp) {
+        printf(PROG ": kTLS in use (kernel %s): TLS 1.2 in the kernel both ways, TLS 1.3 "
+               "transmit%s; file bodies go out with sendfile(2) through the kernel\n",
+               k->release,
+               k->rekey ? " and receive" : " (receive stays in userspace: the kernel cannot "
+                                           "follow a KeyUpdate)");
+    } else {
+        printf(PROG ": kTLS NOT in use (kernel %s): TCP_ULP \"tls\" failed (%s), so OpenSSL "
+               "encrypts in userspace; try: modprobe tls\n",
+               k->release, strerror(-k->ulp_err));
+    }
+    fflush(stdout);
 }
 
 int main(int argc, char **argv)
 {
-    struct tlsk_context_options o = { 0 };
-    const char *root = ".", *listen_at = "127.0.0.1:8443";
-    char err[512], host[256], *colon;
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai;
-    int lfd, one = 1;
+    struct worker *workers;
+    const char *cert = NULL, *key = NULL, *root = ".";
+    long v;
+    int first_fd, sig, vhosts = 0;
+    sigset_t sigs;
+    struct rlimit rl;
 
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        bool flag = true;
+
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
             return 0;
-        }
-        if (!v) {
-            usage(stderr);
-            return 2;
-        }
-        if (strcmp(a, "--cert") == 0) {
-            o.cert_file = v;
-        } else if (strcmp(a, "--key") == 0) {
-            o.key_file = v;
-        } else if (strcmp(a, "--root") == 0) {
-            root = v;
-        } else if (strcmp(a, "--listen") == 0) {
-            listen_at = v;
-        } else if (strcmp(a, "--offload") == 0) {
-            o.offload = strcmp(v, "tx") == 0        ? TLSK_OFFLOAD_TX
-                        : strcmp(v, "off") == 0     ? TLSK_OFFLOAD_OFF
-                        : strcmp(v, "require") == 0 ? TLSK_OFFLOAD_REQUIRE
-                                                    : TLSK_OFFLOAD_AUTO;
+        } else if (strcmp(a, "--list") == 0) {
+            cfg.list_dirs = true;
+        } else if (strcmp(a, "--mmap") == 0) {
+            cfg.mmap = true;
+        } else if (strcmp(a, "--quiet") == 0) {
+            cfg.quiet = true;
+        } else if (strcmp(a, "--require-client-cert") == 0) {
+            cfg.require_client_cert = true;
+        } else if (strcmp(a, "--log-handshake-errors") == 0) {
+            cfg.log_handshake_errors = true;
         } else {
-            usage(stderr);
+            flag = false;
+        }
+        if (flag) {
+            continue;
+        }
+        if (!val) {
+            fprintf(stderr, PROG ": %s: unknown option or missing value (see --help)\n", a);
             return 2;
         }
         i++;
+        if (strcmp(a, "--cert") == 0) {
+            cert = val;
+        } else if (strcmp(a, "--key") == 0) {
+            key = val;
+        } else if (strcmp(a, "--root") == 0) {
+            root = val;
+        } else if (strcmp(a, "--listen") == 0) {
+            cfg.listen = val;
+        } else if (strcmp(a, "--client-ca") == 0) {
+            cfg.client_ca = val;
+        } else if (strcmp(a, "--ciphersuites") == 0) {
+            cfg.ciphersuites = val;
+        } else if (strcmp(a, "--ciphers") == 0) {
+            cfg.ciphers = val;
+        } else if (strcmp(a, "--tls-min") == 0) {
+            if (strcmp(val, "1.2") == 0) {
+                cfg.min_version = TLSK_TLS1_2;
+            } else if (strcmp(val, "1.3") == 0) {
+                cfg.min_version = TLSK_TLS1_3;
+            } else {
+                fprintf(stderr, PROG ": --tls-min wants 1.2 or 1.3\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--offload") == 0) {
+            if (strcmp(val, "auto") == 0) {
+                cfg.offload = TLSK_OFFLOAD_AUTO;
+            } else if (strcmp(val, "tx") == 0) {
+                cfg.offload = TLSK_OFFLOAD_TX;
+            } else if (strcmp(val, "off") == 0) {
+                cfg.offload = TLSK_OFFLOAD_OFF;
+            } else if (strcmp(val, "require") == 0) {
+                cfg.offload = TLSK_OFFLOAD_REQUIRE;
+            } else {
+                fprintf(stderr, PROG ": --offload wants auto, tx, off or require\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--vhost") == 0) {
+            char *spec = strdup(val), *f[4];
+            struct vhost *h;
+            if (!spec || vhosts == MAX_VHOSTS) {
+                fprintf(stderr, PROG ": too many --vhost\n");
+                return 2;
+            }
+            f[0] = spec;
+            for (int k = 1; k < 4; k++) {
+                f[k] = f[k - 1] ? strchr(f[k - 1], ':') : NULL;
+                if (f[k]) {
+                    *f[k]++ = '\0';
+                }
+            }
+            if (!f[3] || !*f[0] || !*f[1] || !*f[2] || !*f[3]) {
+                fprintf(stderr, PROG ": --vhost wants NAME:CERT:KEY:ROOT, got %s\n", val);
+                return 2;
+            }
+            h = &cfg.hosts[1 + vhosts++];
+            h->name = f[0];
+            h->cert = f[1];
+            h->key = f[2];
+            h->root = f[3];
+        } else if (strcmp(a, "--workers") == 0) {
+            if (parse_long(val, 1, 1024, &v) != 0) {
+                fprintf(stderr, PROG ": --workers wants 1..1024\n");
+                return 2;
+            }
+            cfg.workers = (int)v;
+        } else if (strcmp(a, "--max-connections") == 0) {
+            if (parse_long(val, 1, 10000000, &v) != 0) {
+                fprintf(stderr, PROG ": --max-connections wants a positive number\n");
+                return 2;
+            }
+            cfg.max_conns = v;
+        } else if (strcmp(a, "--max-header") == 0) {
+            if (parse_long(val, 256, 1 << 20, &v) != 0) {
+                fprintf(stderr, PROG ": --max-header wants 256..1048576\n");
+                return 2;
+            }
+            cfg.max_header = (size_t)v;
+        } else if (strcmp(a, "--header-timeout") == 0 || strcmp(a, "--idle-timeout") == 0 ||
+                   strcmp(a, "--grace") == 0) {
+            int *ms = a[2] == 'h' ? &cfg.header_timeout_ms
+                      : a[2] == 'i' ? &cfg.idle_timeout_ms
+                                    : &cfg.grace_ms;
+            if (parse_seconds(val, ms) != 0) {
+                fprintf(stderr, PROG ": %s wants seconds (0 < s <= 86400)\n", a);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, PROG ": unknown option %s (see --help)\n", a);
+            return 2;
+        }
     }
-    if (!o.cert_file || !o.key_file) {
+    cfg.send_timeout_ms = cfg.idle_timeout_ms;
+    if (cfg.max_line > cfg.max_header) {
+        cfg.max_line = cfg.max_header;
+    }
+    if (cfg.require_client_cert && !cfg.client_ca) {
+        fprintf(stderr, PROG ": --require-client-cert needs --client-ca\n");
+        return 2;
+    }
+    if ((cert == NULL) != (key == NULL)) {
+        fprintf(stderr, PROG ": --cert and --key go together\n");
+        return 2;
+    }
+    if (!cert && vhosts == 0) {
         usage(stderr);
         return 2;
     }
-    if (!realpath(root, root_real)) {
-        fprintf(stderr, "tlsk-serve: %s: %s\n", root, strerror(errno));
-        return 1;
-    }
-    if (tlsk_context_new(&ctx, &o, err, sizeof err) != 0) {
-        fprintf(stderr, "tlsk-serve: %s\n", err);
-        return 1;
-    }
-    /* sendfile(2) has no MSG_NOSIGNAL: a peer that vanishes must not kill the server. */
-    signal(SIGPIPE, SIG_IGN);
-
-    snprintf(host, sizeof host, "%s", listen_at);
-    colon = strrchr(host, ':');
-    if (!colon) {
-        fprintf(stderr, "tlsk-serve: --listen wants HOST:PORT\n");
-        return 2;
-    }
-    *colon = '\0';
-    if (getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai) != 0) {
-        fprintf(stderr, "tlsk-serve: cannot resolve %s\n", listen_at);
-        return 1;
-    }
-    lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (lfd < 0 || bind(lfd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(lfd, 512) != 0) {
-        fprintf(stderr, "tlsk-serve: %s: %s\n", listen_at, strerror(errno));
-        return 1;
-    }
-    freeaddrinfo(ai);
-
-    const struct tlsk_kernel_caps *k = tlsk_kernel_probe();
-    printf("tlsk-serve: serving %s on https://%s/\n", root_real, listen_at);
-    if (k->ulp) {
-        printf("tlsk-serve: kTLS available (kernel %s): TLS 1.2 offloads both directions, "
-               "TLS 1.3 transmit%s; bodies go out with sendfile through the kernel\n",
-               k->release, k->rekey ? " and receive" : " (receive stays in userspace: no re-key)");
+    if (cert) {
+        cfg.hosts[0] = (struct vhost){ .cert = cert, .key = key, .root = root };
+        cfg.nhosts = 1 + vhosts;
     } else {
-        printf("tlsk-serve: kTLS NOT in use (kernel %s): TCP_ULP \"tls\" failed: %s; "
-               "encrypting in userspace (try: modprobe tls)\n",
-               k->release, strerror(-k->ulp_err));
+        /* The first virtual host doubles as the default. */
+        memmove(&cfg.hosts[0], &cfg.hosts[1], (size_t)vhosts * sizeof cfg.hosts[0]);
+        cfg.nhosts = vhosts;
     }
-    fflush(stdout);
-    for (;;) {
-        int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-        pthread_t t;
-        if (cfd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE) {
-                continue;
-            }
-            perror("tlsk-serve: accept");
+    for (int i = 0; i < cfg.nhosts; i++) {
+        if (build_host(&cfg.hosts[i]) != 0) {
             return 1;
         }
-        if (pthread_create(&t, NULL, conn_main, (void *)(intptr_t)cfd) != 0) {
-            close(cfd);
-            continue;
-        }
-        pthread_detach(t);
     }
+    if (vhosts > 0) {
+        int rc = tlsk_sni_new(&cfg.sni);
+        for (int i = 0; rc == 0 && i < cfg.nhosts; i++) {
+            if (cfg.hosts[i].name) {
+                rc = tlsk_sni_add(cfg.sni, cfg.hosts[i].name, cfg.hosts[i].ctx);
+                if (rc != 0) {
+                    fprintf(stderr, PROG ": --vhost %s: %s\n", cfg.hosts[i].name,
+                            tlsk_strerror(rc));
+                    return 2;
+                }
+            }
+        }
+        if (rc != 0) {
+            fprintf(stderr, PROG ": SNI table: %s\n", tlsk_strerror(rc));
+            return 1;
+        }
+    }
+
+    if (cfg.workers == 0) {
+        cfg.workers = default_workers();
+    }
+    /* Room for every connection's socket and open file, and a little more. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    {
+        long fit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                       ? ((long)rl.rlim_cur - 32 - 2 * cfg.workers) / 2
+                       : 10000;
+        if (cfg.max_conns == 0) {
+            cfg.max_conns = fit < 10000 ? fit : 10000;
+        } else if (cfg.max_conns > fit) {
+            fprintf(stderr, PROG ": --max-connections %ld lowered to %ld (descriptor limit)\n",
+                    cfg.max_conns, fit);
+            cfg.max_conns = fit;
+        }
+        if (cfg.max_conns < 1) {
+            cfg.max_conns = 1;
+        }
+    }
+
+    /* sendfile(2) has no MSG_NOSIGNAL: a client that vanishes must not kill the server. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by the workers; main sigwaits */
+
+    first_fd = resolve_listen();
+    if (first_fd < 0) {
+        return 1;
+    }
+    g_stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    workers = calloc((size_t)cfg.workers, sizeof *workers);
+    if (!workers || g_stop_efd < 0) {
+        fprintf(stderr, PROG ": out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < cfg.workers; i++) {
+        struct worker *w = &workers[i];
+        w->id = i;
+        w->lfd = i == 0 ? first_fd : listen_socket();
+        w->ep = epoll_create1(EPOLL_CLOEXEC);
+        if (w->lfd < 0 || w->ep < 0) {
+            fprintf(stderr, PROG ": worker %d: %s\n", i,
+                    strerror(w->lfd < 0 ? -w->lfd : errno));
+            return 1;
+        }
+        set_listening(w, true);
+        epoll_ctl(w->ep, EPOLL_CTL_ADD, g_stop_efd,
+                  &(struct epoll_event){ .events = EPOLLIN, .data.u64 = TAG_STOP });
+    }
+    print_startup();
+    for (int i = 0; i < cfg.workers; i++) {
+        if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
+            fprintf(stderr, PROG ": cannot start worker %d\n", i);
+            return 1;
+        }
+    }
+
+    while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT)) {
+    }
+    logline(PROG ": %s: stopping; %ld connection%s open", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+            atomic_load(&g_conns), atomic_load(&g_conns) == 1 ? "" : "s");
+    atomic_store(&g_stopping, true);
+    {
+        uint64_t one = 1;
+        if (write(g_stop_efd, &one, sizeof one) < 0) {
+            /* the workers still notice within one 250 ms tick */
+        }
+    }
+    for (int i = 0; i < cfg.workers; i++) {
+        pthread_join(workers[i].thread, NULL);
+    }
+    logline(PROG ": stopped");
+    for (int i = 0; i < cfg.nhosts; i++) {
+        tlsk_context_free(cfg.hosts[i].ctx);
+        close(cfg.hosts[i].root_fd);
+    }
+    tlsk_sni_free(cfg.sni);
+    free(workers);
+    return 0;
 }

@@ -1,0 +1,732 @@
+/* http.c - HTTP/1.1 parsing and helpers for tlsk-serve (see http.h). */
+#include "http.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+size_t http_head_length(const char *buf, size_t len)
+{
+    size_t i = 0;
+
+    /* Skip empty lines before the request line. */
+    while (i < len && (buf[i] == '\r' || buf[i] == '\n')) {
+        i++;
+    }
+    for (; i < len; i++) {
+        if (buf[i] != '\n') {
+            continue;
+        }
+        if (i + 1 < len && buf[i + 1] == '\n') {
+            return i + 2;
+        }
+        if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n') {
+            return i + 3;
+        }
+    }
+    return 0;
+}
+
+/* RFC 9110 token characters. */
+static bool is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static char *trim(char *s)
+{
+    char *e;
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t')) {
+        *--e = '\0';
+    }
+    return s;
+}
+
+/* Whether a comma-separated header value lists token (case-insensitive). */
+static bool list_has(const char *v, const char *token)
+{
+    size_t n = strlen(token);
+    while (*v) {
+        while (*v == ' ' || *v == '\t' || *v == ',') {
+            v++;
+        }
+        if (strncasecmp(v, token, n) == 0 && (v[n] == '\0' || v[n] == ',' || v[n] == ' ' ||
+                                               v[n] == '\t')) {
+            return true;
+        }
+        while (*v && *v != ',') {
+            v++;
+        }
+    }
+    return false;
+}
+
+int http_parse_request(char *buf, size_t len, size_t max_line, struct http_request *r)
+{
+    char *p = buf, *end = buf + len, *line, *sp1, *sp2, *nl;
+    bool conn_close = false, conn_keep = false;
+
+    memset(r, 0, sizeof *r);
+    r->content_length = -1;
+    while (p < end && (*p == '\r' || *p == '\n')) {
+        p++;
+    }
+    /* Split into NUL-terminated lines; a CR is only allowed right before the LF. */
+    for (char *q = p; q < end; q++) {
+        if (*q == '\0') {
+            return 400;
+        }
+        if (*q == '\r') {
+            if (q + 1 >= end || q[1] != '\n') {
+                return 400;
+            }
+            *q = '\0';
+        } else if (*q == '\n') {
+            *q = '\0';
+        }
+    }
+
+    /* Request line: method SP target SP HTTP/1.x */
+    line = p;
+    nl = memchr(line, '\0', (size_t)(end - line));
+    if (!nl) {
+        return 400;
+    }
+    if ((size_t)(nl - line) > max_line) {
+        return 414;
+    }
+    sp1 = strchr(line, ' ');
+    if (!sp1 || sp1 == line) {
+        return 400;
+    }
+    *sp1 = '\0';
+    for (const char *m = line; *m; m++) {
+        if (!is_tchar((unsigned char)*m)) {
+            return 400;
+        }
+    }
+    r->method_name = line;
+    r->method = strcmp(line, "GET") == 0 ? HTTP_GET : strcmp(line, "HEAD") == 0 ? HTTP_HEAD
+                                                                                 : HTTP_OTHER;
+    sp2 = strchr(sp1 + 1, ' ');
+    if (!sp2 || sp2 == sp1 + 1) {
+        return 400;
+    }
+    *sp2 = '\0';
+    r->target = sp1 + 1;
+    for (const unsigned char *t = (const unsigned char *)r->target; *t; t++) {
+        if (*t <= 0x20 || *t == 0x7f) {
+            return 400;
+        }
+    }
+    if (strncmp(sp2 + 1, "HTTP/", 5) != 0 || !isdigit((unsigned char)sp2[6]) || sp2[7] != '.' ||
+        !isdigit((unsigned char)sp2[8]) || sp2[9] != '\0') {
+        return 400;
+    }
+    if (sp2[6] != '1') {
+        return 505;
+    }
+    r->minor = sp2[8] - '0';
+
+    /* Header fields. */
+    for (p = nl + 1; p < end; p = nl + 1) {
+        char *colon, *value;
+        nl = memchr(p, '\0', (size_t)(end - p));
+        if (!nl) {
+            return 400;
+        }
+        if (nl == p) {
+            continue; /* the empty line, or what follows the terminator */
+        }
+        if (*p == ' ' || *p == '\t') {
+            return 400; /* obsolete line folding */
+        }
+        colon = strchr(p, ':');
+        if (!colon || colon == p) {
+            return 400;
+        }
+        *colon = '\0';
+        for (const char *n = p; *n; n++) {
+            if (!is_tchar((unsigned char)*n)) {
+                return 400; /* includes whitespace before the colon (RFC 9112 5.1) */
+            }
+        }
+        value = trim(colon + 1);
+        for (const unsigned char *v = (const unsigned char *)value; *v; v++) {
+            if ((*v < 0x20 && *v != '\t') || *v == 0x7f) {
+                return 400;
+            }
+        }
+        if (strcasecmp(p, "Host") == 0) {
+            if (r->host) {
+                return 400;
+            }
+            r->host = value;
+        } else if (strcasecmp(p, "Connection") == 0) {
+            conn_close |= list_has(value, "close");
+            conn_keep |= list_has(value, "keep-alive");
+        } else if (strcasecmp(p, "Range") == 0) {
+            if (r->range) {
+                return 400;
+            }
+            r->range = value;
+        } else if (strcasecmp(p, "If-Range") == 0) {
+            r->if_range = value;
+        } else if (strcasecmp(p, "If-None-Match") == 0) {
+            r->if_none_match = value;
+        } else if (strcasecmp(p, "If-Modified-Since") == 0) {
+            r->if_modified_since = value;
+        } else if (strcasecmp(p, "Content-Length") == 0) {
+            char *e;
+            long long v;
+            if (!isdigit((unsigned char)value[0])) {
+                return 400;
+            }
+            errno = 0;
+            v = strtoll(value, &e, 10);
+            if (*e || errno || (r->content_length >= 0 && r->content_length != v)) {
+                return 400;
+            }
+            r->content_length = v;
+        } else if (strcasecmp(p, "Transfer-Encoding") == 0) {
+            r->has_transfer_encoding = true;
+        }
+    }
+    if (r->minor >= 1 && !r->host) {
+        return 400; /* RFC 9112 3.2: a client MUST send Host in HTTP/1.1 */
+    }
+    r->keep_alive = r->minor >= 1 ? !conn_close : conn_keep && !conn_close;
+    return 0;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
+int http_target_raw_path(const char *target, char *out, size_t outlen)
+{
+    const char *p = target;
+    size_t n;
+
+    if (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0) {
+        p = strstr(p, "//") + 2;
+        p = p + strcspn(p, "/?#");
+        if (*p != '/') {
+            p = "/";
+        }
+    }
+    if (*p != '/') {
+        return -1;
+    }
+    n = strcspn(p, "?#");
+    if (n >= outlen) {
+        return -1;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return (int)n;
+}
+
+int http_target_path(const char *target, char *out, size_t outlen, bool *dir_slash)
+{
+    char raw[PATH_MAX], dec[PATH_MAX];
+    size_t j = 0, o = 0;
+    int n = http_target_raw_path(target, raw, sizeof raw);
+
+    if (n < 0) {
+        return *target == '/' || strncasecmp(target, "http", 4) == 0 ? 414 : 400;
+    }
+    for (int i = 0; i < n; i++) {
+        int c = (unsigned char)raw[i];
+        if (c == '%') {
+            int hi = i + 2 < n ? hexval(raw[i + 1]) : -1, lo = i + 2 < n ? hexval(raw[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                return 400;
+            }
+            c = hi * 16 + lo;
+            i += 2;
+        }
+        if (c < 0x20 || c == 0x7f) {
+            return 400; /* NUL and control characters never name a file we serve */
+        }
+        dec[j++] = (char)c;
+    }
+    dec[j] = '\0';
+    *dir_slash = j > 0 && dec[j - 1] == '/';
+
+    /* Segment walk: drop empty and "." segments, pop on "..", refuse to climb above root. */
+    for (char *seg = dec, *next; seg && *seg; seg = next) {
+        size_t len;
+        next = strchr(seg, '/');
+        len = next ? (size_t)(next - seg) : strlen(seg);
+        if (next) {
+            next++;
+        }
+        if (len == 0 || (len == 1 && seg[0] == '.')) {
+            continue;
+        }
+        if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+            if (o == 0) {
+                return 400;
+            }
+            while (o > 0 && out[o - 1] != '/') {
+                o--;
+            }
+            if (o > 0) {
+                o--; /* the separator */
+            }
+            continue;
+        }
+        if (o + (o ? 1 : 0) + len + 1 > outlen) {
+            return 414;
+        }
+        if (o) {
+            out[o++] = '/';
+        }
+        memcpy(out + o, seg, len);
+        o += len;
+    }
+    if (o == 0) {
+        if (outlen < 2) {
+            return 414;
+        }
+        out[o++] = '.';
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static int parse_off(const char **p, off_t *out)
+{
+    unsigned long long v = 0;
+    if (!isdigit((unsigned char)**p)) {
+        return -1;
+    }
+    while (isdigit((unsigned char)**p)) {
+        unsigned d = (unsigned)(**p - '0');
+        if (v > (unsigned long long)(INT64_MAX - d) / 10) {
+            v = INT64_MAX; /* saturate: a huge first-pos is simply past the end */
+        } else {
+            v = v * 10 + d;
+        }
+        (*p)++;
+    }
+    *out = (off_t)v;
+    return 0;
+}
+
+int http_parse_range(const char *value, off_t size, off_t *first, off_t *last)
+{
+    const char *p = value;
+    off_t a = -1, b = -1;
+
+    if (strncasecmp(p, "bytes", 5) != 0) {
+        return 0;
+    }
+    p += 5;
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    if (*p++ != '=') {
+        return 0;
+    }
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    if (*p == '-') {
+        p++;
+        if (parse_off(&p, &b) != 0) {
+            return 0;
+        }
+    } else {
+        if (parse_off(&p, &a) != 0 || *p++ != '-') {
+            return 0;
+        }
+        if (isdigit((unsigned char)*p) && parse_off(&p, &b) != 0) {
+            return 0;
+        }
+    }
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    if (*p != '\0') {
+        return 0; /* several ranges (or junk): serve the whole representation */
+    }
+    if (a < 0) { /* suffix: the last b bytes */
+        if (b == 0 || size == 0) {
+            return -1;
+        }
+        *first = b >= size ? 0 : size - b;
+        *last = size - 1;
+        return 1;
+    }
+    if (b >= 0 && b < a) {
+        return 0; /* invalid range-spec: ignore the header */
+    }
+    if (a >= size) {
+        return -1;
+    }
+    *first = a;
+    *last = b < 0 || b >= size ? size - 1 : b;
+    return 1;
+}
+
+void http_date(time_t t, char out[30])
+{
+    struct tm tm;
+    /* strftime's %a and %b are the C locale's English names: tlsk-serve never calls
+     * setlocale(). */
+    gmtime_r(&t, &tm);
+    if (strftime(out, 30, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0) {
+        out[0] = '\0';
+    }
+}
+
+int http_date_parse(const char *s, time_t *out)
+{
+    static const char *const forms[] = {
+        "%a, %d %b %Y %H:%M:%S GMT", /* IMF-fixdate */
+        "%A, %d-%b-%y %H:%M:%S GMT", /* RFC 850 */
+        "%a %b %e %H:%M:%S %Y",      /* asctime */
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        struct tm tm;
+        const char *e;
+        memset(&tm, 0, sizeof tm);
+        e = strptime(s, forms[i], &tm);
+        if (e && *e == '\0') {
+            *out = timegm(&tm);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void http_etag(const struct stat *st, char out[64])
+{
+    snprintf(out, 64, "\"%llx-%llx-%lx-%llx\"", (unsigned long long)st->st_mtim.tv_sec,
+             (unsigned long long)st->st_size, (unsigned long)st->st_mtim.tv_nsec,
+             (unsigned long long)st->st_ino);
+}
+
+bool http_etag_match(const char *list, const char *etag)
+{
+    size_t n = strlen(etag);
+    const char *p = list;
+
+    while (*p) {
+        const char *q;
+        while (*p == ' ' || *p == '\t' || *p == ',') {
+            p++;
+        }
+        if (*p == '*') {
+            return true;
+        }
+        if (strncmp(p, "W/", 2) == 0) {
+            p += 2;
+        }
+        if (*p != '"') {
+            /* Not an entity tag: skip to the next element. */
+            while (*p && *p != ',') {
+                p++;
+            }
+            continue;
+        }
+        q = strchr(p + 1, '"');
+        if (!q) {
+            return false;
+        }
+        if ((size_t)(q + 1 - p) == n && memcmp(p, etag, n) == 0) {
+            return true;
+        }
+        p = q + 1;
+    }
+    return false;
+}
+
+const char *http_mime_type(const char *name)
+{
+    static const struct {
+        const char *ext, *type;
+    } t[] = {
+        { "html", "text/html; charset=utf-8" },
+        { "htm", "text/html; charset=utf-8" },
+        { "txt", "text/plain; charset=utf-8" },
+        { "md", "text/markdown; charset=utf-8" },
+        { "c", "text/plain; charset=utf-8" },
+        { "h", "text/plain; charset=utf-8" },
+        { "sh", "text/plain; charset=utf-8" },
+        { "log", "text/plain; charset=utf-8" },
+        { "csv", "text/csv; charset=utf-8" },
+        { "css", "text/css; charset=utf-8" },
+        { "js", "text/javascript; charset=utf-8" },
+        { "mjs", "text/javascript; charset=utf-8" },
+        { "json", "application/json" },
+        { "map", "application/json" },
+        { "xml", "application/xml" },
+        { "wasm", "application/wasm" },
+        { "pdf", "application/pdf" },
+        { "zip", "application/zip" },
+        { "gz", "application/gzip" },
+        { "tgz", "application/gzip" },
+        { "xz", "application/x-xz" },
+        { "zst", "application/zstd" },
+        { "tar", "application/x-tar" },
+        { "png", "image/png" },
+        { "jpg", "image/jpeg" },
+        { "jpeg", "image/jpeg" },
+        { "gif", "image/gif" },
+        { "webp", "image/webp" },
+        { "avif", "image/avif" },
+        { "svg", "image/svg+xml" },
+        { "ico", "image/vnd.microsoft.icon" },
+        { "woff", "font/woff" },
+        { "woff2", "font/woff2" },
+        { "ttf", "font/ttf" },
+        { "otf", "font/otf" },
+        { "mp4", "video/mp4" },
+        { "webm", "video/webm" },
+        { "mp3", "audio/mpeg" },
+        { "ogg", "audio/ogg" },
+        { "wav", "audio/wav" },
+        { "pem", "application/x-pem-file" },
+    };
+    const char *slash = strrchr(name, '/'), *dot = strrchr(slash ? slash + 1 : name, '.');
+
+    for (size_t i = 0; dot && i < sizeof t / sizeof t[0]; i++) {
+        if (strcasecmp(dot + 1, t[i].ext) == 0) {
+            return t[i].type;
+        }
+    }
+    return "application/octet-stream";
+}
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
+    case 421: return "Misdirected Request";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+/* A growing output buffer; on allocation failure it stops growing and remembers it. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) {
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        char *p;
+        while (cap < b->len + n + 1) {
+            cap *= 2;
+        }
+        p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static void sb_html(struct sbuf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': sb_str(b, "&amp;"); break;
+        case '<': sb_str(b, "&lt;"); break;
+        case '>': sb_str(b, "&gt;"); break;
+        case '"': sb_str(b, "&quot;"); break;
+        case '\'': sb_str(b, "&#39;"); break;
+        default: sb_add(b, s, 1);
+        }
+    }
+}
+
+/* Percent-encode everything but unreserved characters and '/'. */
+static void sb_url(struct sbuf *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (isalnum(c) || strchr("-._~/", c)) {
+            sb_add(b, s, 1);
+        } else {
+            char e[4];
+            snprintf(e, sizeof e, "%%%02X", c);
+            sb_add(b, e, 3);
+        }
+    }
+}
+
+struct entry {
+    char *name;
+    bool dir;
+    off_t size;
+    time_t mtime;
+};
+
+static int entry_cmp(const void *a, const void *b)
+{
+    const struct entry *x = a, *y = b;
+    if (x->dir != y->dir) {
+        return x->dir ? -1 : 1;
+    }
+    return strcmp(x->name, y->name);
+}
+
+char *http_listing(int dirfd, const char *url_path, size_t *len)
+{
+    struct sbuf b = { 0 };
+    struct entry *e = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *d;
+    DIR *dir;
+    int fd = dup(dirfd);
+
+    if (fd < 0) {
+        return NULL;
+    }
+    dir = fdopendir(fd);
+    if (!dir) {
+        close(fd);
+        return NULL;
+    }
+    rewinddir(dir);
+    while ((d = readdir(dir))) {
+        struct stat st;
+        if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0) {
+            continue;
+        }
+        if (fstatat(dirfd, d->d_name, &st, 0) != 0) {
+            continue; /* dangling link or raced away: not listed */
+        }
+        if (n == cap) {
+            struct entry *ne = realloc(e, (cap ? cap * 2 : 64) * sizeof *e);
+            if (!ne) {
+                b.oom = true;
+                break;
+            }
+            e = ne;
+            cap = cap ? cap * 2 : 64;
+        }
+        e[n].name = strdup(d->d_name);
+        if (!e[n].name) {
+            b.oom = true;
+            break;
+        }
+        e[n].dir = S_ISDIR(st.st_mode);
+        e[n].size = st.st_size;
+        e[n].mtime = st.st_mtime;
+        n++;
+    }
+    closedir(dir);
+    if (e) {
+        qsort(e, n, sizeof *e, entry_cmp);
+    }
+
+    sb_str(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of ");
+    sb_html(&b, url_path);
+    sb_str(&b, "</title></head>\n<body><h1>Index of ");
+    sb_html(&b, url_path);
+    sb_str(&b, "</h1>\n<table>\n");
+    if (strcmp(url_path, "/") != 0) {
+        sb_str(&b, "<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n");
+    }
+    for (size_t i = 0; i < n; i++) {
+        char size[32], date[30];
+        http_date(e[i].mtime, date);
+        if (e[i].dir) {
+            snprintf(size, sizeof size, "-");
+        } else {
+            snprintf(size, sizeof size, "%lld", (long long)e[i].size);
+        }
+        sb_str(&b, "<tr><td><a href=\"");
+        {
+            /* Encode, then HTML-escape the encoded form (only '&' could matter; none left). */
+            struct sbuf u = { 0 };
+            sb_url(&u, e[i].name);
+            if (e[i].dir) {
+                sb_str(&u, "/");
+            }
+            if (u.oom) {
+                b.oom = true;
+            } else {
+                sb_html(&b, u.p);
+            }
+            free(u.p);
+        }
+        sb_str(&b, "\">");
+        sb_html(&b, e[i].name);
+        sb_str(&b, e[i].dir ? "/" : "");
+        sb_str(&b, "</a></td><td>");
+        sb_str(&b, size);
+        sb_str(&b, "</td><td>");
+        sb_str(&b, date);
+        sb_str(&b, "</td></tr>\n");
+    }
+    sb_str(&b, "</table></body></html>\n");
+    for (size_t i = 0; i < n; i++) {
+        free(e[i].name);
+    }
+    free(e);
+    if (b.oom) {
+        free(b.p);
+        errno = ENOMEM;
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
