@@ -585,8 +585,10 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
     if (EVP_MAC_CTX_set_params(hctx, params) != 1) {
         goto out;
     }
-    /* A ticket under the previous keys resumes and is renewed under the current ones. */
-    rc = which == 1 ? 2 : 1;
+    /* A ticket under the previous keys resumes and is renewed under the current ones.  In
+     * TLS 1.3 every resumption gets a fresh ticket (OpenSSL sends one only when asked to
+     * renew), so a client always holds an unused ticket (SS-8). */
+    rc = which == 1 || SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
 out:
     OPENSSL_cleanse(k, sizeof k);
     return rc;

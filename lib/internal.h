@@ -172,6 +172,7 @@ struct tlsk_socket {
     uint64_t tx_key_base, rx_key_base; /* record counts at the last key change (userspace) */
     uint64_t ktx_recs, krx_recs;       /* records through the kernel under its keys */
     bool ku_pending, reneg_running;
+    int reneg_phase; /* server renegotiate(): 1 HelloRequest sent, | 2 our Finished, | 4 peer's */
 
     /* Renegotiation (TLS 1.2). */
     int reneg_count;

@@ -76,6 +76,11 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
         } else {
             s->peer_finished = true;
         }
+        if (s->own_reneg && s->reneg_phase >= 1) {
+            /* Our renegotiation is done once both Finished messages of the new handshake
+             * went by (OpenSSL's handshake-start/done signals fire without one). */
+            s->reneg_phase |= write_p ? 2 : 4;
+        }
     }
     if (content_type == SSL3_RT_HANDSHAKE && len >= 1 && p[0] == SSL3_MT_KEY_UPDATE) {
         /* A new key in that direction: the record count under it starts again. */
@@ -1642,6 +1647,11 @@ static size_t hello_resume_id(struct tlsk_socket *s, unsigned char *out, size_t 
         memcpy(out, p + 4, n);
         return n;
     }
+    if (SSL_client_hello_get0_ext(s->ssl, TLSEXT_TYPE_session_ticket, &p, &len) && len > 0) {
+        /* A TLS 1.2 ticket: the session id beside it is the client's random marker, and
+         * ticket sessions fire neither callback (SS-7). */
+        return 0;
+    }
     len = SSL_client_hello_get0_session_id(s->ssl, &p);
     if (len == 0 || len > cap) {
         return 0;
@@ -1691,6 +1701,11 @@ int tlsk__client_hello(struct tlsk_socket *s, int *al)
     }
     if (s->resume_state == 1) {
         s->resume_state = 2; /* answered "not found" by returning 0 without an answer */
+    }
+    if (s->resume_err) {
+        /* Answered with an error from inside the callback. */
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
     }
     return SSL_CLIENT_HELLO_SUCCESS;
 }
@@ -1801,6 +1816,8 @@ TLSK_PUBLIC int tlsk_socket_renegotiate(struct tlsk_socket *s, unsigned flags)
         if (s->is_server && (flags & (TLSK_REQUEST_PEER_CERT | TLSK_REQUIRE_PEER_CERT))) {
             tlsk__apply_verify_flags(s->ssl, flags, true);
         }
+        /* A full handshake, as Node: a resumed one would bring no new certificate. */
+        SSL_set_options(s->ssl, SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
         ERR_clear_error();
         if (SSL_renegotiate(s->ssl) != 1) {
             s->detail[0] = '\0';
@@ -1822,15 +1839,27 @@ TLSK_PUBLIC int tlsk_socket_renegotiate(struct tlsk_socket *s, unsigned flags)
                 return rc;
             }
             s->reneg_running = s->own_reneg = false;
+            s->reneg_phase = 0;
             return fail(s, rc);
         }
-        if (!SSL_renegotiate_pending(s->ssl)) {
+        if (s->is_server && s->reneg_phase == 0) {
+            s->reneg_phase = 1; /* HelloRequest sent: now wait for the client's handshake */
+        }
+        if (s->is_server ? s->reneg_phase == 7 : !SSL_renegotiate_pending(s->ssl)) {
             s->reneg_running = s->own_reneg = false;
+            s->reneg_phase = 0;
             return 0;
         }
         /* The peer's half arrives through the record layer: read, keeping any application
-         * data for the next tlsk_socket_read(). */
+         * data for the next tlsk_socket_read().  Without AUTO_RETRY, OpenSSL returns after
+         * each handshake record instead of blocking for application data. */
+        SSL_clear_mode(s->ssl, SSL_MODE_AUTO_RETRY);
         r = SSL_read_ex(s->ssl, tmp, sizeof tmp, &n);
+        SSL_set_mode(s->ssl, SSL_MODE_AUTO_RETRY);
+        if (r != 1 && s->is_server && s->reneg_phase == 7) {
+            ERR_clear_error();
+            continue; /* finished inside that read */
+        }
         if (r == 1) {
             unsigned char *h = realloc(s->held, s->held_len + n);
             if (!h) {

@@ -1,0 +1,563 @@
+/*
+ * test_keyupdate.c - TLS 1.3 KeyUpdate and the record-count limit with tlsk at both ends
+ * (tlsk.h tlsk_socket_key_update / tlsk_socket_key_updates / key_update_records,
+ * TLSK_OFFLOAD_RX_TLS13; KTLS-FACTS 1.9; lib/bridge.c):
+ *  - userspace (policy off): key updates each direction, with and without request_peer; the
+ *    peer keeps reading and both ends count them;
+ *  - policy auto: natively as userspace; in the kTLS tier (TX in the kernel, no re-key on
+ *    6.1) tlsk_socket_key_update() gives TLSK_EKEYUPDATE and the connection continues; a
+ *    peer's update_requested reaching a TX-offloaded end is not answered and the stream stays
+ *    consistent;
+ *  - TLSK_OFFLOAD_RX_TLS13 forced: in the kTLS tier a peer's KeyUpdate gives a clean, named
+ *    TLSK_EKEYUPDATE instead of corruption; natively the data arrives;
+ *  - key_update_records = 64: userspace re-keys and the data stays intact; with TX in the
+ *    kernel the write fails with TLSK_EKEY_LIMIT and the peer reads a clean close_notify.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tap.h"
+
+/* ---------------------------------------------------------------------------------------- */
+/* One connection: a server end and a client end, each in its own thread                     */
+
+struct end;
+typedef int (*body_fn)(struct end *e, struct tlsk_socket *s);
+
+struct end {
+    struct tlsk_context *ctx;
+    int fd;
+    bool server;
+    enum tlsk_offload_policy policy; /* socket override */
+    body_fn body;
+    int arg; /* case parameter, kept across conn() */
+    bool nonblock; /* make the fd non-blocking first */
+    int hs_rc, rc;
+    struct tlsk_offload off;
+    bool kernel_tx, kernel_rx;
+    uint64_t key_updates;
+    int r[8];        /* body results */
+    long long v[8];  /* body values */
+    char detail[256];
+    char note[256];
+};
+
+static int wait_fd(struct tlsk_socket *s)
+{
+    struct pollfd p = { .fd = tlsk_socket_fd(s), .events = (short)tlsk_socket_events(s) };
+    int r = poll(&p, 1, 20000);
+    return r == 0 ? -ETIMEDOUT : r < 0 ? -errno : 0;
+}
+
+static void *run_end(void *arg)
+{
+    struct end *e = arg;
+    struct tlsk_socket *s = NULL;
+    struct tlsk_socket_options o = { .servername = "localhost", .offload = e->policy };
+    int rc;
+
+    rc = e->server ? tlsk_socket_new_server(&s, e->ctx, e->fd, &o)
+                   : tlsk_socket_new_client(&s, e->ctx, e->fd, &o);
+    if (rc) {
+        e->hs_rc = e->rc = rc;
+        return NULL;
+    }
+    e->hs_rc = h_handshake(s);
+    if (e->hs_rc != 0) {
+        e->rc = e->hs_rc;
+        snprintf(e->detail, sizeof e->detail, "%s", tlsk_socket_error_detail(s));
+        shutdown(e->fd, SHUT_RDWR);
+        tlsk_socket_free(s);
+        return NULL;
+    }
+    e->off = tlsk_socket_offload(s);
+    e->kernel_tx = h_kernel_has(e->fd, true, NULL, NULL);
+    e->kernel_rx = h_kernel_has(e->fd, false, NULL, NULL);
+    e->rc = e->body(e, s);
+    e->key_updates = tlsk_socket_key_updates(s);
+    if (e->rc) {
+        snprintf(e->detail, sizeof e->detail, "%s", tlsk_socket_error_detail(s));
+        shutdown(e->fd, SHUT_RDWR);
+    }
+    tlsk_socket_free(s);
+    return NULL;
+}
+
+static void conn(struct end *sv, struct end *cl)
+{
+    pthread_t a, b;
+
+    sv->server = true;
+    cl->server = false;
+    sv->rc = cl->rc = sv->hs_rc = cl->hs_rc = 0;
+    memset(sv->r, 0, sizeof sv->r);
+    memset(cl->r, 0, sizeof cl->r);
+    memset(sv->v, 0, sizeof sv->v);
+    memset(cl->v, 0, sizeof cl->v);
+    sv->detail[0] = cl->detail[0] = sv->note[0] = cl->note[0] = '\0';
+    if (h_tcp_pair(&cl->fd, &sv->fd) != 0) {
+        sv->rc = cl->rc = -EIO;
+        return;
+    }
+    if (sv->nonblock) {
+        h_set_nonblock(sv->fd, true);
+    }
+    if (cl->nonblock) {
+        h_set_nonblock(cl->fd, true);
+    }
+    pthread_create(&a, NULL, run_end, sv);
+    pthread_create(&b, NULL, run_end, cl);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    close(sv->fd);
+    close(cl->fd);
+}
+
+static bool conn_ok(struct end *sv, struct end *cl, const char *what)
+{
+    if (!TAP_OK(sv->rc == 0 && cl->rc == 0, "%s: connection completed", what)) {
+        tap_diag("  server %s: %s %s; client %s: %s %s", tlsk_err_name(sv->rc), sv->detail,
+                 sv->note, tlsk_err_name(cl->rc), cl->detail, cl->note);
+        return false;
+    }
+    return true;
+}
+
+/* Blocking-style helpers over tlsk_socket_* calls that may return -EAGAIN. */
+static int expect_byte(struct tlsk_socket *s, char want)
+{
+    char b;
+    ssize_t n = h_read_full(s, &b, 1);
+    if (n < 0) {
+        return (int)n;
+    }
+    return n == 1 && b == want ? 0 : -EPROTO;
+}
+
+static int finish(struct tlsk_socket *s, bool server)
+{
+    char b[16];
+    int rc;
+    if (server) {
+        rc = (int)h_read_some(s, b, sizeof b);
+        if (rc != 0) {
+            return rc < 0 ? rc : -EPROTO;
+        }
+        return h_shutdown(s);
+    }
+    if ((rc = h_shutdown(s)) != 0) {
+        return rc;
+    }
+    rc = (int)h_read_some(s, b, sizeof b);
+    return rc > 0 ? -EPROTO : rc;
+}
+
+static struct tlsk_context *mkctx(bool server, int version, unsigned flags, const char *cert,
+                                  uint64_t ku_records, int reneg_limit, int reneg_window)
+{
+    struct tlsk_context_options o = { 0 };
+    struct tlsk_context *c = NULL;
+    char err[512], cf[256], kf[256];
+
+    if (cert) {
+        snprintf(cf, sizeof cf, "%s-cert.pem", cert);
+        snprintf(kf, sizeof kf, "%s-key.pem", cert);
+        o.cert_file = h_fixture(cf);
+        o.key_file = h_fixture(kf);
+    }
+    o.ca_file = h_fixture("ca1-cert.pem");
+    o.min_version = o.max_version = version;
+    o.flags = flags;
+    o.key_update_records = ku_records;
+    o.client_reneg_limit = reneg_limit;
+    o.client_reneg_window_s = reneg_window;
+    (void)server;
+    if (tlsk_context_new(&c, &o, err, sizeof err) != 0) {
+        tap_diag("context: %s", err);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Key updates on demand                                                                    */
+
+static int ku(struct tlsk_socket *s, int req)
+{
+    int rc;
+    while ((rc = tlsk_socket_key_update(s, req)) == -EAGAIN) {
+        if ((rc = wait_fd(s)) != 0) {
+            return rc;
+        }
+    }
+    return rc;
+}
+
+/* Server: a, KU(0), b, <c, KU(1), d, <e, end.  r[0], r[1]: the two key_update results. */
+static int ku_server_body(struct end *e, struct tlsk_socket *s)
+{
+    int rc;
+    if ((rc = h_write_all(s, "a", 1)) != 0) {
+        return rc;
+    }
+    e->r[0] = ku(s, 0);
+    if ((rc = h_write_all(s, "b", 1)) != 0 || (rc = expect_byte(s, 'c')) != 0) {
+        return rc;
+    }
+    e->v[0] = (long long)tlsk_socket_key_updates(s);
+    e->r[1] = ku(s, 1);
+    if ((rc = h_write_all(s, "d", 1)) != 0 || (rc = expect_byte(s, 'e')) != 0) {
+        return rc;
+    }
+    return finish(s, true);
+}
+
+/* Client: <a, <b, KU(0) or KU(1) (arg), c, <d, e, end.  r[0]: its key_update result. */
+static int ku_client_body(struct end *e, struct tlsk_socket *s)
+{
+    int rc;
+    if ((rc = expect_byte(s, 'a')) != 0 || (rc = expect_byte(s, 'b')) != 0) {
+        return rc;
+    }
+    e->v[0] = (long long)tlsk_socket_key_updates(s);
+    e->r[0] = ku(s, e->arg);
+    if ((rc = h_write_all(s, "c", 1)) != 0 || (rc = expect_byte(s, 'd')) != 0) {
+        return rc;
+    }
+    if ((rc = h_write_all(s, "e", 1)) != 0) {
+        return rc;
+    }
+    return finish(s, false);
+}
+
+static void ku_userspace(int client_req)
+{
+    struct end sv = { 0 }, cl = { 0 };
+    char what[96];
+
+    snprintf(what, sizeof what, "userspace KeyUpdate (client request_peer %d)", client_req);
+    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.policy = cl.policy = TLSK_OFFLOAD_OFF;
+    sv.body = ku_server_body;
+    cl.body = ku_client_body;
+    cl.arg = client_req;
+    conn(&sv, &cl);
+    conn_ok(&sv, &cl, what);
+    TAP_OK(sv.r[0] == 0 && sv.r[1] == 0 && cl.r[0] == 0,
+           "%s: tlsk_socket_key_update returned 0 each time (server %s/%s, client %s)", what,
+           tlsk_err_name(sv.r[0]), tlsk_err_name(sv.r[1]), tlsk_err_name(cl.r[0]));
+    TAP_OK(cl.v[0] >= 1, "%s: the client counted the server's update before answering (%lld)",
+           what, cl.v[0]);
+    /* Server: own KU(0), client's KU, own KU(1), client's answer (+ answer to the client's
+     * request).  Client: the mirror image. */
+    TAP_OK(sv.key_updates >= 4 && cl.key_updates >= 4,
+           "%s: both ends count the updates (server %llu, client %llu)", what,
+           (unsigned long long)sv.key_updates, (unsigned long long)cl.key_updates);
+    TAP_OK(sv.off.tx.mode == TLSK_MODE_USERSPACE && sv.off.tx.reason == TLSK_REASON_POLICY,
+           "%s: server in userspace by policy", what);
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+/* Auto policy: kTLS tier has TX in the kernel at both ends. */
+static void ku_auto(void)
+{
+    struct end sv = { 0 }, cl = { 0 };
+    const char *what = "auto-policy KeyUpdate";
+
+    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.body = ku_server_body;
+    cl.body = ku_client_body;
+    conn(&sv, &cl);
+    conn_ok(&sv, &cl, what);
+    if (h_expect_ktls()) {
+        TAP_OK(sv.off.tx.mode == TLSK_MODE_KERNEL && cl.off.tx.mode == TLSK_MODE_KERNEL &&
+                   sv.kernel_tx && cl.kernel_tx,
+               "%s: both ends transmit through kTLS", what);
+        TAP_OK(sv.r[0] == TLSK_EKEYUPDATE && sv.r[1] == TLSK_EKEYUPDATE &&
+                   cl.r[0] == TLSK_EKEYUPDATE,
+               "%s: TX offloaded: key_update gives TLSK_EKEYUPDATE (server %s/%s, client %s)",
+               what, tlsk_err_name(sv.r[0]), tlsk_err_name(sv.r[1]), tlsk_err_name(cl.r[0]));
+        TAP_OK(sv.key_updates == 0 && cl.key_updates == 0,
+               "%s: no key update happened (server %llu, client %llu)", what,
+               (unsigned long long)sv.key_updates, (unsigned long long)cl.key_updates);
+    } else {
+        TAP_OK(sv.r[0] == 0 && sv.r[1] == 0 && cl.r[0] == 0 && sv.key_updates >= 4,
+               "%s: userspace: updates performed (server %llu)", what,
+               (unsigned long long)sv.key_updates);
+    }
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+/* A userspace client asks a TX-offloaded server to update (request_peer 1): the server's
+ * answer cannot be sent and is not; the stream stays consistent. */
+static int req_server_body(struct end *e, struct tlsk_socket *s)
+{
+    int rc;
+    (void)e;
+    if ((rc = h_write_all(s, "a", 1)) != 0 || (rc = h_write_all(s, "b", 1)) != 0 ||
+        (rc = expect_byte(s, 'c')) != 0) {
+        return rc;
+    }
+    if ((rc = h_write_all(s, "d", 1)) != 0 || (rc = expect_byte(s, 'e')) != 0) {
+        return rc;
+    }
+    if ((rc = h_send_pattern(s, 3, 300000)) != 0) {
+        return rc;
+    }
+    return finish(s, true);
+}
+
+static int req_client_body(struct end *e, struct tlsk_socket *s)
+{
+    int rc;
+    if ((rc = expect_byte(s, 'a')) != 0 || (rc = expect_byte(s, 'b')) != 0) {
+        return rc;
+    }
+    e->r[0] = ku(s, 1);
+    if ((rc = h_write_all(s, "c", 1)) != 0 || (rc = expect_byte(s, 'd')) != 0) {
+        return rc;
+    }
+    if ((rc = h_write_all(s, "e", 1)) != 0 || (rc = h_recv_pattern(s, 3, 300000)) != 0) {
+        return rc;
+    }
+    return finish(s, false);
+}
+
+static void ku_request_to_offloaded(void)
+{
+    struct end sv = { 0 }, cl = { 0 };
+    const char *what = "peer's update_requested to an auto-policy server";
+
+    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    cl.policy = TLSK_OFFLOAD_OFF;
+    sv.body = req_server_body;
+    cl.body = req_client_body;
+    conn(&sv, &cl);
+    conn_ok(&sv, &cl, what);
+    TAP_IS(cl.r[0], 0, "%s: the userspace client sent KeyUpdate(update_requested)", what);
+    if (h_expect_ktls()) {
+        TAP_OK(sv.off.tx.mode == TLSK_MODE_KERNEL && sv.kernel_tx &&
+                   sv.off.rx.mode == TLSK_MODE_USERSPACE &&
+                   sv.off.rx.reason == TLSK_REASON_NO_REKEY,
+               "%s: server TX in kTLS, RX userspace (%s)", what,
+               tlsk_reason_name(sv.off.rx.reason));
+        TAP_OK(cl.key_updates == 1,
+               "%s: the server's answer was not sent: the client saw only its own update (%llu)",
+               what, (unsigned long long)cl.key_updates);
+    } else {
+        TAP_OK(cl.key_updates == 2, "%s: userspace: the server answered (client counted %llu)",
+               what, (unsigned long long)cl.key_updates);
+    }
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+/* TLSK_OFFLOAD_RX_TLS13 on the client; a userspace server sends KeyUpdate. */
+static int rx13_server_body(struct end *e, struct tlsk_socket *s)
+{
+    int rc;
+    char b[16];
+    if ((rc = h_write_all(s, "a", 1)) != 0) {
+        return rc;
+    }
+    e->r[0] = ku(s, 0);
+    if ((rc = h_write_all(s, "b", 1)) != 0) {
+        return rc;
+    }
+    /* Either the client's close_notify, or its failure. */
+    e->r[1] = (int)h_read_some(s, b, sizeof b);
+    if (e->r[1] == 0) {
+        return h_shutdown(s);
+    }
+    return 0;
+}
+
+static int rx13_client_body(struct end *e, struct tlsk_socket *s)
+{
+    char b[16];
+    int rc;
+    if ((rc = expect_byte(s, 'a')) != 0) {
+        return rc;
+    }
+    e->r[0] = (int)h_read_some(s, b, sizeof b);
+    e->v[0] = e->r[0] == 1 && b[0] == 'b';
+    snprintf(e->note, sizeof e->note, "%s", tlsk_socket_error_detail(s));
+    if (e->r[0] < 0) {
+        shutdown(e->fd, SHUT_RDWR); /* the server is waiting for our end */
+        return 0;
+    }
+    return finish(s, false);
+}
+
+static void ku_rx13_forced(void)
+{
+    struct end sv = { 0 }, cl = { 0 };
+    const char *what = "KeyUpdate to a client with TLSK_OFFLOAD_RX_TLS13";
+
+    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = mkctx(false, TLSK_TLS1_3, TLSK_OFFLOAD_RX_TLS13, NULL, 0, 0, 0);
+    sv.policy = TLSK_OFFLOAD_OFF;
+    sv.body = rx13_server_body;
+    cl.body = rx13_client_body;
+    conn(&sv, &cl);
+    conn_ok(&sv, &cl, what);
+    TAP_IS(sv.r[0], 0, "%s: the userspace server sent its KeyUpdate", what);
+    if (h_expect_ktls()) {
+        TAP_OK(cl.off.rx.mode == TLSK_MODE_KERNEL && cl.kernel_rx,
+               "%s: client RX in kTLS", what);
+        if (!TAP_OK(cl.r[0] == TLSK_EKEYUPDATE,
+                    "%s: the read fails with TLSK_EKEYUPDATE, not corrupted data (%s)", what,
+                    tlsk_err_name(cl.r[0]))) {
+            tap_diag("  client detail: %s", cl.note);
+        }
+        TAP_OK(strstr(cl.note, "KeyUpdate") != NULL, "%s: the detail names the KeyUpdate (%s)",
+               what, cl.note);
+        TAP_OK(sv.r[1] != 1, "%s: the server then sees the connection end (%s)", what,
+               tlsk_err_name(sv.r[1]));
+    } else {
+        TAP_OK(cl.r[0] == 1 && cl.v[0] == 1, "%s: userspace: the data after the update arrives",
+               what);
+        TAP_OK(cl.key_updates == 1, "%s: the client counted it (%llu)", what,
+               (unsigned long long)cl.key_updates);
+    }
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The record-count limit                                                                   */
+
+#define LIM_RECS 200
+#define LIM_SIZE 100
+
+/* Server: LIM_RECS writes of LIM_SIZE bytes (one record each); r[0] = the first failure,
+ * v[0] = bytes written. */
+static int lim_server_body(struct end *e, struct tlsk_socket *s)
+{
+    unsigned char buf[LIM_SIZE];
+    for (int i = 0; i < LIM_RECS; i++) {
+        int rc;
+        h_pattern(9, (uint64_t)i * LIM_SIZE, buf, sizeof buf);
+        rc = h_write_all(s, buf, sizeof buf);
+        if (rc != 0) {
+            e->r[0] = rc;
+            snprintf(e->note, sizeof e->note, "%s", tlsk_socket_error_detail(s));
+            return 0;
+        }
+        e->v[0] += LIM_SIZE;
+    }
+    return finish(s, true);
+}
+
+/* Client: read until 0 or an error; v[0] bytes, v[1] 1 when they match the pattern, r[0] the
+ * last read's result. */
+static int lim_client_body(struct end *e, struct tlsk_socket *s)
+{
+    static _Thread_local unsigned char buf[LIM_RECS * LIM_SIZE];
+    ssize_t n;
+    for (;;) {
+        n = h_read_some(s, buf + e->v[0], sizeof buf - (size_t)e->v[0]);
+        if (n <= 0) {
+            break;
+        }
+        e->v[0] += n;
+        if ((size_t)e->v[0] == sizeof buf) {
+            n = (int)finish(s, false);
+            break;
+        }
+    }
+    e->r[0] = (int)n;
+    e->v[1] = h_pattern_check(9, 0, buf, (size_t)e->v[0]) < 0;
+    if (n < 0) {
+        snprintf(e->note, sizeof e->note, "%s", tlsk_socket_error_detail(s));
+        return (int)n;
+    }
+    if ((size_t)e->v[0] < sizeof buf) {
+        /* Clean close_notify before everything arrived: answer it. */
+        return h_shutdown(s);
+    }
+    return 0;
+}
+
+static void key_limit(bool on_server, enum tlsk_offload_policy pol)
+{
+    struct end sv = { 0 }, cl = { 0 };
+    char what[128];
+    bool kernel_tx = h_expect_ktls() && pol != TLSK_OFFLOAD_OFF && on_server;
+
+    snprintf(what, sizeof what, "key_update_records 64 on the %s (%s)",
+             on_server ? "sender" : "receiver", pol == TLSK_OFFLOAD_OFF ? "policy off" : "auto");
+    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", on_server ? 64 : 0, 0, 0);
+    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, on_server ? 0 : 64, 0, 0);
+    sv.policy = pol;
+    cl.policy = TLSK_OFFLOAD_OFF;
+    sv.body = lim_server_body;
+    cl.body = lim_client_body;
+    conn(&sv, &cl);
+    if (!kernel_tx) {
+        conn_ok(&sv, &cl, what);
+        TAP_OK(sv.r[0] == 0 && sv.v[0] == LIM_RECS * LIM_SIZE,
+               "%s: all %d records written (%s: %s)", what, LIM_RECS, tlsk_err_name(sv.r[0]),
+               sv.note);
+        TAP_OK(cl.v[0] == LIM_RECS * LIM_SIZE && cl.v[1] == 1, "%s: data intact (%lld bytes)",
+               what, cl.v[0]);
+        if (on_server) {
+            TAP_OK(sv.key_updates >= LIM_RECS / 64,
+                   "%s: the sender re-keyed on its own (%llu key updates)", what,
+                   (unsigned long long)sv.key_updates);
+        } else {
+            TAP_OK(cl.key_updates >= 1 && sv.key_updates >= 1,
+                   "%s: the receiver asked for new keys (client %llu, server %llu)", what,
+                   (unsigned long long)cl.key_updates, (unsigned long long)sv.key_updates);
+        }
+    } else {
+        TAP_OK(sv.off.tx.mode == TLSK_MODE_KERNEL && sv.kernel_tx, "%s: server TX in kTLS", what);
+        if (!TAP_OK(sv.r[0] == TLSK_EKEY_LIMIT, "%s: the write fails with TLSK_EKEY_LIMIT (%s)",
+                    what, tlsk_err_name(sv.r[0]))) {
+            tap_diag("  server: %s", sv.note);
+        }
+        TAP_OK(sv.v[0] > 0 && sv.v[0] <= 64 * LIM_SIZE,
+               "%s: at most 64 records went out under the key (%lld bytes)", what, sv.v[0]);
+        if (!TAP_OK(cl.r[0] == 0 && cl.rc == 0,
+                    "%s: the peer reads a clean close_notify (%s)", what, tlsk_err_name(cl.r[0]))) {
+            tap_diag("  client: %s %s", cl.detail, cl.note);
+        }
+        TAP_OK(cl.v[0] == sv.v[0] && cl.v[1] == 1,
+               "%s: the peer got every byte written before, intact (%lld of %lld)", what,
+               cl.v[0], sv.v[0]);
+    }
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+int main(void)
+{
+    /* OpenSSL's socket writes (an alert to a peer that already left) can raise SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    alarm(240);
+    if (h_expect_ktls() && !TAP_OK(tlsk_kernel_probe()->ulp, "kTLS kernel present")) {
+        return tap_done();
+    }
+    ku_userspace(0);
+    ku_userspace(1);
+    ku_auto();
+    ku_request_to_offloaded();
+    ku_rx13_forced();
+    key_limit(true, TLSK_OFFLOAD_OFF);
+    key_limit(false, TLSK_OFFLOAD_OFF);
+    key_limit(true, TLSK_OFFLOAD_DEFAULT);
+    return tap_done();
+}

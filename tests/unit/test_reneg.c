@@ -1,0 +1,386 @@
+/*
+ * test_reneg.c - tlsk_socket_renegotiate() with tlsk at both ends (NODE-SEMANTICS 1.6 RN-1
+ * to RN-3, 1.7 RL-6, A1, 4.3):
+ *  - RN-1: a userspace TLS 1.2 server (TLSK_ALLOW_RENEGOTIATION, kTLS tier: reason
+ *    renegotiation) renegotiates with TLSK_REQUEST_PEER_CERT: a client with agent1 is then
+ *    authorized, one without a certificate gets NO_PEER_CERTIFICATE; data flows afterwards;
+ *    also with a client renegotiation limit of 0 (RL-6: the server's own are not counted);
+ *  - RN-2: TLS 1.3 gives TLSK_ERENEG_UNAVAILABLE and the connection keeps working;
+ *  - RN-3: an offloaded TLS 1.2 connection (kTLS tier) gives TLSK_ERENEG_UNAVAILABLE naming
+ *    the offload, the connection unharmed; natively the same connection is in userspace and
+ *    the renegotiation succeeds (4.3).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tap.h"
+
+/* ---------------------------------------------------------------------------------------- */
+/* One connection: a server end and a client end, each in its own thread                     */
+
+struct end;
+typedef int (*body_fn)(struct end *e, struct tlsk_socket *s);
+
+struct end {
+    struct tlsk_context *ctx;
+    int fd;
+    bool server;
+    enum tlsk_offload_policy policy; /* socket override */
+    body_fn body;
+    int arg; /* case parameter, kept across conn() */
+    bool nonblock; /* make the fd non-blocking first */
+    int hs_rc, rc;
+    struct tlsk_offload off;
+    bool kernel_tx, kernel_rx;
+    uint64_t key_updates;
+    int r[8];        /* body results */
+    long long v[8];  /* body values */
+    char detail[256];
+    char note[256];
+};
+
+static int wait_fd(struct tlsk_socket *s)
+{
+    struct pollfd p = { .fd = tlsk_socket_fd(s), .events = (short)tlsk_socket_events(s) };
+    int r = poll(&p, 1, 20000);
+    return r == 0 ? -ETIMEDOUT : r < 0 ? -errno : 0;
+}
+
+static void *run_end(void *arg)
+{
+    struct end *e = arg;
+    struct tlsk_socket *s = NULL;
+    struct tlsk_socket_options o = { .servername = "localhost", .offload = e->policy };
+    int rc;
+
+    rc = e->server ? tlsk_socket_new_server(&s, e->ctx, e->fd, &o)
+                   : tlsk_socket_new_client(&s, e->ctx, e->fd, &o);
+    if (rc) {
+        e->hs_rc = e->rc = rc;
+        return NULL;
+    }
+    e->hs_rc = h_handshake(s);
+    if (e->hs_rc != 0) {
+        e->rc = e->hs_rc;
+        snprintf(e->detail, sizeof e->detail, "%s", tlsk_socket_error_detail(s));
+        shutdown(e->fd, SHUT_RDWR);
+        tlsk_socket_free(s);
+        return NULL;
+    }
+    e->off = tlsk_socket_offload(s);
+    e->kernel_tx = h_kernel_has(e->fd, true, NULL, NULL);
+    e->kernel_rx = h_kernel_has(e->fd, false, NULL, NULL);
+    e->rc = e->body(e, s);
+    e->key_updates = tlsk_socket_key_updates(s);
+    if (e->rc) {
+        snprintf(e->detail, sizeof e->detail, "%s", tlsk_socket_error_detail(s));
+        shutdown(e->fd, SHUT_RDWR);
+    }
+    tlsk_socket_free(s);
+    return NULL;
+}
+
+static void conn(struct end *sv, struct end *cl)
+{
+    pthread_t a, b;
+
+    sv->server = true;
+    cl->server = false;
+    sv->rc = cl->rc = sv->hs_rc = cl->hs_rc = 0;
+    memset(sv->r, 0, sizeof sv->r);
+    memset(cl->r, 0, sizeof cl->r);
+    memset(sv->v, 0, sizeof sv->v);
+    memset(cl->v, 0, sizeof cl->v);
+    sv->detail[0] = cl->detail[0] = sv->note[0] = cl->note[0] = '\0';
+    if (h_tcp_pair(&cl->fd, &sv->fd) != 0) {
+        sv->rc = cl->rc = -EIO;
+        return;
+    }
+    if (sv->nonblock) {
+        h_set_nonblock(sv->fd, true);
+    }
+    if (cl->nonblock) {
+        h_set_nonblock(cl->fd, true);
+    }
+    pthread_create(&a, NULL, run_end, sv);
+    pthread_create(&b, NULL, run_end, cl);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    close(sv->fd);
+    close(cl->fd);
+}
+
+static bool conn_ok(struct end *sv, struct end *cl, const char *what)
+{
+    if (!TAP_OK(sv->rc == 0 && cl->rc == 0, "%s: connection completed", what)) {
+        tap_diag("  server %s: %s %s; client %s: %s %s", tlsk_err_name(sv->rc), sv->detail,
+                 sv->note, tlsk_err_name(cl->rc), cl->detail, cl->note);
+        return false;
+    }
+    return true;
+}
+
+/* Blocking-style helpers over tlsk_socket_* calls that may return -EAGAIN. */
+static int expect_byte(struct tlsk_socket *s, char want)
+{
+    char b;
+    ssize_t n = h_read_full(s, &b, 1);
+    if (n < 0) {
+        return (int)n;
+    }
+    return n == 1 && b == want ? 0 : -EPROTO;
+}
+
+static int finish(struct tlsk_socket *s, bool server)
+{
+    char b[16];
+    int rc;
+    if (server) {
+        rc = (int)h_read_some(s, b, sizeof b);
+        if (rc != 0) {
+            return rc < 0 ? rc : -EPROTO;
+        }
+        return h_shutdown(s);
+    }
+    if ((rc = h_shutdown(s)) != 0) {
+        return rc;
+    }
+    rc = (int)h_read_some(s, b, sizeof b);
+    return rc > 0 ? -EPROTO : rc;
+}
+
+static struct tlsk_context *mkctx(bool server, int version, unsigned flags, const char *cert,
+                                  uint64_t ku_records, int reneg_limit, int reneg_window)
+{
+    struct tlsk_context_options o = { 0 };
+    struct tlsk_context *c = NULL;
+    char err[512], cf[256], kf[256];
+
+    if (cert) {
+        snprintf(cf, sizeof cf, "%s-cert.pem", cert);
+        snprintf(kf, sizeof kf, "%s-key.pem", cert);
+        o.cert_file = h_fixture(cf);
+        o.key_file = h_fixture(kf);
+    }
+    o.ca_file = h_fixture("ca1-cert.pem");
+    o.min_version = o.max_version = version;
+    o.flags = flags;
+    o.key_update_records = ku_records;
+    o.client_reneg_limit = reneg_limit;
+    o.client_reneg_window_s = reneg_window;
+    (void)server;
+    if (tlsk_context_new(&c, &o, err, sizeof err) != 0) {
+        tap_diag("context: %s", err);
+        return NULL;
+    }
+    return c;
+}
+
+/* Server: r[0] authorized before, r[1] renegotiate's result, r[2] authorized after,
+ * note = authorization error after, then x and the echo of the client's y. */
+static int rn_server_body(struct end *e, struct tlsk_socket *s)
+{
+    int rc;
+    const char *ae;
+
+    e->r[0] = tlsk_socket_authorized(s);
+    while ((rc = tlsk_socket_renegotiate(s, TLSK_REQUEST_PEER_CERT)) == -EAGAIN) {
+        e->v[0]++;
+        if ((rc = wait_fd(s)) != 0) {
+            break;
+        }
+    }
+    e->r[1] = rc;
+    if (rc != 0) {
+        snprintf(e->detail, sizeof e->detail, "%s", tlsk_socket_error_detail(s));
+    }
+    e->r[2] = tlsk_socket_authorized(s);
+    ae = tlsk_socket_authorization_error(s);
+    snprintf(e->note, sizeof e->note, "%s", ae ? ae : "(null)");
+    if ((rc = h_write_all(s, "x", 1)) != 0 || (rc = expect_byte(s, 'y')) != 0) {
+        return rc;
+    }
+    return finish(s, true);
+}
+
+/* Client (non-blocking fd): wait at most 5 s for x; on a timeout shut the TCP connection so
+ * that a server stuck in a blocking read comes back. */
+static int rn_client_body(struct end *e, struct tlsk_socket *s)
+{
+    char b;
+    int rc;
+    for (int waited = 0;;) {
+        ssize_t n = tlsk_socket_read(s, &b, 1);
+        if (n == -EAGAIN) {
+            struct pollfd p = { .fd = tlsk_socket_fd(s), .events = (short)tlsk_socket_events(s) };
+            if (waited >= 5000) {
+                e->r[0] = -ETIMEDOUT;
+                shutdown(e->fd, SHUT_RDWR);
+                return -ETIMEDOUT;
+            }
+            poll(&p, 1, 100);
+            waited += 100;
+            continue;
+        }
+        if (n != 1 || b != 'x') {
+            return n < 0 ? (int)n : -EPROTO;
+        }
+        break;
+    }
+    if ((rc = h_write_all(s, "y", 1)) != 0) {
+        return rc;
+    }
+    return finish(s, false);
+}
+
+static void rn1(const char *client_cert, int limit, bool server_nonblock)
+{
+    struct end sv = { 0 }, cl = { 0 };
+    char what[160];
+
+    snprintf(what, sizeof what, "RN-1 client %s, client_reneg_limit %d, %s server fd",
+             client_cert ? client_cert : "without cert", limit,
+             server_nonblock ? "non-blocking" : "blocking");
+    sv.ctx = mkctx(true, TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, "agent1", 0, limit, limit ? 600 : 0);
+    cl.ctx = mkctx(false, TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, client_cert, 0, 0, 0);
+    if (!TAP_OK(sv.ctx && cl.ctx, "%s: contexts", what)) {
+        return;
+    }
+    sv.body = rn_server_body;
+    cl.body = rn_client_body;
+    sv.nonblock = server_nonblock;
+    cl.nonblock = true;
+    conn(&sv, &cl);
+    conn_ok(&sv, &cl, what);
+    if (cl.r[0] == -ETIMEDOUT) {
+        tap_diag("  the client waited 5 s for the server's data after the renegotiation");
+    }
+    TAP_IS(sv.r[0], 0, "%s: not authorized before (no certificate requested)", what);
+    tap_diag("  renegotiate returned -EAGAIN %lld times before its result", sv.v[0]);
+    if (!TAP_OK(sv.r[1] == 0, "%s: renegotiate completed", what)) {
+        tap_diag("  %s: %s", tlsk_err_name(sv.r[1]), sv.detail);
+    }
+    if (client_cert) {
+        TAP_OK(sv.r[2] == 1, "%s: authorized afterwards (%s)", what, sv.note);
+    } else {
+        TAP_OK(sv.r[2] == 0 && strcmp(sv.note, "NO_PEER_CERTIFICATE") == 0,
+               "%s: not authorized afterwards, NO_PEER_CERTIFICATE (%s)", what, sv.note);
+    }
+    TAP_OK(sv.off.tx.mode == TLSK_MODE_USERSPACE && sv.off.rx.mode == TLSK_MODE_USERSPACE &&
+               !sv.kernel_tx && !sv.kernel_rx,
+           "%s: server stays in userspace (%s)", what, tlsk_reason_name(sv.off.tx.reason));
+    if (h_expect_ktls()) {
+        TAP_OK(sv.off.tx.reason == TLSK_REASON_RENEGOTIATION &&
+                   sv.off.rx.reason == TLSK_REASON_RENEGOTIATION,
+               "%s: reason renegotiation (%s)", what, tlsk_reason_name(sv.off.tx.reason));
+    }
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+/* RN-2 / RN-3: renegotiate must fail at once, the connection unharmed. */
+static int un_server_body(struct end *e, struct tlsk_socket *s)
+{
+    int rc;
+    e->r[1] = tlsk_socket_renegotiate(s, TLSK_REQUEST_PEER_CERT);
+    while (e->r[1] == -EAGAIN) {
+        if ((rc = wait_fd(s)) != 0) {
+            return rc;
+        }
+        e->r[1] = tlsk_socket_renegotiate(s, TLSK_REQUEST_PEER_CERT);
+    }
+    snprintf(e->note, sizeof e->note, "%s", tlsk_socket_error_detail(s));
+    if ((rc = h_write_all(s, "x", 1)) != 0 || (rc = expect_byte(s, 'y')) != 0) {
+        return rc;
+    }
+    if ((rc = h_send_pattern(s, 5, 200000)) != 0) {
+        return rc;
+    }
+    return finish(s, true);
+}
+
+static int un_client_body(struct end *e, struct tlsk_socket *s)
+{
+    int rc;
+    (void)e;
+    if ((rc = expect_byte(s, 'x')) != 0 || (rc = h_write_all(s, "y", 1)) != 0 ||
+        (rc = h_recv_pattern(s, 5, 200000)) != 0) {
+        return rc;
+    }
+    return finish(s, false);
+}
+
+static void rn2(void)
+{
+    struct end sv = { 0 }, cl = { 0 };
+    const char *what = "RN-2 TLS 1.3";
+
+    sv.ctx = mkctx(true, TLSK_TLS1_3, TLSK_ALLOW_RENEGOTIATION, "agent1", 0, 0, 0);
+    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.body = un_server_body;
+    cl.body = un_client_body;
+    conn(&sv, &cl);
+    TAP_OK(sv.r[1] == TLSK_ERENEG_UNAVAILABLE, "%s: TLSK_ERENEG_UNAVAILABLE (%s: %s)", what,
+           tlsk_err_name(sv.r[1]), sv.note);
+    TAP_OK(strstr(sv.note, "TLS 1.3") != NULL, "%s: the detail names TLS 1.3", what);
+    conn_ok(&sv, &cl, "RN-2: the connection keeps working (echo, 200 kB, close_notify)");
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+static void rn3(void)
+{
+    struct end sv = { 0 }, cl = { 0 };
+    const char *what = "RN-3 TLS 1.2 without TLSK_ALLOW_RENEGOTIATION";
+
+    sv.ctx = mkctx(true, TLSK_TLS1_2, 0, "agent1", 0, 0, 0);
+    cl.ctx = mkctx(false, TLSK_TLS1_2, 0, "agent1", 0, 0, 0);
+    sv.body = un_server_body;
+    cl.body = un_client_body;
+    /* Natively the renegotiation runs: non-blocking fds (a blocking server deadlocks, see
+     * the RN-1 blocking case). */
+    sv.nonblock = cl.nonblock = true;
+    conn(&sv, &cl);
+    if (h_expect_ktls()) {
+        TAP_OK(sv.off.tx.mode == TLSK_MODE_KERNEL && sv.off.rx.mode == TLSK_MODE_KERNEL &&
+                   sv.kernel_tx && sv.kernel_rx,
+               "%s: offloaded both ways", what);
+        TAP_OK(sv.r[1] == TLSK_ERENEG_UNAVAILABLE, "%s: TLSK_ERENEG_UNAVAILABLE (%s)", what,
+               tlsk_err_name(sv.r[1]));
+        TAP_OK(strstr(sv.note, "offload") != NULL || strstr(sv.note, "kernel") != NULL,
+               "%s: the detail names the offload (%s)", what, sv.note);
+    } else {
+        TAP_OK(sv.off.tx.mode == TLSK_MODE_USERSPACE, "%s: userspace natively (%s)", what,
+               tlsk_reason_name(sv.off.tx.reason));
+        TAP_OK(sv.r[1] == 0, "%s: userspace: the server's renegotiation succeeds (%s: %s)", what,
+               tlsk_err_name(sv.r[1]), sv.note);
+    }
+    conn_ok(&sv, &cl, "RN-3: the connection keeps working (echo, 200 kB, close_notify)");
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+int main(void)
+{
+    /* OpenSSL's socket writes (an alert to a peer that already left) can raise SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    alarm(120);
+    if (h_expect_ktls() && !TAP_OK(tlsk_kernel_probe()->ulp, "kTLS kernel present")) {
+        return tap_done();
+    }
+    rn1("agent1", 0, true);
+    rn1(NULL, 0, true);
+    rn1("agent1", -1, true); /* RL-6: limit 0 does not count the server's own */
+    rn1("agent1", 0, false);
+    rn2();
+    rn3();
+    return tap_done();
+}
