@@ -172,7 +172,9 @@ struct tlsk_context_options {
      * (AEAD suites only, all of them ones the kernel can offload). */
     const char *ciphers;
     const char *ciphersuites;
-    /* Key exchange groups, e.g. "X25519:P-256"; NULL = X25519, P-256, P-384. */
+    /* Key exchange groups, e.g. "X25519:P-256"; NULL = X25519, P-256, P-384.  "" is Node's
+     * ecdhCurve: false: no elliptic curves, so TLS 1.2 has no ECDHE and TLS 1.3 uses the
+     * finite-field groups (ffdhe2048 and up). */
     const char *groups;
     enum tlsk_offload_policy offload;
     unsigned flags;

@@ -23,6 +23,8 @@ static const char default_ciphers[] =
 static const char default_ciphersuites[] =
     "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
 static const char default_groups[] = "X25519:P-256:P-384";
+/* Node's ecdhCurve: false (A6). */
+static const char ffdhe_groups[] = "ffdhe2048:ffdhe3072:ffdhe4096";
 
 struct detail {
     char *buf;
@@ -771,7 +773,9 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
             goto err;
         }
     }
-    if (SSL_CTX_set1_groups_list(sc, o->groups ? o->groups : default_groups) != 1) {
+    if (SSL_CTX_set1_groups_list(sc, !o->groups        ? default_groups
+                                     : o->groups[0] == 0 ? ffdhe_groups
+                                                         : o->groups) != 1) {
         rc = fail(&d, TLSK_ECONFIG, "groups: \"%s\" is invalid", o->groups);
         goto err;
     }
