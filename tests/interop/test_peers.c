@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "peers.h"
 #include "kconst.h"
 #include "tap.h"
 
@@ -66,55 +67,24 @@ static const struct suite suites[] = {
 };
 #define NSUITES (sizeof suites / sizeof suites[0])
 
-static bool g_ktls;          /* TLSK_EXPECT_KTLS=1 */
-static int g_to;             /* I/O inactivity timeout, ms */
-static unsigned g_case_secs; /* alarm per case */
 static size_t g_bulk;        /* A, C, D, E transfer size */
-static char g_tmp[1024];     /* scratch directory */
 static char g_cnf[PATH_MAX]; /* OpenSSL config with Options = KTLS */
-static const char *g_ca, *g_cert, *g_key;
-
-/* TAP_IS as an expression: returns whether got == want. */
-static bool tis(long long got, long long want, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static bool tis(long long got, long long want, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (!tap_ok(got == want, "%s", msg)) {
-        tap_diag("  got %lld, expected %lld", got, want);
-        return false;
-    }
-    return true;
-}
 
 static const char *vname(int v)
 {
     return v == TLSK_TLS1_3 ? "1.3" : "1.2";
 }
 
-static long long now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Child processes                                                                          */
 
-#define MAX_KIDS 8
-static volatile sig_atomic_t g_kid_pid[MAX_KIDS];
-
+/* p_on_alarm, with this program's name in the message: kill the children peers.c tracks. */
 static void on_alarm(int sig)
 {
     static const char msg[] = "Bail out! test_peers: case timed out (alarm); children killed\n";
     (void)sig;
-    for (int i = 0; i < MAX_KIDS; i++) {
-        pid_t p = (pid_t)g_kid_pid[i];
+    for (int i = 0; i < P_MAX_KIDS; i++) {
+        pid_t p = (pid_t)p_kid_pid[i];
         if (p > 0) {
             kill(p, SIGKILL);
             waitpid(p, NULL, 0);
@@ -126,503 +96,6 @@ static void on_alarm(int sig)
     _exit(1);
 }
 
-static void kid_track(pid_t p, bool on)
-{
-    for (int i = 0; i < MAX_KIDS; i++) {
-        if (on ? g_kid_pid[i] == 0 : g_kid_pid[i] == p) {
-            g_kid_pid[i] = on ? p : 0;
-            return;
-        }
-    }
-}
-
-enum { KID_NULL = -1, KID_PIPE = -2 };
-
-struct kid {
-    const char *what;
-    pid_t pid;
-    int in;  /* write end of the child's stdin pipe, or -1 */
-    int out; /* read end of the child's stdout pipe, or -1 */
-    int log; /* unlinked temp file with the child's stderr (and stdout when not piped) */
-    bool done;
-    int status; /* exit code, 128 + signal, or -ETIMEDOUT */
-};
-
-static int tmp_fd(void)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/log-XXXXXX", g_tmp);
-    int fd = mkostemp(path, O_CLOEXEC);
-    if (fd >= 0) {
-        unlink(path);
-    }
-    return fd;
-}
-
-static bool find_exe(const char *name, char *out, size_t len)
-{
-    const char *path = getenv("PATH");
-    if (strchr(name, '/')) {
-        snprintf(out, len, "%s", name);
-        return access(out, X_OK) == 0;
-    }
-    for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
-        const char *e = strchr(p, ':');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (n > 0) {
-            snprintf(out, len, "%.*s/%s", (int)n, p, name);
-            if (access(out, X_OK) == 0) {
-                return true;
-            }
-        }
-        p += n + (e ? 1 : 0);
-    }
-    return false;
-}
-
-/* Start argv[0] with stdin from in_mode (KID_NULL, KID_PIPE or an fd), stdout to a pipe or the
- * log, stderr to the log, in cwd (NULL: ours), with env_extra ("K=V", NULL-terminated)
- * replacing or adding variables.  Returns 0 or -errno. */
-static int kid_spawn(struct kid *k, const char *what, const char *const *argv,
-                     const char *const *env_extra, const char *cwd, int in_mode, bool out_pipe)
-{
-    char exe[PATH_MAX];
-    int inp[2] = { -1, -1 }, outp[2] = { -1, -1 }, in_fd = -1, rc = 0;
-    size_t nenv = 0, nextra = 0;
-    char **envp;
-
-    memset(k, 0, sizeof *k);
-    k->what = what;
-    k->in = k->out = k->log = -1;
-    k->pid = -1;
-    if (!find_exe(argv[0], exe, sizeof exe)) {
-        return -ENOENT;
-    }
-    while (environ[nenv]) {
-        nenv++;
-    }
-    while (env_extra && env_extra[nextra]) {
-        nextra++;
-    }
-    envp = calloc(nenv + nextra + 1, sizeof *envp);
-    if (!envp) {
-        return -ENOMEM;
-    }
-    size_t j = 0;
-    for (size_t i = 0; i < nenv; i++) {
-        bool skip = false;
-        for (size_t x = 0; x < nextra; x++) {
-            size_t l = strcspn(env_extra[x], "=");
-            if (strncmp(environ[i], env_extra[x], l) == 0 && environ[i][l] == '=') {
-                skip = true;
-            }
-        }
-        if (!skip) {
-            envp[j++] = environ[i];
-        }
-    }
-    for (size_t x = 0; x < nextra; x++) {
-        envp[j++] = (char *)env_extra[x];
-    }
-    envp[j] = NULL;
-
-    if ((k->log = tmp_fd()) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    if (in_mode == KID_PIPE) {
-        if (pipe2(inp, O_CLOEXEC) != 0) {
-            rc = -errno;
-            goto out;
-        }
-        in_fd = inp[0];
-    } else if (in_mode == KID_NULL) {
-        if ((in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
-            rc = -errno;
-            goto out;
-        }
-    } else {
-        in_fd = in_mode;
-    }
-    if (out_pipe && pipe2(outp, O_CLOEXEC) != 0) {
-        rc = -errno;
-        goto out;
-    }
-    k->pid = fork();
-    if (k->pid < 0) {
-        rc = -errno;
-        goto out;
-    }
-    if (k->pid == 0) {
-        /* Only async-signal-safe calls from here: other threads may hold locks. */
-        struct sigaction sa;
-        sigset_t all;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = SIG_DFL;
-        sigaction(SIGPIPE, &sa, NULL);
-        sigemptyset(&all);
-        sigprocmask(SIG_SETMASK, &all, NULL);
-        if (dup2(in_fd, 0) < 0 || dup2(out_pipe ? outp[1] : k->log, 1) < 0 ||
-            dup2(k->log, 2) < 0) {
-            _exit(126);
-        }
-        if (cwd && chdir(cwd) != 0) {
-            _exit(126);
-        }
-        execve(exe, (char *const *)argv, envp);
-        _exit(127);
-    }
-    kid_track(k->pid, true);
-    if (in_mode == KID_PIPE) {
-        k->in = inp[1];
-        inp[1] = -1;
-        h_set_nonblock(k->in, true);
-    }
-    if (out_pipe) {
-        k->out = outp[0];
-        outp[0] = -1;
-    }
-out:
-    if (in_mode != KID_PIPE && in_mode != KID_NULL) {
-        in_fd = -1; /* the caller's */
-    } else if (in_mode == KID_NULL && in_fd >= 0) {
-        close(in_fd);
-    }
-    for (int i = 0; i < 2; i++) {
-        if (inp[i] >= 0) {
-            close(inp[i]);
-        }
-        if (outp[i] >= 0) {
-            close(outp[i]);
-        }
-    }
-    free(envp);
-    if (rc && k->log >= 0) {
-        close(k->log);
-        k->log = -1;
-    }
-    return rc;
-}
-
-static void kid_reaped(struct kid *k, int st)
-{
-    k->done = true;
-    k->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    kid_track(k->pid, false);
-}
-
-static bool kid_alive(struct kid *k)
-{
-    int st;
-    if (k->pid <= 0 || k->done) {
-        return false;
-    }
-    if (waitpid(k->pid, &st, WNOHANG) == k->pid) {
-        kid_reaped(k, st);
-        return false;
-    }
-    return true;
-}
-
-/* Wait up to timeout_ms for the child to exit; kill it after that.  Returns its status. */
-static int kid_wait(struct kid *k, int timeout_ms)
-{
-    long long end = now_ms() + timeout_ms;
-    int st;
-
-    if (k->pid <= 0) {
-        return -ECHILD;
-    }
-    while (!k->done) {
-        if (waitpid(k->pid, &st, WNOHANG) == k->pid) {
-            kid_reaped(k, st);
-            break;
-        }
-        if (now_ms() > end) {
-            kill(k->pid, SIGKILL);
-            if (waitpid(k->pid, &st, 0) == k->pid) {
-                kid_reaped(k, st);
-            }
-            k->status = -ETIMEDOUT;
-            break;
-        }
-        usleep(5000);
-    }
-    return k->status;
-}
-
-/* SIGTERM, a short grace period, then SIGKILL; reap; close our ends.  Returns the status. */
-static int kid_stop(struct kid *k)
-{
-    if (kid_alive(k)) {
-        kill(k->pid, SIGTERM);
-        kid_wait(k, 3000);
-    }
-    if (k->in >= 0) {
-        close(k->in);
-        k->in = -1;
-    }
-    if (k->out >= 0) {
-        close(k->out);
-        k->out = -1;
-    }
-    return k->status;
-}
-
-static void kid_free(struct kid *k)
-{
-    kid_stop(k);
-    if (k->log >= 0) {
-        close(k->log);
-        k->log = -1;
-    }
-}
-
-/* Everything the child wrote to its log, NUL-terminated (malloc'd; "" on failure). */
-static char *kid_log(const struct kid *k)
-{
-    struct stat st;
-    char *s;
-    size_t len = 0;
-
-    if (k->log >= 0 && fstat(k->log, &st) == 0) {
-        len = (size_t)st.st_size;
-    }
-    s = malloc(len + 1);
-    if (!s) {
-        return NULL;
-    }
-    if (len && pread(k->log, s, len, 0) != (ssize_t)len) {
-        len = 0;
-    }
-    s[len] = 0;
-    /* Logs may hold NULs (binary data): make strstr see everything. */
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == 0) {
-            s[i] = ' ';
-        }
-    }
-    return s;
-}
-
-/* Print the tail of a child's log as TAP diagnostics. */
-static void kid_diag(const struct kid *k)
-{
-    char *s = kid_log(k);
-    if (!s) {
-        return;
-    }
-    size_t len = strlen(s);
-    const char *p = len > 1500 ? s + len - 1500 : s;
-    tap_diag("  --- %s (pid %d, status %d) log tail:", k->what, (int)k->pid, k->status);
-    for (char *line = (char *)p, *e; line && *line; line = e ? e + 1 : NULL) {
-        e = strchr(line, '\n');
-        if (e) {
-            *e = 0;
-        }
-        tap_diag("  | %s", line);
-    }
-    free(s);
-}
-
-struct buf {
-    unsigned char *p;
-    size_t len, cap, max;
-};
-
-static void buf_free(struct buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-/* Feed in[0..in_len) to the child's stdin pipe while collecting its stdout into out, until
- * stdout reaches EOF.  stdin is closed once all is written and out holds at least hold bytes
- * (hold 0: at once).  Returns 0, or -ETIMEDOUT after g_to ms without progress, or -errno. */
-static int kid_io(struct kid *k, const void *in, size_t in_len, size_t hold, struct buf *out)
-{
-    const unsigned char *src = in;
-    size_t off = 0;
-
-    if (!out->max) {
-        out->max = (64u << 20) + in_len * 2;
-    }
-    while (k->out >= 0) {
-        struct pollfd p[2];
-        int n = 0, r;
-
-        if (k->in >= 0 && off == in_len && out->len >= hold) {
-            close(k->in);
-            k->in = -1;
-        }
-        p[n++] = (struct pollfd){ .fd = k->out, .events = POLLIN };
-        if (k->in >= 0 && off < in_len) {
-            p[n++] = (struct pollfd){ .fd = k->in, .events = POLLOUT };
-        }
-        r = poll(p, (nfds_t)n, g_to);
-        if (r == 0) {
-            return -ETIMEDOUT;
-        }
-        if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        if (n > 1 && p[1].revents) {
-            ssize_t w = write(k->in, src + off, in_len - off > 65536 ? 65536 : in_len - off);
-            if (w > 0) {
-                off += (size_t)w;
-            } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
-                /* The child closed its stdin (e.g. exited): stop feeding it. */
-                close(k->in);
-                k->in = -1;
-                off = in_len;
-            }
-        }
-        if (p[0].revents) {
-            if (out->cap - out->len < 65536) {
-                size_t nc = out->cap ? out->cap * 2 : 1 << 20;
-                unsigned char *np;
-                if (nc > out->max + 65536) {
-                    return -EFBIG;
-                }
-                np = realloc(out->p, nc);
-                if (!np) {
-                    return -ENOMEM;
-                }
-                out->p = np;
-                out->cap = nc;
-            }
-            ssize_t rd = read(k->out, out->p + out->len, 65536);
-            if (rd > 0) {
-                out->len += (size_t)rd;
-            } else if (rd == 0) {
-                close(k->out);
-                k->out = -1;
-            } else if (errno != EINTR && errno != EAGAIN) {
-                return -errno;
-            }
-        }
-    }
-    if (k->in >= 0) {
-        close(k->in);
-        k->in = -1;
-    }
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Scratch files                                                                            */
-
-static int write_file(const char *path, const void *data, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        return -errno;
-    }
-    ssize_t w = write(fd, data, len);
-    close(fd);
-    return w == (ssize_t)len ? 0 : -EIO;
-}
-
-static int write_pattern_file(const char *path, uint32_t seed, size_t len)
-{
-    static unsigned char b[65536];
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        return -errno;
-    }
-    for (size_t off = 0; off < len;) {
-        size_t n = len - off < sizeof b ? len - off : sizeof b;
-        h_pattern(seed, off, b, n);
-        if (write(fd, b, n) != (ssize_t)n) {
-            close(fd);
-            return -EIO;
-        }
-        off += n;
-    }
-    close(fd);
-    return 0;
-}
-
-/* Check a whole file against the pattern.  Returns -1 when equal, else the first bad offset
- * (or the file's length when it is short or long). */
-static int64_t check_pattern_file(const char *path, uint32_t seed, size_t len)
-{
-    static unsigned char b[65536];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    uint64_t off = 0;
-    int64_t bad = -1;
-
-    if (fd < 0) {
-        return 0;
-    }
-    for (;;) {
-        ssize_t n = read(fd, b, sizeof b);
-        if (n <= 0) {
-            break;
-        }
-        if (off + (uint64_t)n > len) {
-            bad = (int64_t)len;
-            break;
-        }
-        int64_t x = h_pattern_check(seed, off, b, (size_t)n);
-        if (x >= 0) {
-            bad = x;
-            break;
-        }
-        off += (uint64_t)n;
-    }
-    close(fd);
-    if (bad < 0 && off != len) {
-        bad = (int64_t)off;
-    }
-    return bad;
-}
-
-/* Unused loopback port for a peer that listens itself. */
-static int free_port(void)
-{
-    int port, fd = h_listen(&port);
-    if (fd < 0) {
-        return fd;
-    }
-    close(fd);
-    return port;
-}
-
-/* Connect to 127.0.0.1:port, retrying while the child starts up.  Returns a non-blocking fd. */
-static int connect_retry(int port, struct kid *k)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    long long end = now_ms() + g_to;
-
-    for (;;) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            return -errno;
-        }
-        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-            h_set_nonblock(fd, true);
-            return fd;
-        }
-        int e = errno;
-        close(fd);
-        if (e != ECONNREFUSED) {
-            return -e;
-        }
-        if (!kid_alive(k)) {
-            return -ECHILD;
-        }
-        if (now_ms() > end) {
-            return -ETIMEDOUT;
-        }
-        usleep(20000);
-    }
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Offload expectations                                                                     */
 
@@ -632,7 +105,7 @@ static void expect_dir(const struct suite *su, unsigned flags, bool tx, enum tls
     /* Not from the library's own probe (a wrong probe must fail here): the tier decides.
      * Only re-key support, which no kernel before 6.14 has, is taken from the probe. */
     *m = TLSK_MODE_USERSPACE;
-    if (!g_ktls) {
+    if (!p_ktls) {
         *r = TLSK_REASON_NO_ULP;
     } else if (!tx && su->version == TLSK_TLS1_3 && !tlsk_kernel_probe()->rekey &&
                !(flags & TLSK_OFFLOAD_RX_TLS13)) {
@@ -687,10 +160,10 @@ static void check_end(const char *tn, const char *who, const struct suite *su, u
                 mode_name(e->off.tx.mode), tlsk_reason_name(e->off.tx.reason))) {
         tap_diag("  expected %s (%s), err %d", mode_name(m), tlsk_reason_name(r), e->off.tx.err);
     }
-    if (!tis(e->has_tx, m == TLSK_MODE_KERNEL,
+    if (!p_tis(e->has_tx, m == TLSK_MODE_KERNEL,
                 "%s: %s getsockopt(SOL_TLS, TLS_TX) %s while open", tn, who,
                 m == TLSK_MODE_KERNEL ? "holds the keys" : "has no keys")) {
-        tap_diag("  (kernel tier expected: %s)", g_ktls ? "yes" : "no");
+        tap_diag("  (kernel tier expected: %s)", p_ktls ? "yes" : "no");
     }
     if (e->has_tx && m == TLSK_MODE_KERNEL) {
         TAP_OK(e->kver == su->version && e->kcipher == su->kcipher,
@@ -701,7 +174,7 @@ static void check_end(const char *tn, const char *who, const struct suite *su, u
                 mode_name(e->off.rx.mode), tlsk_reason_name(e->off.rx.reason))) {
         tap_diag("  expected %s (%s), err %d", mode_name(m), tlsk_reason_name(r), e->off.rx.err);
     }
-    tis(e->has_rx, m == TLSK_MODE_KERNEL, "%s: %s getsockopt(SOL_TLS, TLS_RX) %s", tn, who,
+    p_tis(e->has_rx, m == TLSK_MODE_KERNEL, "%s: %s getsockopt(SOL_TLS, TLS_RX) %s", tn, who,
            m == TLSK_MODE_KERNEL ? "holds the keys" : "has no keys");
 }
 
@@ -721,7 +194,7 @@ static int wait_fd(int fd, short events)
     struct pollfd p = { .fd = fd, .events = events };
     int r;
     do {
-        r = poll(&p, 1, g_to);
+        r = poll(&p, 1, p_to);
     } while (r < 0 && errno == EINTR);
     return r == 0 ? -ETIMEDOUT : r < 0 ? -errno : 0;
 }
@@ -1049,15 +522,6 @@ static bool srv_finish(struct srv *sd, const char *what)
 /* ---------------------------------------------------------------------------------------- */
 /* Scenarios                                                                                */
 
-static long long g_t0;
-
-/* Start a case: name it (with the time so far) and arm the per-case alarm. */
-static void begin(const char *tn)
-{
-    tap_diag("[%5.1f s] %s", (double)(now_ms() - g_t0) / 1000.0, tn);
-    alarm(g_case_secs);
-}
-
 static void push_cipher_args(const char **a, int *i, const struct suite *su)
 {
     a[(*i)++] = su->version == TLSK_TLS1_3 ? "-tls1_3" : "-tls1_2";
@@ -1074,7 +538,7 @@ static int s_client_args(const char **a, const char *portarg, const struct suite
     a[i++] = "-connect";
     a[i++] = portarg;
     a[i++] = "-CAfile";
-    a[i++] = g_ca;
+    a[i++] = p_ca;
     a[i++] = "-verify_return_error";
     a[i++] = "-verify_hostname";
     a[i++] = "localhost";
@@ -1090,12 +554,12 @@ static void scenario_a(const struct suite *su, size_t n, int in_file)
     char tn[128], portarg[32];
     const char *argv[24];
     struct srv sd;
-    struct kid k;
-    struct buf out = { 0 };
+    struct p_kid k;
+    struct p_buf out = { 0 };
     int port, i, rc;
 
     snprintf(tn, sizeof tn, "A %s %s s_client echo %zu bytes", vname(su->version), su->name, n);
-    begin(tn);
+    p_begin(tn);
     if ((port = srv_start(&sd, tn, su, 0, SRV_ECHO, n)) < 0) {
         return;
     }
@@ -1105,19 +569,19 @@ static void scenario_a(const struct suite *su, size_t n, int in_file)
     argv[i] = NULL;
     srv_run(&sd);
     lseek(in_file, 0, SEEK_SET);
-    rc = kid_spawn(&k, "openssl s_client", argv, NULL, NULL, in_file, true);
+    rc = p_kid_spawn(&k, "openssl s_client", argv, NULL, NULL, in_file, true);
     if (!TAP_OK(rc == 0, "%s: start s_client", tn)) {
         shutdown(sd.lfd, SHUT_RDWR);
         srv_finish(&sd, "(no client)");
         return;
     }
-    rc = kid_io(&k, NULL, 0, 0, &out);
+    rc = p_kid_io(&k, NULL, 0, 0, &out);
     if (rc) {
-        kid_stop(&k);
+        p_kid_stop(&k);
     }
-    int st = kid_wait(&k, g_to);
+    int st = p_kid_wait(&k, p_to);
     bool fine = srv_finish(&sd, "echoed everything and sent close_notify");
-    tis(rc, 0, "%s: s_client output ended (EOF on its stdout)", tn);
+    p_tis(rc, 0, "%s: s_client output ended (EOF on its stdout)", tn);
     if (!TAP_OK(out.len == n && h_pattern_check(7, 0, out.p, out.len) < 0,
                 "%s: s_client printed the %zu bytes it sent, byte-exact", tn, n)) {
         tap_diag("  got %zu bytes, first bad offset %lld", out.len,
@@ -1125,17 +589,17 @@ static void scenario_a(const struct suite *su, size_t n, int in_file)
                                      : -1));
         fine = false;
     }
-    if (!tis(st, 0, "%s: s_client exited 0 after close_notify", tn)) {
+    if (!p_tis(st, 0, "%s: s_client exited 0 after close_notify", tn)) {
         fine = false;
     }
     check_end(tn, "server", su, 0, &sd.st);
-    tis(sd.peer_close, 0, "%s: s_client answered with close_notify (server read 0: %s)", tn,
+    p_tis(sd.peer_close, 0, "%s: s_client answered with close_notify (server read 0: %s)", tn,
            tlsk_err_name(sd.peer_close));
     if (!fine) {
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
-    kid_free(&k);
-    buf_free(&out);
+    p_kid_free(&k);
+    p_buf_free(&out);
     alarm(0);
 }
 
@@ -1145,13 +609,13 @@ static void scenario_b(const struct suite *su, size_t n, uint32_t seed)
     char tn[128], portarg[16], prio[160], logpath[PATH_MAX];
     const char *argv[24];
     struct srv sd;
-    struct kid k;
-    struct buf out = { 0 };
+    struct p_kid k;
+    struct p_buf out = { 0 };
     unsigned char *in;
     int port, i = 0, rc;
 
     snprintf(tn, sizeof tn, "B %s %s gnutls-cli echo %zu bytes", vname(su->version), su->name, n);
-    begin(tn);
+    p_begin(tn);
     in = malloc(n);
     if (!TAP_OK(in != NULL, "%s: input buffer", tn)) {
         return;
@@ -1164,12 +628,12 @@ static void scenario_b(const struct suite *su, size_t n, uint32_t seed)
     snprintf(portarg, sizeof portarg, "%d", port);
     snprintf(prio, sizeof prio, "NORMAL:-VERS-ALL:+VERS-TLS%s:-CIPHER-ALL:+%s",
              vname(su->version), su->gnutls);
-    snprintf(logpath, sizeof logpath, "%s/gnutls-cli.log", g_tmp);
+    snprintf(logpath, sizeof logpath, "%s/gnutls-cli.log", p_tmp);
     argv[i++] = "gnutls-cli";
     argv[i++] = "-p";
     argv[i++] = portarg;
     argv[i++] = "--x509cafile";
-    argv[i++] = g_ca;
+    argv[i++] = p_ca;
     argv[i++] = "--verify-hostname";
     argv[i++] = "localhost";
     argv[i++] = "--sni-hostname";
@@ -1181,20 +645,20 @@ static void scenario_b(const struct suite *su, size_t n, uint32_t seed)
     argv[i++] = "127.0.0.1";
     argv[i] = NULL;
     srv_run(&sd);
-    rc = kid_spawn(&k, "gnutls-cli", argv, NULL, NULL, KID_PIPE, true);
+    rc = p_kid_spawn(&k, "gnutls-cli", argv, NULL, NULL, P_KID_PIPE, true);
     if (!TAP_OK(rc == 0, "%s: start gnutls-cli", tn)) {
         shutdown(sd.lfd, SHUT_RDWR);
         srv_finish(&sd, "(no client)");
         free(in);
         return;
     }
-    rc = kid_io(&k, in, n, n, &out);
+    rc = p_kid_io(&k, in, n, n, &out);
     if (rc) {
-        kid_stop(&k);
+        p_kid_stop(&k);
     }
-    int st = kid_wait(&k, g_to);
+    int st = p_kid_wait(&k, p_to);
     bool fine = srv_finish(&sd, "echoed everything and sent close_notify");
-    tis(rc, 0, "%s: gnutls-cli output ended", tn);
+    p_tis(rc, 0, "%s: gnutls-cli output ended", tn);
     if (!TAP_OK(out.len == n && memcmp(out.p, in, n) == 0,
                 "%s: gnutls-cli printed the %zu bytes it sent, byte-exact", tn, n)) {
         tap_diag("  got %zu bytes, first bad offset %lld", out.len,
@@ -1202,7 +666,7 @@ static void scenario_b(const struct suite *su, size_t n, uint32_t seed)
                                      : -1));
         fine = false;
     }
-    if (!tis(st, 0, "%s: gnutls-cli exited 0", tn)) {
+    if (!p_tis(st, 0, "%s: gnutls-cli exited 0", tn)) {
         fine = false;
     }
     check_end(tn, "server", su, 0, &sd.st);
@@ -1210,21 +674,21 @@ static void scenario_b(const struct suite *su, size_t n, uint32_t seed)
     if (!fine) {
         int lfd = open(logpath, O_RDONLY | O_CLOEXEC);
         if (lfd >= 0) {
-            struct kid tmp = { .what = "gnutls-cli --logfile", .log = lfd, .pid = k.pid };
-            kid_diag(&tmp);
+            struct p_kid tmp = { .what = "gnutls-cli --logfile", .log = lfd, .pid = k.pid };
+            p_kid_diag(&tmp);
             close(lfd);
         }
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
     unlink(logpath);
-    kid_free(&k);
-    buf_free(&out);
+    p_kid_free(&k);
+    p_buf_free(&out);
     free(in);
     alarm(0);
 }
 
 /* Split an HTTP response: returns the header length (through \r\n\r\n) or 0. */
-static size_t http_header_len(const struct buf *b)
+static size_t http_header_len(const struct p_buf *b)
 {
     const unsigned char *e = memmem(b->p, b->len, "\r\n\r\n", 4);
     return e ? (size_t)(e - b->p) + 4 : 0;
@@ -1237,13 +701,13 @@ static void scenario_c_sclient(const struct suite *su, size_t n, int file_fd)
     char tn[128], portarg[32];
     const char *argv[24];
     struct srv sd;
-    struct kid k;
-    struct buf out = { 0 };
+    struct p_kid k;
+    struct p_buf out = { 0 };
     int port, i, rc;
 
     snprintf(tn, sizeof tn, "C %s %s sendfile %zu bytes to s_client", vname(su->version),
              su->name, n);
-    begin(tn);
+    p_begin(tn);
     if ((port = srv_start(&sd, tn, su, 0, SRV_HTTP, n)) < 0) {
         return;
     }
@@ -1253,37 +717,37 @@ static void scenario_c_sclient(const struct suite *su, size_t n, int file_fd)
     argv[i++] = "-quiet";
     argv[i] = NULL;
     srv_run(&sd);
-    rc = kid_spawn(&k, "openssl s_client", argv, NULL, NULL, KID_PIPE, true);
+    rc = p_kid_spawn(&k, "openssl s_client", argv, NULL, NULL, P_KID_PIPE, true);
     if (!TAP_OK(rc == 0, "%s: start s_client", tn)) {
         shutdown(sd.lfd, SHUT_RDWR);
         srv_finish(&sd, "(no client)");
         return;
     }
-    rc = kid_io(&k, req, sizeof req - 1, 0, &out);
+    rc = p_kid_io(&k, req, sizeof req - 1, 0, &out);
     if (rc) {
-        kid_stop(&k);
+        p_kid_stop(&k);
     }
-    int st = kid_wait(&k, g_to);
+    int st = p_kid_wait(&k, p_to);
     bool fine = srv_finish(&sd, "answered with sendfile and sent close_notify");
     size_t hl = http_header_len(&out);
     char want[64];
     snprintf(want, sizeof want, "Content-Length: %zu\r\n", n);
-    tis(rc, 0, "%s: s_client output ended", tn);
+    p_tis(rc, 0, "%s: s_client output ended", tn);
     if (!TAP_OK(hl && memmem(out.p, hl, want, strlen(want)) && out.len - hl == n &&
                     h_pattern_check(3, 0, out.p + hl, n) < 0,
                 "%s: response header and %zu body bytes, byte-exact", tn, n)) {
         tap_diag("  got %zu bytes, header %zu", out.len, hl);
         fine = false;
     }
-    if (!tis(st, 0, "%s: s_client exited 0", tn)) {
+    if (!p_tis(st, 0, "%s: s_client exited 0", tn)) {
         fine = false;
     }
     check_end(tn, "server", su, 0, &sd.st);
     if (!fine) {
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
-    kid_free(&k);
-    buf_free(&out);
+    p_kid_free(&k);
+    p_buf_free(&out);
     alarm(0);
 }
 
@@ -1293,20 +757,20 @@ static void scenario_c_curl(const struct suite *su, size_t n, int file_fd)
     char tn[128], resolve[64], url[64], outpath[PATH_MAX], maxtime[16];
     const char *argv[32];
     struct srv sd;
-    struct kid k;
+    struct p_kid k;
     int port, i = 0, rc;
 
     snprintf(tn, sizeof tn, "C %s %s sendfile %zu bytes to curl", vname(su->version), su->name,
              n);
-    begin(tn);
+    p_begin(tn);
     if ((port = srv_start(&sd, tn, su, 0, SRV_HTTP, n)) < 0) {
         return;
     }
     sd.file_fd = file_fd;
     snprintf(resolve, sizeof resolve, "localhost:%d:127.0.0.1", port);
     snprintf(url, sizeof url, "https://localhost:%d/big.bin", port);
-    snprintf(outpath, sizeof outpath, "%s/curl.out", g_tmp);
-    snprintf(maxtime, sizeof maxtime, "%d", g_to / 1000);
+    snprintf(outpath, sizeof outpath, "%s/curl.out", p_tmp);
+    snprintf(maxtime, sizeof maxtime, "%d", p_to / 1000);
     unlink(outpath);
     argv[i++] = "curl";
     argv[i++] = "-sS";
@@ -1314,7 +778,7 @@ static void scenario_c_curl(const struct suite *su, size_t n, int file_fd)
     argv[i++] = "--max-time";
     argv[i++] = maxtime;
     argv[i++] = "--cacert";
-    argv[i++] = g_ca;
+    argv[i++] = p_ca;
     argv[i++] = "--resolve";
     argv[i++] = resolve;
     if (su->version == TLSK_TLS1_3) {
@@ -1334,18 +798,18 @@ static void scenario_c_curl(const struct suite *su, size_t n, int file_fd)
     argv[i++] = url;
     argv[i] = NULL;
     srv_run(&sd);
-    rc = kid_spawn(&k, "curl", argv, NULL, NULL, KID_NULL, false);
+    rc = p_kid_spawn(&k, "curl", argv, NULL, NULL, P_KID_NULL, false);
     if (!TAP_OK(rc == 0, "%s: start curl", tn)) {
         shutdown(sd.lfd, SHUT_RDWR);
         srv_finish(&sd, "(no client)");
         return;
     }
-    int st = kid_wait(&k, g_to + 5000);
+    int st = p_kid_wait(&k, p_to + 5000);
     bool fine = srv_finish(&sd, "answered with sendfile and sent close_notify");
-    if (!tis(st, 0, "%s: curl exited 0", tn)) {
+    if (!p_tis(st, 0, "%s: curl exited 0", tn)) {
         fine = false;
     }
-    int64_t bad = check_pattern_file(outpath, 3, n);
+    int64_t bad = p_check_pattern_file(outpath, 3, n);
     if (!TAP_OK(bad < 0, "%s: curl -o file equals the %zu-byte file (cmp)", tn, n)) {
         tap_diag("  first difference at %lld", (long long)bad);
         fine = false;
@@ -1353,16 +817,16 @@ static void scenario_c_curl(const struct suite *su, size_t n, int file_fd)
     check_end(tn, "server", su, 0, &sd.st);
     tap_diag("  after close_notify the server read: %s", tlsk_err_name(sd.peer_close));
     if (!fine) {
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
     unlink(outpath);
-    kid_free(&k);
+    p_kid_free(&k);
     alarm(0);
 }
 
 /* Connect a tlsk client to a peer server the child runs, with retries, and handshake. */
 static struct tlsk_socket *client_connect(const char *tn, const struct suite *su, unsigned flags,
-                                          int port, struct kid *k, struct tlsk_context **ctx,
+                                          int port, struct p_kid *k, struct tlsk_context **ctx,
                                           struct endstate *st)
 {
     struct tlsk_socket_options o = { .servername = "localhost", .flags = TLSK_SOCKET_OWN_FD };
@@ -1373,7 +837,7 @@ static struct tlsk_socket *client_connect(const char *tn, const struct suite *su
     if (!TAP_OK(*ctx != NULL, "%s: client context", tn)) {
         return NULL;
     }
-    fd = connect_retry(port, k);
+    fd = p_connect_retry(port, k);
     if (!TAP_OK(fd >= 0, "%s: connect to %s on port %d", tn, k->what, port)) {
         tap_diag("  %s", tlsk_err_name(fd));
         return NULL;
@@ -1401,27 +865,27 @@ static void scenario_d_rev(const struct suite *su)
     struct tlsk_context *ctx = NULL;
     struct tlsk_socket *s = NULL;
     struct endstate st = { 0 };
-    struct kid k;
-    int port = free_port(), i = 0, rc, bad_line = -1;
+    struct p_kid k;
+    int port = p_free_port(), i = 0, rc, bad_line = -1;
     bool fine = true;
 
     snprintf(tn, sizeof tn, "D %s %s client vs s_server -rev", vname(su->version), su->name);
-    begin(tn);
+    p_begin(tn);
     snprintf(acc, sizeof acc, "127.0.0.1:%d", port);
     argv[i++] = "openssl";
     argv[i++] = "s_server";
     argv[i++] = "-accept";
     argv[i++] = acc;
     argv[i++] = "-cert";
-    argv[i++] = g_cert;
+    argv[i++] = p_cert;
     argv[i++] = "-key";
-    argv[i++] = g_key;
+    argv[i++] = p_key;
     argv[i++] = "-naccept";
     argv[i++] = "1";
     argv[i++] = "-rev";
     push_cipher_args(argv, &i, su);
     argv[i] = NULL;
-    if (!TAP_OK(port > 0 && kid_spawn(&k, "openssl s_server -rev", argv, NULL, NULL, KID_NULL,
+    if (!TAP_OK(port > 0 && p_kid_spawn(&k, "openssl s_server -rev", argv, NULL, NULL, P_KID_NULL,
                                       false) == 0,
                 "%s: start s_server", tn)) {
         return;
@@ -1470,13 +934,13 @@ static void scenario_d_rev(const struct suite *su)
 out:
     tlsk_socket_free(s);
     tlsk_context_free(ctx);
-    if (!tis(kid_wait(&k, g_to), 0, "%s: s_server exited 0", tn)) {
+    if (!p_tis(p_kid_wait(&k, p_to), 0, "%s: s_server exited 0", tn)) {
         fine = false;
     }
     if (!fine) {
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
-    kid_free(&k);
+    p_kid_free(&k);
     alarm(0);
 }
 
@@ -1488,24 +952,24 @@ static void scenario_d_gnutls(const struct suite *su, size_t n)
     struct tlsk_context *ctx = NULL;
     struct tlsk_socket *s = NULL;
     struct endstate st = { 0 };
-    struct kid k;
-    int port = free_port(), i = 0, rc;
+    struct p_kid k;
+    int port = p_free_port(), i = 0, rc;
     bool fine = true;
 
     snprintf(tn, sizeof tn, "D %s %s client vs gnutls-serv --echo %zu bytes", vname(su->version),
              su->name, n);
-    begin(tn);
+    p_begin(tn);
     snprintf(portarg, sizeof portarg, "%d", port);
     argv[i++] = "gnutls-serv";
     argv[i++] = "--echo";
     argv[i++] = "-p";
     argv[i++] = portarg;
     argv[i++] = "--x509certfile";
-    argv[i++] = g_cert;
+    argv[i++] = p_cert;
     argv[i++] = "--x509keyfile";
-    argv[i++] = g_key;
+    argv[i++] = p_key;
     argv[i] = NULL;
-    if (!TAP_OK(port > 0 && kid_spawn(&k, "gnutls-serv --echo", argv, NULL, NULL, KID_NULL,
+    if (!TAP_OK(port > 0 && p_kid_spawn(&k, "gnutls-serv --echo", argv, NULL, NULL, P_KID_NULL,
                                       false) == 0,
                 "%s: start gnutls-serv", tn)) {
         return;
@@ -1524,7 +988,7 @@ static void scenario_d_gnutls(const struct suite *su, size_t n)
         fine = false;
     }
     rc = h_shutdown(s);
-    tis(rc, 0, "%s: client sent close_notify", tn);
+    p_tis(rc, 0, "%s: client sent close_notify", tn);
     size_t extra = 0;
     int r = read_to_close(s, &extra);
     if (!TAP_OK(r == 0 && extra == 0,
@@ -1537,14 +1001,14 @@ static void scenario_d_gnutls(const struct suite *su, size_t n)
 out:
     tlsk_socket_free(s);
     tlsk_context_free(ctx);
-    if (!TAP_OK(kid_alive(&k), "%s: gnutls-serv still running at the end", tn)) {
+    if (!TAP_OK(p_kid_alive(&k), "%s: gnutls-serv still running at the end", tn)) {
         fine = false;
     }
-    kid_stop(&k);
+    p_kid_stop(&k);
     if (!fine) {
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
-    kid_free(&k);
+    p_kid_free(&k);
     alarm(0);
 }
 
@@ -1557,14 +1021,14 @@ static void scenario_e_www(const struct suite *su, unsigned flags, const char *w
     struct tlsk_context *ctx = NULL;
     struct tlsk_socket *s = NULL;
     struct endstate st = { 0 };
-    struct kid k;
-    int port = free_port(), i = 0, rc;
+    struct p_kid k;
+    int port = p_free_port(), i = 0, rc;
     long long tx0 = h_tls_stat("TlsTxSw"), rx0 = h_tls_stat("TlsRxSw");
     bool fine = true;
 
     snprintf(tn, sizeof tn, "E %s %s%s client vs KTLS s_server -WWW -sendfile",
              vname(su->version), su->name, flags & TLSK_OFFLOAD_RX_TLS13 ? " rx-opt-in" : "");
-    begin(tn);
+    p_begin(tn);
     snprintf(acc, sizeof acc, "127.0.0.1:%d", port);
     snprintf(envc, sizeof envc, "OPENSSL_CONF=%s", g_cnf);
     env[0] = envc;
@@ -1574,17 +1038,17 @@ static void scenario_e_www(const struct suite *su, unsigned flags, const char *w
     argv[i++] = "-accept";
     argv[i++] = acc;
     argv[i++] = "-cert";
-    argv[i++] = g_cert;
+    argv[i++] = p_cert;
     argv[i++] = "-key";
-    argv[i++] = g_key;
+    argv[i++] = p_key;
     argv[i++] = "-naccept";
     argv[i++] = "1";
     argv[i++] = "-WWW";
     argv[i++] = "-sendfile";
     push_cipher_args(argv, &i, su);
     argv[i] = NULL;
-    if (!TAP_OK(port > 0 && kid_spawn(&k, "openssl s_server -WWW -sendfile", argv, env, wwwdir,
-                                      KID_NULL, false) == 0,
+    if (!TAP_OK(port > 0 && p_kid_spawn(&k, "openssl s_server -WWW -sendfile", argv, env, wwwdir,
+                                      P_KID_NULL, false) == 0,
                 "%s: start s_server", tn)) {
         return;
     }
@@ -1595,9 +1059,9 @@ static void scenario_e_www(const struct suite *su, unsigned flags, const char *w
     }
     check_end(tn, "client", su, flags, &st);
     rc = h_write_all(s, req, sizeof req - 1);
-    tis(rc, 0, "%s: sent GET /file.bin", tn);
+    p_tis(rc, 0, "%s: sent GET /file.bin", tn);
     {
-        struct buf b = { 0 };
+        struct p_buf b = { 0 };
         size_t cap = n + 4096;
         int end = 0;
         b.p = malloc(cap);
@@ -1616,26 +1080,26 @@ static void scenario_e_www(const struct suite *su, unsigned flags, const char *w
             tap_diag("  got %zu bytes, header %zu, ended with %s", b.len, hl, tlsk_err_name(end));
             fine = false;
         }
-        if (!tis(end, 0, "%s: response ends with close_notify (read 0)", tn)) {
+        if (!p_tis(end, 0, "%s: response ends with close_notify (read 0)", tn)) {
             tap_diag("  %s", tlsk_socket_error_detail(s));
             fine = false;
         }
-        buf_free(&b);
+        p_buf_free(&b);
     }
 out:
     tlsk_socket_free(s);
     tlsk_context_free(ctx);
-    if (!tis(kid_wait(&k, g_to), 0, "%s: s_server exited 0", tn)) {
+    if (!p_tis(p_kid_wait(&k, p_to), 0, "%s: s_server exited 0", tn)) {
         fine = false;
     }
     {
-        char *log = kid_log(&k);
-        const char *want = g_ktls ? "KTLS SENDFILE '" : "sendfile requested but KTLS is not "
+        char *log = p_kid_log(&k);
+        const char *want = p_ktls ? "KTLS SENDFILE '" : "sendfile requested but KTLS is not "
                                                          "available";
         if (!TAP_OK(log && strstr(log, want), "%s: s_server printed \"%s\"", tn, want)) {
             fine = false;
         }
-        if (g_ktls && log) {
+        if (p_ktls && log) {
             TAP_OK(strstr(log, "KTLS SENDFILE 'file.bin' OK") != NULL,
                    "%s: s_server's SSL_sendfile of file.bin succeeded", tn);
         }
@@ -1645,16 +1109,16 @@ out:
         /* Both ends in the kernel: s_server (OpenSSL's own kTLS) and tlsk. */
         int want_tx = 1 + kernel_dirs(su, flags, true);
         int want_rx = (su->version == TLSK_TLS1_2) + kernel_dirs(su, flags, false);
-        tis(h_tls_stat("TlsTxSw") - tx0, want_tx, "%s: tls_stat TlsTxSw +%d (s_server, tlsk)",
+        p_tis(h_tls_stat("TlsTxSw") - tx0, want_tx, "%s: tls_stat TlsTxSw +%d (s_server, tlsk)",
                tn, want_tx);
-        tis(h_tls_stat("TlsRxSw") - rx0, want_rx, "%s: tls_stat TlsRxSw +%d", tn, want_rx);
-    } else if (g_ktls) {
+        p_tis(h_tls_stat("TlsRxSw") - rx0, want_rx, "%s: tls_stat TlsRxSw +%d", tn, want_rx);
+    } else if (p_ktls) {
         TAP_OK(0, "%s: /proc/net/tls_stat exists on a kTLS kernel", tn);
     }
     if (!fine) {
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
-    kid_free(&k);
+    p_kid_free(&k);
     alarm(0);
 }
 
@@ -1664,13 +1128,13 @@ static void scenario_e_sclient(const struct suite *su)
     char tn[128], portarg[32], envc[PATH_MAX + 16];
     const char *argv[24], *env[2];
     struct srv sd;
-    struct kid k;
+    struct p_kid k;
     int port, i, rc;
     long long tx0 = h_tls_stat("TlsTxSw"), rx0 = h_tls_stat("TlsRxSw");
 
     snprintf(tn, sizeof tn, "E %s %s KTLS s_client vs tlsk server", vname(su->version),
              su->name);
-    begin(tn);
+    p_begin(tn);
     if ((port = srv_start(&sd, tn, su, 0, SRV_SEND, 0)) < 0) {
         return;
     }
@@ -1683,16 +1147,16 @@ static void scenario_e_sclient(const struct suite *su)
     argv[i++] = "-ign_eof";
     argv[i] = NULL;
     srv_run(&sd);
-    rc = kid_spawn(&k, "openssl s_client (KTLS)", argv, env, NULL, KID_NULL, false);
+    rc = p_kid_spawn(&k, "openssl s_client (KTLS)", argv, env, NULL, P_KID_NULL, false);
     if (!TAP_OK(rc == 0, "%s: start s_client", tn)) {
         shutdown(sd.lfd, SHUT_RDWR);
         srv_finish(&sd, "(no client)");
         return;
     }
-    int st = kid_wait(&k, g_to);
+    int st = p_kid_wait(&k, p_to);
     bool fine = srv_finish(&sd, "wrote and sent close_notify");
-    char *log = kid_log(&k);
-    if (!tis(st, 0, "%s: s_client exited 0", tn)) {
+    char *log = p_kid_log(&k);
+    if (!p_tis(st, 0, "%s: s_client exited 0", tn)) {
         fine = false;
     }
     if (!TAP_OK(log && strstr(log, "hello from tlsk\n"), "%s: s_client received the data", tn)) {
@@ -1700,30 +1164,30 @@ static void scenario_e_sclient(const struct suite *su)
     }
     bool snd = log && strstr(log, "Using Kernel TLS for sending");
     bool rcv = log && strstr(log, "Using Kernel TLS for receiving");
-    if (!TAP_OK(snd == g_ktls, "%s: s_client %s \"Using Kernel TLS for sending\"", tn,
-                g_ktls ? "prints" : "does not print")) {
+    if (!TAP_OK(snd == p_ktls, "%s: s_client %s \"Using Kernel TLS for sending\"", tn,
+                p_ktls ? "prints" : "does not print")) {
         fine = false;
     }
-    if (!TAP_OK(rcv == (g_ktls && su->version == TLSK_TLS1_2),
+    if (!TAP_OK(rcv == (p_ktls && su->version == TLSK_TLS1_2),
                 "%s: s_client %s \"Using Kernel TLS for receiving\"", tn,
-                g_ktls && su->version == TLSK_TLS1_2 ? "prints" : "does not print")) {
+                p_ktls && su->version == TLSK_TLS1_2 ? "prints" : "does not print")) {
         fine = false;
     }
     free(log);
     check_end(tn, "server", su, 0, &sd.st);
-    tis(sd.peer_close, 0, "%s: s_client answered with close_notify (server read 0: %s)", tn,
+    p_tis(sd.peer_close, 0, "%s: s_client answered with close_notify (server read 0: %s)", tn,
            tlsk_err_name(sd.peer_close));
     if (tx0 >= 0) {
-        int want_tx = g_ktls + kernel_dirs(su, 0, true);
-        int want_rx = (g_ktls && su->version == TLSK_TLS1_2) + kernel_dirs(su, 0, false);
-        tis(h_tls_stat("TlsTxSw") - tx0, want_tx, "%s: tls_stat TlsTxSw +%d (s_client, tlsk)",
+        int want_tx = p_ktls + kernel_dirs(su, 0, true);
+        int want_rx = (p_ktls && su->version == TLSK_TLS1_2) + kernel_dirs(su, 0, false);
+        p_tis(h_tls_stat("TlsTxSw") - tx0, want_tx, "%s: tls_stat TlsTxSw +%d (s_client, tlsk)",
                tn, want_tx);
-        tis(h_tls_stat("TlsRxSw") - rx0, want_rx, "%s: tls_stat TlsRxSw +%d", tn, want_rx);
+        p_tis(h_tls_stat("TlsRxSw") - rx0, want_rx, "%s: tls_stat TlsRxSw +%d", tn, want_rx);
     }
     if (!fine) {
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
-    kid_free(&k);
+    p_kid_free(&k);
     alarm(0);
 }
 
@@ -1733,12 +1197,12 @@ static void scenario_f_msg(const struct suite *su)
     char tn[128], portarg[32];
     const char *argv[24];
     struct srv sd;
-    struct kid k;
+    struct p_kid k;
     int port, i, rc;
 
     snprintf(tn, sizeof tn, "F %s %s s_client -msg sees close_notify", vname(su->version),
              su->name);
-    begin(tn);
+    p_begin(tn);
     if ((port = srv_start(&sd, tn, su, 0, SRV_SEND, 0)) < 0) {
         return;
     }
@@ -1749,15 +1213,15 @@ static void scenario_f_msg(const struct suite *su)
     argv[i++] = "-quiet";
     argv[i] = NULL;
     srv_run(&sd);
-    rc = kid_spawn(&k, "openssl s_client -msg", argv, NULL, NULL, KID_NULL, false);
+    rc = p_kid_spawn(&k, "openssl s_client -msg", argv, NULL, NULL, P_KID_NULL, false);
     if (!TAP_OK(rc == 0, "%s: start s_client", tn)) {
         shutdown(sd.lfd, SHUT_RDWR);
         srv_finish(&sd, "(no client)");
         return;
     }
-    int st = kid_wait(&k, g_to);
+    int st = p_kid_wait(&k, p_to);
     bool fine = srv_finish(&sd, "wrote \"bye\" and sent close_notify");
-    char *log = kid_log(&k);
+    char *log = p_kid_log(&k);
     bool got_bye = false, got_cn = false, fatal = false;
     for (char *line = log, *e; line && *line; line = e ? e + 1 : NULL) {
         e = strchr(line, '\n');
@@ -1776,7 +1240,7 @@ static void scenario_f_msg(const struct suite *su)
         }
     }
     free(log);
-    if (!tis(st, 0, "%s: s_client exited 0", tn)) {
+    if (!p_tis(st, 0, "%s: s_client exited 0", tn)) {
         fine = false;
     }
     if (!TAP_OK(got_bye, "%s: s_client printed \"bye\"", tn)) {
@@ -1787,12 +1251,12 @@ static void scenario_f_msg(const struct suite *su)
         fine = false;
     }
     check_end(tn, "server", su, 0, &sd.st);
-    tis(sd.peer_close, 0, "%s: s_client's close_notify read as 0 by the server (%s)", tn,
+    p_tis(sd.peer_close, 0, "%s: s_client's close_notify read as 0 by the server (%s)", tn,
            tlsk_err_name(sd.peer_close));
     if (!fine) {
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
-    kid_free(&k);
+    p_kid_free(&k);
     alarm(0);
 }
 
@@ -1803,12 +1267,12 @@ static void cleanup_tmp(void)
     static const char *files[] = { "ktls.cnf", "www/file.bin", "gnutls-cli.log", "curl.out" };
     char p[PATH_MAX + 32];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        snprintf(p, sizeof p, "%s/%s", g_tmp, files[i]);
+        snprintf(p, sizeof p, "%s/%s", p_tmp, files[i]);
         unlink(p);
     }
-    snprintf(p, sizeof p, "%s/www", g_tmp);
+    snprintf(p, sizeof p, "%s/www", p_tmp);
     rmdir(p);
-    rmdir(g_tmp);
+    rmdir(p_tmp);
 }
 
 int main(void)
@@ -1827,7 +1291,7 @@ int main(void)
     int in_file, body_fd;
     bool slow;
 
-    g_t0 = now_ms();
+    p_t0 = p_now_ms();
     setvbuf(stdout, NULL, _IOLBF, 0);
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_IGN;
@@ -1835,25 +1299,25 @@ int main(void)
     sa.sa_handler = on_alarm;
     sigaction(SIGALRM, &sa, NULL);
 
-    g_ktls = h_expect_ktls();
-    slow = g_ktls || getenv("TLSK_TEST_BULK_MIB");
-    g_to = g_ktls ? 60000 : 20000;
-    g_case_secs = g_ktls ? 240 : 60;
+    p_ktls = h_expect_ktls();
+    slow = p_ktls || getenv("TLSK_TEST_BULK_MIB");
+    p_to = p_ktls ? 60000 : 20000;
+    p_case_secs = p_ktls ? 240 : 60;
     g_bulk = h_bulk_bytes(8);
-    g_ca = strdup(h_fixture("ca1-cert.pem"));
-    g_cert = strdup(h_fixture("agent1-cert.pem"));
-    g_key = strdup(h_fixture("agent1-key.pem"));
+    p_ca = strdup(h_fixture("ca1-cert.pem"));
+    p_cert = strdup(h_fixture("agent1-cert.pem"));
+    p_key = strdup(h_fixture("agent1-key.pem"));
 
     tap_diag("kernel %s, tls ULP %s, bulk %zu bytes, %s tier", caps->release,
-             caps->ulp ? "yes" : "no", g_bulk, g_ktls ? "kTLS" : "native");
-    if (g_ktls && !TAP_OK(caps->ulp, "TLSK_EXPECT_KTLS=1: the kernel has the tls ULP")) {
+             caps->ulp ? "yes" : "no", g_bulk, p_ktls ? "kTLS" : "native");
+    if (p_ktls && !TAP_OK(caps->ulp, "TLSK_EXPECT_KTLS=1: the kernel has the tls ULP")) {
         return tap_done();
     }
-    if (!g_ktls) {
+    if (!p_ktls) {
         TAP_OK(!caps->ulp || getenv("TLSK_PROBE_DISABLE"),
                "native tier: no tls ULP on this host (set TLSK_EXPECT_KTLS=1 on a kTLS kernel)");
     }
-    if (access(g_ca, R_OK) != 0 || access(g_cert, R_OK) != 0 || access(g_key, R_OK) != 0) {
+    if (access(p_ca, R_OK) != 0 || access(p_cert, R_OK) != 0 || access(p_key, R_OK) != 0) {
         tap_bail("fixtures missing: run scripts/gen-fixtures.sh build/fixtures and set "
                  "TLSK_FIXTURES");
     }
@@ -1861,24 +1325,24 @@ int main(void)
         char exe[PATH_MAX];
         static const char *need[] = { "openssl", "gnutls-cli", "gnutls-serv", "curl" };
         for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
-            if (!TAP_OK(find_exe(need[i], exe, sizeof exe), "peer %s is installed", need[i])) {
+            if (!TAP_OK(p_find_exe(need[i], exe, sizeof exe), "peer %s is installed", need[i])) {
                 return tap_done();
             }
         }
     }
 
-    snprintf(g_tmp, sizeof g_tmp, "%s/tlsk-peers-XXXXXX", td && *td ? td : "/tmp");
-    if (!mkdtemp(g_tmp)) {
+    snprintf(p_tmp, sizeof p_tmp, "%s/tlsk-peers-XXXXXX", td && *td ? td : "/tmp");
+    if (!mkdtemp(p_tmp)) {
         tap_bail("mkdtemp failed");
     }
-    snprintf(g_cnf, sizeof g_cnf, "%s/ktls.cnf", g_tmp);
-    snprintf(www, sizeof www, "%s/www", g_tmp);
+    snprintf(g_cnf, sizeof g_cnf, "%s/ktls.cnf", p_tmp);
+    snprintf(www, sizeof www, "%s/www", p_tmp);
     snprintf(wfile, sizeof wfile, "%s/file.bin", www);
     in_file = h_pattern_file(7, g_bulk);
     body_fd = h_pattern_file(3, g_bulk);
-    if (!TAP_OK(write_file(g_cnf, cnf, sizeof cnf - 1) == 0 && mkdir(www, 0755) == 0 &&
-                    write_pattern_file(wfile, 5, g_bulk) == 0 && in_file >= 0 && body_fd >= 0,
-                "scratch files in %s", g_tmp)) {
+    if (!TAP_OK(p_write_file(g_cnf, cnf, sizeof cnf - 1) == 0 && mkdir(www, 0755) == 0 &&
+                    p_write_pattern_file(wfile, 5, g_bulk) == 0 && in_file >= 0 && body_fd >= 0,
+                "scratch files in %s", p_tmp)) {
         cleanup_tmp();
         return tap_done();
     }
@@ -1922,6 +1386,6 @@ int main(void)
     close(in_file);
     close(body_fd);
     cleanup_tmp();
-    tap_diag("elapsed %.1f s", (double)(now_ms() - g_t0) / 1000.0);
+    tap_diag("elapsed %.1f s", (double)(p_now_ms() - p_t0) / 1000.0);
     return tap_done();
 }

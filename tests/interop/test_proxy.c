@@ -40,787 +40,14 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "peers.h"
 #include "tap.h"
-
-extern char **environ;
-
-static bool g_ktls;
-static int g_to;
-static unsigned g_case_secs;
-static char g_tmp[1024];
-static char g_tools[PATH_MAX + 64];
-static const char *g_ca, *g_cert, *g_key;
-
-static bool tis(long long got, long long want, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static bool tis(long long got, long long want, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (!tap_ok(got == want, "%s", msg)) {
-        tap_diag("  got %lld, expected %lld", got, want);
-        return false;
-    }
-    return true;
-}
-
-__attribute__((unused))
-static long long now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Child processes                                                                          */
-
-#define MAX_KIDS 16
-static volatile sig_atomic_t g_kid_pid[MAX_KIDS];
-
-__attribute__((unused))
-static void on_alarm(int sig)
-{
-    static const char msg[] = "Bail out! case timed out (alarm); children killed\n";
-    (void)sig;
-    for (int i = 0; i < MAX_KIDS; i++) {
-        pid_t p = (pid_t)g_kid_pid[i];
-        if (p > 0) {
-            kill(p, SIGKILL);
-            waitpid(p, NULL, 0);
-        }
-    }
-    if (write(STDOUT_FILENO, msg, sizeof msg - 1) < 0) {
-        /* nothing left to do */
-    }
-    _exit(1);
-}
-
-__attribute__((unused))
-static void kid_track(pid_t p, bool on)
-{
-    for (int i = 0; i < MAX_KIDS; i++) {
-        if (on ? g_kid_pid[i] == 0 : g_kid_pid[i] == p) {
-            g_kid_pid[i] = on ? p : 0;
-            return;
-        }
-    }
-}
-
-enum { KID_NULL = -1, KID_PIPE = -2 };
-
-struct kid {
-    const char *what;
-    pid_t pid;
-    int in;  /* write end of the child's stdin pipe, or -1 */
-    int out; /* read end of the child's stdout pipe, or -1 */
-    int log; /* unlinked temp file with the child's stderr (and stdout when not piped) */
-    bool done;
-    int status; /* exit code, 128 + signal, or -ETIMEDOUT */
-};
-
-__attribute__((unused))
-static int tmp_fd(void)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/log-XXXXXX", g_tmp);
-    int fd = mkostemp(path, O_CLOEXEC);
-    if (fd >= 0) {
-        unlink(path);
-    }
-    return fd;
-}
-
-__attribute__((unused))
-static bool find_exe(const char *name, char *out, size_t len)
-{
-    const char *path = getenv("PATH");
-    if (strchr(name, '/')) {
-        snprintf(out, len, "%s", name);
-        return access(out, X_OK) == 0;
-    }
-    for (const char *p = path ? path : "/usr/bin:/bin"; *p;) {
-        const char *e = strchr(p, ':');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (n > 0) {
-            snprintf(out, len, "%.*s/%s", (int)n, p, name);
-            if (access(out, X_OK) == 0) {
-                return true;
-            }
-        }
-        p += n + (e ? 1 : 0);
-    }
-    return false;
-}
-
-/* Start argv[0] with stdin from in_mode (KID_NULL, KID_PIPE or an fd), stdout to a pipe or the
- * log, stderr to the log, in cwd (NULL: ours), with env_extra ("K=V", NULL-terminated)
- * replacing or adding variables.  Returns 0 or -errno. */
-__attribute__((unused))
-static int kid_spawn(struct kid *k, const char *what, const char *const *argv,
-                     const char *const *env_extra, const char *cwd, int in_mode, bool out_pipe)
-{
-    char exe[PATH_MAX];
-    int inp[2] = { -1, -1 }, outp[2] = { -1, -1 }, in_fd = -1, rc = 0;
-    size_t nenv = 0, nextra = 0;
-    char **envp;
-
-    memset(k, 0, sizeof *k);
-    k->what = what;
-    k->in = k->out = k->log = -1;
-    k->pid = -1;
-    if (!find_exe(argv[0], exe, sizeof exe)) {
-        return -ENOENT;
-    }
-    while (environ[nenv]) {
-        nenv++;
-    }
-    while (env_extra && env_extra[nextra]) {
-        nextra++;
-    }
-    envp = calloc(nenv + nextra + 1, sizeof *envp);
-    if (!envp) {
-        return -ENOMEM;
-    }
-    size_t j = 0;
-    for (size_t i = 0; i < nenv; i++) {
-        bool skip = false;
-        for (size_t x = 0; x < nextra; x++) {
-            size_t l = strcspn(env_extra[x], "=");
-            if (strncmp(environ[i], env_extra[x], l) == 0 && environ[i][l] == '=') {
-                skip = true;
-            }
-        }
-        if (!skip) {
-            envp[j++] = environ[i];
-        }
-    }
-    for (size_t x = 0; x < nextra; x++) {
-        envp[j++] = (char *)env_extra[x];
-    }
-    envp[j] = NULL;
-
-    if ((k->log = tmp_fd()) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    if (in_mode == KID_PIPE) {
-        if (pipe2(inp, O_CLOEXEC) != 0) {
-            rc = -errno;
-            goto out;
-        }
-        in_fd = inp[0];
-    } else if (in_mode == KID_NULL) {
-        if ((in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
-            rc = -errno;
-            goto out;
-        }
-    } else {
-        in_fd = in_mode;
-    }
-    if (out_pipe && pipe2(outp, O_CLOEXEC) != 0) {
-        rc = -errno;
-        goto out;
-    }
-    k->pid = fork();
-    if (k->pid < 0) {
-        rc = -errno;
-        goto out;
-    }
-    if (k->pid == 0) {
-        /* Only async-signal-safe calls from here: other threads may hold locks. */
-        struct sigaction sa;
-        sigset_t all;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = SIG_DFL;
-        sigaction(SIGPIPE, &sa, NULL);
-        sigemptyset(&all);
-        sigprocmask(SIG_SETMASK, &all, NULL);
-        if (dup2(in_fd, 0) < 0 || dup2(out_pipe ? outp[1] : k->log, 1) < 0 ||
-            dup2(k->log, 2) < 0) {
-            _exit(126);
-        }
-        if (cwd && chdir(cwd) != 0) {
-            _exit(126);
-        }
-        execve(exe, (char *const *)argv, envp);
-        _exit(127);
-    }
-    kid_track(k->pid, true);
-    if (in_mode == KID_PIPE) {
-        k->in = inp[1];
-        inp[1] = -1;
-        h_set_nonblock(k->in, true);
-    }
-    if (out_pipe) {
-        k->out = outp[0];
-        outp[0] = -1;
-    }
-out:
-    if (in_mode != KID_PIPE && in_mode != KID_NULL) {
-        in_fd = -1; /* the caller's */
-    } else if (in_mode == KID_NULL && in_fd >= 0) {
-        close(in_fd);
-    }
-    for (int i = 0; i < 2; i++) {
-        if (inp[i] >= 0) {
-            close(inp[i]);
-        }
-        if (outp[i] >= 0) {
-            close(outp[i]);
-        }
-    }
-    free(envp);
-    if (rc && k->log >= 0) {
-        close(k->log);
-        k->log = -1;
-    }
-    return rc;
-}
-
-__attribute__((unused))
-static void kid_reaped(struct kid *k, int st)
-{
-    k->done = true;
-    k->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    kid_track(k->pid, false);
-}
-
-__attribute__((unused))
-static bool kid_alive(struct kid *k)
-{
-    int st;
-    if (k->pid <= 0 || k->done) {
-        return false;
-    }
-    if (waitpid(k->pid, &st, WNOHANG) == k->pid) {
-        kid_reaped(k, st);
-        return false;
-    }
-    return true;
-}
-
-/* Wait up to timeout_ms for the child to exit; kill it after that.  Returns its status. */
-__attribute__((unused))
-static int kid_wait(struct kid *k, int timeout_ms)
-{
-    long long end = now_ms() + timeout_ms;
-    int st;
-
-    if (k->pid <= 0) {
-        return -ECHILD;
-    }
-    while (!k->done) {
-        if (waitpid(k->pid, &st, WNOHANG) == k->pid) {
-            kid_reaped(k, st);
-            break;
-        }
-        if (now_ms() > end) {
-            kill(k->pid, SIGKILL);
-            if (waitpid(k->pid, &st, 0) == k->pid) {
-                kid_reaped(k, st);
-            }
-            k->status = -ETIMEDOUT;
-            break;
-        }
-        usleep(5000);
-    }
-    return k->status;
-}
-
-/* SIGTERM, a short grace period, then SIGKILL; reap; close our ends.  Returns the status. */
-__attribute__((unused))
-static int kid_stop(struct kid *k)
-{
-    if (kid_alive(k)) {
-        kill(k->pid, SIGTERM);
-        kid_wait(k, 3000);
-    }
-    if (k->in >= 0) {
-        close(k->in);
-        k->in = -1;
-    }
-    if (k->out >= 0) {
-        close(k->out);
-        k->out = -1;
-    }
-    return k->status;
-}
-
-__attribute__((unused))
-static void kid_free(struct kid *k)
-{
-    kid_stop(k);
-    if (k->log >= 0) {
-        close(k->log);
-        k->log = -1;
-    }
-}
-
-/* Everything the child wrote to its log, NUL-terminated (malloc'd; "" on failure). */
-__attribute__((unused))
-static char *kid_log(const struct kid *k)
-{
-    struct stat st;
-    char *s;
-    size_t len = 0;
-
-    if (k->log >= 0 && fstat(k->log, &st) == 0) {
-        len = (size_t)st.st_size;
-    }
-    s = malloc(len + 1);
-    if (!s) {
-        return NULL;
-    }
-    if (len && pread(k->log, s, len, 0) != (ssize_t)len) {
-        len = 0;
-    }
-    s[len] = 0;
-    /* Logs may hold NULs (binary data): make strstr see everything. */
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == 0) {
-            s[i] = ' ';
-        }
-    }
-    return s;
-}
-
-/* Print the tail of a child's log as TAP diagnostics. */
-__attribute__((unused))
-static void kid_diag(const struct kid *k)
-{
-    char *s = kid_log(k);
-    if (!s) {
-        return;
-    }
-    size_t len = strlen(s);
-    const char *p = len > 1500 ? s + len - 1500 : s;
-    tap_diag("  --- %s (pid %d, status %d) log tail:", k->what, (int)k->pid, k->status);
-    for (char *line = (char *)p, *e; line && *line; line = e ? e + 1 : NULL) {
-        e = strchr(line, '\n');
-        if (e) {
-            *e = 0;
-        }
-        tap_diag("  | %s", line);
-    }
-    free(s);
-}
-
-struct buf {
-    unsigned char *p;
-    size_t len, cap, max;
-};
-
-__attribute__((unused))
-static void buf_free(struct buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-/* Feed in[0..in_len) to the child's stdin pipe while collecting its stdout into out, until
- * stdout reaches EOF.  stdin is closed once all is written and out holds at least hold bytes
- * (hold 0: at once).  Returns 0, or -ETIMEDOUT after g_to ms without progress, or -errno. */
-__attribute__((unused))
-static int kid_io(struct kid *k, const void *in, size_t in_len, size_t hold, struct buf *out)
-{
-    const unsigned char *src = in;
-    size_t off = 0;
-
-    if (!out->max) {
-        out->max = (64u << 20) + in_len * 2;
-    }
-    while (k->out >= 0) {
-        struct pollfd p[2];
-        int n = 0, r;
-
-        if (k->in >= 0 && off == in_len && out->len >= hold) {
-            close(k->in);
-            k->in = -1;
-        }
-        p[n++] = (struct pollfd){ .fd = k->out, .events = POLLIN };
-        if (k->in >= 0 && off < in_len) {
-            p[n++] = (struct pollfd){ .fd = k->in, .events = POLLOUT };
-        }
-        r = poll(p, (nfds_t)n, g_to);
-        if (r == 0) {
-            return -ETIMEDOUT;
-        }
-        if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        if (n > 1 && p[1].revents) {
-            ssize_t w = write(k->in, src + off, in_len - off > 65536 ? 65536 : in_len - off);
-            if (w > 0) {
-                off += (size_t)w;
-            } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
-                /* The child closed its stdin (e.g. exited): stop feeding it. */
-                close(k->in);
-                k->in = -1;
-                off = in_len;
-            }
-        }
-        if (p[0].revents) {
-            if (out->cap - out->len < 65536) {
-                size_t nc = out->cap ? out->cap * 2 : 1 << 20;
-                unsigned char *np;
-                if (nc > out->max + 65536) {
-                    return -EFBIG;
-                }
-                np = realloc(out->p, nc);
-                if (!np) {
-                    return -ENOMEM;
-                }
-                out->p = np;
-                out->cap = nc;
-            }
-            ssize_t rd = read(k->out, out->p + out->len, 65536);
-            if (rd > 0) {
-                out->len += (size_t)rd;
-            } else if (rd == 0) {
-                close(k->out);
-                k->out = -1;
-            } else if (errno != EINTR && errno != EAGAIN) {
-                return -errno;
-            }
-        }
-    }
-    if (k->in >= 0) {
-        close(k->in);
-        k->in = -1;
-    }
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Scratch files                                                                            */
-
-__attribute__((unused))
-static int write_file(const char *path, const void *data, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        return -errno;
-    }
-    ssize_t w = write(fd, data, len);
-    close(fd);
-    return w == (ssize_t)len ? 0 : -EIO;
-}
-
-__attribute__((unused))
-static int write_pattern_file(const char *path, uint32_t seed, size_t len)
-{
-    static unsigned char b[65536];
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        return -errno;
-    }
-    for (size_t off = 0; off < len;) {
-        size_t n = len - off < sizeof b ? len - off : sizeof b;
-        h_pattern(seed, off, b, n);
-        if (write(fd, b, n) != (ssize_t)n) {
-            close(fd);
-            return -EIO;
-        }
-        off += n;
-    }
-    close(fd);
-    return 0;
-}
-
-/* Check a whole file against the pattern.  Returns -1 when equal, else the first bad offset
- * (or the file's length when it is short or long). */
-__attribute__((unused))
-static int64_t check_pattern_file(const char *path, uint32_t seed, size_t len)
-{
-    static unsigned char b[65536];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    uint64_t off = 0;
-    int64_t bad = -1;
-
-    if (fd < 0) {
-        return 0;
-    }
-    for (;;) {
-        ssize_t n = read(fd, b, sizeof b);
-        if (n <= 0) {
-            break;
-        }
-        if (off + (uint64_t)n > len) {
-            bad = (int64_t)len;
-            break;
-        }
-        int64_t x = h_pattern_check(seed, off, b, (size_t)n);
-        if (x >= 0) {
-            bad = x;
-            break;
-        }
-        off += (uint64_t)n;
-    }
-    close(fd);
-    if (bad < 0 && off != len) {
-        bad = (int64_t)off;
-    }
-    return bad;
-}
-
-/* Unused loopback port for a peer that listens itself. */
-__attribute__((unused))
-static int free_port(void)
-{
-    int port, fd = h_listen(&port);
-    if (fd < 0) {
-        return fd;
-    }
-    close(fd);
-    return port;
-}
-
-/* Connect to 127.0.0.1:port, retrying while the child starts up.  Returns a non-blocking fd. */
-__attribute__((unused))
-static int connect_retry(int port, struct kid *k)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    long long end = now_ms() + g_to;
-
-    for (;;) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            return -errno;
-        }
-        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-            h_set_nonblock(fd, true);
-            return fd;
-        }
-        int e = errno;
-        close(fd);
-        if (e != ECONNREFUSED) {
-            return -e;
-        }
-        if (!kid_alive(k)) {
-            return -ECHILD;
-        }
-        if (now_ms() > end) {
-            return -ETIMEDOUT;
-        }
-        usleep(20000);
-    }
-}
-
-
-/* ---------------------------------------------------------------------------------------- */
-/* The tools under test and their logs                                                      */
-
-/* build/tools next to build/tests/interop/<this program>, or $TLSK_BUILD_DIR/tools. */
-__attribute__((unused))
-static void tools_dir(void)
-{
-    const char *b = getenv("TLSK_BUILD_DIR");
-    char self[PATH_MAX];
-    ssize_t n;
-
-    if (b && *b) {
-        snprintf(g_tools, sizeof g_tools, "%s/tools", b);
-        return;
-    }
-    n = readlink("/proc/self/exe", self, sizeof self - 1);
-    self[n > 0 ? n : 0] = '\0';
-    for (int i = 0; i < 3; i++) {
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            *slash = '\0';
-        }
-    }
-    snprintf(g_tools, sizeof g_tools, "%s/tools", self);
-}
-
-__attribute__((unused))
-static bool log_has(const struct kid *k, const char *needle)
-{
-    char *s = kid_log(k);
-    bool r = s && strstr(s, needle);
-    free(s);
-    return r;
-}
-
-/* Wait until the child's log contains needle.  Returns true if it did within timeout_ms. */
-__attribute__((unused))
-static bool wait_log(struct kid *k, const char *needle, int timeout_ms)
-{
-    long long end = now_ms() + timeout_ms;
-    for (;;) {
-        if (log_has(k, needle)) {
-            return true;
-        }
-        if (now_ms() > end || !kid_alive(k)) {
-            return log_has(k, needle);
-        }
-        usleep(20000);
-    }
-}
-
-/* The first log line containing needle (malloc'd), or "" (malloc'd) when none. */
-__attribute__((unused))
-static char *log_line(const struct kid *k, const char *needle)
-{
-    char *s = kid_log(k), *p, *e, *r;
-    if (!s) {
-        return strdup("");
-    }
-    p = strstr(s, needle);
-    if (!p) {
-        free(s);
-        return strdup("");
-    }
-    while (p > s && p[-1] != '\n') {
-        p--;
-    }
-    e = strchr(p, '\n');
-    r = strndup(p, e ? (size_t)(e - p) : strlen(p));
-    free(s);
-    return r;
-}
-
-/* Start a tool from g_tools with its stderr (and stdout) in the log; wait for its
- * "listening on HOST:PORT" line.  Returns the port or a negative code. */
-__attribute__((unused))
-static int start_tool(struct kid *k, const char *what, const char **argv)
-{
-    char exe[sizeof g_tools + 32], *line, *p;
-    int port = -1;
-
-    snprintf(exe, sizeof exe, "%s/%s", g_tools, argv[0]);
-    argv[0] = exe;
-    if (kid_spawn(k, what, argv, NULL, NULL, KID_NULL, false) != 0) {
-        return -ENOENT;
-    }
-    if (!wait_log(k, "listening on ", g_to)) {
-        kid_diag(k);
-        return -ETIMEDOUT;
-    }
-    line = log_line(k, "listening on ");
-    p = strstr(line, "listening on ");
-    if (p && (p = strchr(p + 13, ' '))) {
-        *p = '\0';
-        p = strrchr(line, ':');
-        port = p ? atoi(p + 1) : -1;
-    }
-    free(line);
-    return port > 0 ? port : -EINVAL;
-}
-
-/* Number of open descriptors of a process. */
-__attribute__((unused))
-static int fd_count(pid_t pid)
-{
-    char path[64];
-    struct dirent *d;
-    int n = 0;
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *dir = opendir(path);
-    if (!dir) {
-        return -1;
-    }
-    while ((d = readdir(dir))) {
-        n += d->d_name[0] != '.';
-    }
-    closedir(dir);
-    return n;
-}
-
-/* Wait until a TCP port on 127.0.0.1 accepts connections (a child starting up). */
-__attribute__((unused))
-static bool wait_port(int port, struct kid *k)
-{
-    int fd = connect_retry(port, k);
-    if (fd < 0) {
-        return false;
-    }
-    close(fd);
-    return true;
-}
-
-/* A tlsk client connected to 127.0.0.1:port with servername, handshake done (NULL on
- * failure, with *rc set).  Verifies against ca1. */
-__attribute__((unused))
-static struct tlsk_socket *tls_dial(int port, const char *servername, int version,
-                                    const char *alpn, int *rc)
-{
-    struct tlsk_context_options o = { .ca_file = g_ca, .min_version = version,
-                                      .max_version = version };
-    const char *al[2] = { alpn, NULL };
-    struct tlsk_context *c = NULL;
-    struct tlsk_socket *s = NULL;
-    char err[256];
-    int fd;
-
-    o.alpn = alpn ? al : NULL;
-    if ((*rc = tlsk_context_new(&c, &o, err, sizeof err)) != 0) {
-        tap_diag("client context: %s", err);
-        return NULL;
-    }
-    fd = connect_retry(port, NULL);
-    if (fd < 0) {
-        *rc = fd;
-        tlsk_context_free(c);
-        return NULL;
-    }
-    *rc = tlsk_socket_new_client(&s, c, fd, &(struct tlsk_socket_options){
-                                                .servername = servername,
-                                                .flags = TLSK_SOCKET_OWN_FD });
-    tlsk_context_free(c);
-    if (*rc != 0) {
-        close(fd);
-        return NULL;
-    }
-    if ((*rc = h_handshake(s)) != 0) {
-        tap_diag("client handshake: %s %s", tlsk_err_name(*rc), tlsk_socket_error_detail(s));
-        tlsk_socket_free(s);
-        return NULL;
-    }
-    return s;
-}
-
-/* Read until close_notify / EOF / error into b (at most cap - 1 bytes, NUL-terminated).
- * Returns the final code: 0 for close_notify, TLSK_ETRUNCATED, ... */
-__attribute__((unused))
-static int tls_read_all(struct tlsk_socket *s, char *b, size_t cap, size_t *len)
-{
-    *len = 0;
-    for (;;) {
-        ssize_t n = h_read_some(s, b + *len, cap - 1 - *len);
-        if (n <= 0 || *len + (size_t)n >= cap - 1) {
-            if (n > 0) {
-                *len += (size_t)n;
-            }
-            b[*len] = '\0';
-            return (int)n;
-        }
-        *len += (size_t)n;
-    }
-}
-
-static long long g_t0;
-
-__attribute__((unused))
-static void begin(const char *tn)
-{
-    tap_diag("[%5.1f s] %s", (double)(now_ms() - g_t0) / 1000.0, tn);
-    alarm(g_case_secs);
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Fixtures of this test                                                                    */
 
 struct proxy {
-    struct kid k;
+    struct p_kid k;
     int port;
     unsigned long conns; /* connections made to it so far (its log numbers them from 1) */
 };
@@ -828,7 +55,7 @@ struct proxy {
 static int start_proxy(struct proxy *p, const char *what, const char **argv)
 {
     memset(p, 0, sizeof *p);
-    p->port = start_tool(&p->k, what, argv);
+    p->port = p_start_tool(&p->k, what, argv);
     return p->port;
 }
 
@@ -836,21 +63,21 @@ static int start_proxy(struct proxy *p, const char *what, const char **argv)
 static char *conn_end(struct proxy *p, unsigned long id)
 {
     char n1[64], n2[64];
-    long long end = now_ms() + g_to;
+    long long end = p_now_ms() + p_to;
     snprintf(n1, sizeof n1, "conn %lu closed:", id);
     snprintf(n2, sizeof n2, "conn %lu from", id);
     for (;;) {
-        char *l = log_line(&p->k, n1);
+        char *l = p_log_line(&p->k, n1);
         if (*l) {
             return l;
         }
         free(l);
-        l = log_line(&p->k, n2);
+        l = p_log_line(&p->k, n2);
         if (strstr(l, "unavailable") || strstr(l, "failed")) {
             return l;
         }
         free(l);
-        if (now_ms() > end) {
+        if (p_now_ms() > end) {
             return strdup("");
         }
         usleep(20000);
@@ -861,14 +88,14 @@ static char *conn_start(struct proxy *p, unsigned long id)
 {
     char n[64];
     snprintf(n, sizeof n, "conn %lu from", id);
-    wait_log(&p->k, n, g_to);
-    return log_line(&p->k, n);
+    p_wait_log(&p->k, n, p_to);
+    return p_log_line(&p->k, n);
 }
 
 /* The relay mode the log must name for a connection of this version. */
 static const char *want_mode(int version, bool rx13)
 {
-    if (!g_ktls) {
+    if (!p_ktls) {
         return "mode copy";
     }
     return version == TLSK_TLS1_2 || rx13 ? "mode splice" : "mode splice tx, copy rx";
@@ -891,17 +118,17 @@ static const char *vname(int v)
 }
 
 static struct proxy g_term;       /* the terminator: backend echo, SNI routes */
-static struct kid g_echo, g_half, g_routed, g_http;
+static struct p_kid g_echo, g_half, g_routed, g_http;
 static int g_echo_port, g_http_port, g_dead_port;
 static char g_www[PATH_MAX];
 
-static int start_socat(struct kid *k, const char *what, const char *addr2)
+static int start_socat(struct p_kid *k, const char *what, const char *addr2)
 {
     char a1[96];
-    int port = free_port();
+    int port = p_free_port();
     const char *argv[] = { "socat", a1, addr2, NULL };
     snprintf(a1, sizeof a1, "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", port);
-    if (kid_spawn(k, what, argv, NULL, NULL, KID_NULL, false) != 0 || !wait_port(port, k)) {
+    if (p_kid_spawn(k, what, argv, NULL, NULL, P_KID_NULL, false) != 0 || !p_wait_port(port, k)) {
         return -1;
     }
     return port;
@@ -913,38 +140,38 @@ static int start_socat(struct kid *k, const char *what, const char *addr2)
 static void p1_sclient_echo(struct proxy *px, bool rx13, int version, size_t n)
 {
     char tn[128], portarg[32];
-    const char *argv[] = { "openssl", "s_client", "-connect", portarg, "-CAfile", g_ca,
+    const char *argv[] = { "openssl", "s_client", "-connect", portarg, "-CAfile", p_ca,
                            "-verify_return_error", "-verify_hostname", "localhost",
                            "-servername", "localhost",
                            version == TLSK_TLS1_3 ? "-tls1_3" : "-tls1_2", "-quiet",
                            "-no_ign_eof", "-nocommands", NULL };
     unsigned char *data = malloc(n);
-    struct buf out = { 0 };
-    struct kid k;
+    struct p_buf out = { 0 };
+    struct p_kid k;
     long long tx0 = h_tls_stat("TlsTxSw"), rx0 = h_tls_stat("TlsRxSw");
     unsigned long id = ++px->conns;
     int rc, st;
 
     snprintf(tn, sizeof tn, "P1 TLS %s s_client echo %zu bytes%s", vname(version), n,
              rx13 ? " (--tls13-rx)" : "");
-    begin(tn);
+    p_begin(tn);
     snprintf(portarg, sizeof portarg, "127.0.0.1:%d", px->port);
     h_pattern(11, 0, data, n);
-    rc = kid_spawn(&k, "openssl s_client", argv, NULL, NULL, KID_PIPE, true);
+    rc = p_kid_spawn(&k, "openssl s_client", argv, NULL, NULL, P_KID_PIPE, true);
     if (!TAP_OK(rc == 0, "%s: start s_client", tn)) {
         free(data);
         return;
     }
     /* stdin stays open until the whole echo is back: at EOF s_client sends close_notify and
      * exits at once (-no_ign_eof). */
-    rc = kid_io(&k, data, n, n, &out);
-    st = kid_wait(&k, g_to);
-    tis(rc, 0, "%s: s_client output ended", tn);
+    rc = p_kid_io(&k, data, n, n, &out);
+    st = p_kid_wait(&k, p_to);
+    p_tis(rc, 0, "%s: s_client output ended", tn);
     if (!TAP_OK(out.len == n && memcmp(out.p, data, n) == 0, "%s: echo byte-exact", tn)) {
         tap_diag("  got %zu of %zu bytes", out.len, n);
-        kid_diag(&k);
+        p_kid_diag(&k);
     }
-    tis(st, 0, "%s: s_client exited 0", tn);
+    p_tis(st, 0, "%s: s_client exited 0", tn);
     check_mode(tn, px, id, version, rx13);
     char *l = conn_end(px, id), want[160];
     snprintf(want, sizeof want, "%zu bytes client->backend, %zu bytes backend->client; client "
@@ -953,7 +180,7 @@ static void p1_sclient_echo(struct proxy *px, bool rx13, int version, size_t n)
         tap_diag("  line: %s", l);
     }
     free(l);
-    if (g_ktls) {
+    if (p_ktls) {
         long long tx1 = h_tls_stat("TlsTxSw"), rx1 = h_tls_stat("TlsRxSw");
         TAP_OK(tx1 > tx0, "%s: /proc/net/tls_stat TlsTxSw moved (%lld -> %lld)", tn, tx0, tx1);
         if (version == TLSK_TLS1_2 || rx13) {
@@ -961,8 +188,8 @@ static void p1_sclient_echo(struct proxy *px, bool rx13, int version, size_t n)
                    rx1);
         }
     }
-    kid_free(&k);
-    buf_free(&out);
+    p_kid_free(&k);
+    p_buf_free(&out);
     free(data);
     alarm(0);
 }
@@ -970,29 +197,29 @@ static void p1_sclient_echo(struct proxy *px, bool rx13, int version, size_t n)
 static void p2_curl(int version, size_t n)
 {
     char tn[128], url[96], resolve[64], outp[PATH_MAX + 16];
-    const char *argv[] = { "curl", "-sS", "--cacert", g_ca, "--resolve", resolve,
+    const char *argv[] = { "curl", "-sS", "--cacert", p_ca, "--resolve", resolve,
                            version == TLSK_TLS1_3 ? "--tlsv1.3" : "--tlsv1.2", "--tls-max",
                            version == TLSK_TLS1_3 ? "1.3" : "1.2", "-o", outp, url, NULL };
-    struct kid k;
+    struct p_kid k;
     unsigned long id = ++g_term.conns;
     int rc, st;
 
     snprintf(tn, sizeof tn, "P2 TLS %s curl GET %zu bytes via http.server", vname(version), n);
-    begin(tn);
+    p_begin(tn);
     /* Route by name: "localhost" goes to the echo backend, www.test.com to http.server. */
     snprintf(resolve, sizeof resolve, "www.test.com:%d:127.0.0.1", g_term.port);
     snprintf(url, sizeof url, "https://www.test.com:%d/file.bin", g_term.port);
-    snprintf(outp, sizeof outp, "%s/curl.out", g_tmp);
+    snprintf(outp, sizeof outp, "%s/curl.out", p_tmp);
     unlink(outp);
-    rc = kid_spawn(&k, "curl", argv, NULL, NULL, KID_NULL, false);
+    rc = p_kid_spawn(&k, "curl", argv, NULL, NULL, P_KID_NULL, false);
     if (!TAP_OK(rc == 0, "%s: start curl", tn)) {
         return;
     }
-    st = kid_wait(&k, g_to * 2);
-    if (!tis(st, 0, "%s: curl exited 0", tn)) {
-        kid_diag(&k);
+    st = p_kid_wait(&k, p_to * 2);
+    if (!p_tis(st, 0, "%s: curl exited 0", tn)) {
+        p_kid_diag(&k);
     }
-    int64_t bad = check_pattern_file(outp, 5, n);
+    int64_t bad = p_check_pattern_file(outp, 5, n);
     if (!TAP_OK(bad < 0, "%s: body byte-exact", tn)) {
         tap_diag("  first bad offset %lld", (long long)bad);
     }
@@ -1001,7 +228,7 @@ static void p2_curl(int version, size_t n)
     TAP_OK(strstr(l, "backend sent EOF") != NULL, "%s: connection ended cleanly", tn);
     free(l);
     unlink(outp);
-    kid_free(&k);
+    p_kid_free(&k);
     alarm(0);
 }
 
@@ -1014,20 +241,20 @@ static void p3_half_close(int version)
 
     snprintf(tn, sizeof tn, "P3 TLS %s half-close: close_notify, then the backend answers",
              vname(version));
-    begin(tn);
-    struct tlsk_socket *s = tls_dial(g_term.port, "half.test.com", version, NULL, &rc);
+    p_begin(tn);
+    struct tlsk_socket *s = p_tls_dial(g_term.port, "half.test.com", version, NULL, &rc);
     if (!TAP_OK(s != NULL, "%s: handshake with SNI half.test.com (wildcard certificate)", tn)) {
         return;
     }
     rc = h_write_all(s, "hello, then EOF\n", 16);
-    tis(rc, 0, "%s: wrote a line", tn);
+    p_tis(rc, 0, "%s: wrote a line", tn);
     rc = h_shutdown(s);
-    tis(rc, 0, "%s: sent close_notify", tn);
-    rc = tls_read_all(s, b, sizeof b, &len);
+    p_tis(rc, 0, "%s: sent close_notify", tn);
+    rc = p_tls_read_all(s, b, sizeof b, &len);
     if (!TAP_OK(strcmp(b, "done\n") == 0, "%s: still received the backend's answer", tn)) {
         tap_diag("  got \"%s\"", b);
     }
-    if (!tis(rc, 0, "%s: then the proxy's close_notify (read 0, not %s)", tn,
+    if (!p_tis(rc, 0, "%s: then the proxy's close_notify (read 0, not %s)", tn,
              tlsk_err_name(rc))) {
         tap_diag("  %s", tlsk_socket_error_detail(s));
     }
@@ -1046,18 +273,18 @@ static void p4_backend_down(int version)
     char tn[128], b[256];
     size_t len = 0;
     unsigned long id = ++g_term.conns;
-    int rc, before = fd_count(g_term.k.pid);
+    int rc, before = p_fd_count(g_term.k.pid);
 
     snprintf(tn, sizeof tn, "P4 TLS %s backend down", vname(version));
-    begin(tn);
-    struct tlsk_socket *s = tls_dial(g_term.port, "down.test.com", version, NULL, &rc);
+    p_begin(tn);
+    struct tlsk_socket *s = p_tls_dial(g_term.port, "down.test.com", version, NULL, &rc);
     if (!TAP_OK(s != NULL, "%s: handshake", tn)) {
         return;
     }
-    rc = tls_read_all(s, b, sizeof b, &len);
-    tis(rc, 0, "%s: the client's connection ends with close_notify (%s)", tn,
+    rc = p_tls_read_all(s, b, sizeof b, &len);
+    p_tis(rc, 0, "%s: the client's connection ends with close_notify (%s)", tn,
         tlsk_err_name(rc));
-    tis((long long)len, 0, "%s: and no data", tn);
+    p_tis((long long)len, 0, "%s: and no data", tn);
     tlsk_socket_free(s);
     char *l = conn_end(&g_term, id);
     if (!TAP_OK(strstr(l, "unavailable: Connection refused"), "%s: proxy logged it", tn)) {
@@ -1066,22 +293,22 @@ static void p4_backend_down(int version)
     free(l);
     /* The proxy keeps serving: one more connection to a live backend. */
     id = ++g_term.conns;
-    s = tls_dial(g_term.port, "a.example.com", version, NULL, &rc);
+    s = p_tls_dial(g_term.port, "a.example.com", version, NULL, &rc);
     if (TAP_OK(s != NULL, "%s: next connection handshakes", tn)) {
-        rc = tls_read_all(s, b, sizeof b, &len);
+        rc = p_tls_read_all(s, b, sizeof b, &len);
         TAP_OK(rc == 0 && strcmp(b, "routed-a\n") == 0, "%s: and is served", tn);
         tlsk_socket_free(s);
     }
     free(conn_end(&g_term, id));
     /* Connection threads close everything before logging the end; allow them to return. */
-    long long end = now_ms() + 5000;
+    long long end = p_now_ms() + 5000;
     int after;
-    while ((after = fd_count(g_term.k.pid)) > before && now_ms() < end) {
+    while ((after = p_fd_count(g_term.k.pid)) > before && p_now_ms() < end) {
         usleep(20000);
     }
     TAP_OK(after >= 0 && after <= before, "%s: no descriptor leaked (%d before, %d after)", tn,
            before, after);
-    TAP_OK(kid_alive(&g_term.k), "%s: proxy still running", tn);
+    TAP_OK(p_kid_alive(&g_term.k), "%s: proxy still running", tn);
     alarm(0);
 }
 
@@ -1092,18 +319,18 @@ static void p5_sni(int version)
     int rc;
 
     snprintf(tn, sizeof tn, "P5 TLS %s SNI certificate and routing", vname(version));
-    begin(tn);
+    p_begin(tn);
     ++g_term.conns;
-    struct tlsk_socket *s = tls_dial(g_term.port, "a.example.com", version, NULL, &rc);
+    struct tlsk_socket *s = p_tls_dial(g_term.port, "a.example.com", version, NULL, &rc);
     if (TAP_OK(s != NULL, "%s: a.example.com verifies (its own certificate served)", tn)) {
-        rc = tls_read_all(s, b, sizeof b, &len);
+        rc = p_tls_read_all(s, b, sizeof b, &len);
         TAP_OK(rc == 0 && strcmp(b, "routed-a\n") == 0, "%s: routed to its backend (\"%s\")", tn,
                b);
         tlsk_socket_free(s);
     }
     free(conn_end(&g_term, g_term.conns));
     ++g_term.conns;
-    s = tls_dial(g_term.port, "localhost", version, NULL, &rc);
+    s = p_tls_dial(g_term.port, "localhost", version, NULL, &rc);
     if (TAP_OK(s != NULL, "%s: localhost gets the default certificate", tn)) {
         rc = h_write_all(s, "ping\n", 5);
         size_t got = 0;
@@ -1117,7 +344,7 @@ static void p5_sni(int version)
         TAP_OK(got == 5 && memcmp(b, "ping\n", 5) == 0, "%s: and the default backend (echo)",
                tn);
         h_shutdown(s);
-        tls_read_all(s, b, sizeof b, &len);
+        p_tls_read_all(s, b, sizeof b, &len);
         tlsk_socket_free(s);
     }
     free(conn_end(&g_term, g_term.conns));
@@ -1133,8 +360,8 @@ static void p6_proxy_protocol(int version)
     size_t len;
 
     snprintf(tn, sizeof tn, "P6 TLS %s PROXY v2 header to a unix backend", vname(version));
-    begin(tn);
-    snprintf(path, sizeof path, "%s/backend.sock", g_tmp);
+    p_begin(tn);
+    snprintf(path, sizeof path, "%s/backend.sock", p_tmp);
     unlink(path);
     if (strlen(path) >= sizeof un.sun_path) {
         TAP_OK(0, "%s: scratch path too long for a unix socket", tn);
@@ -1148,20 +375,20 @@ static void p6_proxy_protocol(int version)
         return;
     }
     snprintf(bk, sizeof bk, "unix:%s", path);
-    const char *argv[] = { "tlsk-proxy", "--cert", g_cert, "--key", g_key, "--listen",
+    const char *argv[] = { "tlsk-proxy", "--cert", p_cert, "--key", p_key, "--listen",
                            "127.0.0.1:0", "--backend", bk, "--proxy-protocol", "--alpn",
                            "http/1.1", NULL };
     if (!TAP_OK(start_proxy(&pp, "tlsk-proxy --proxy-protocol", argv) > 0, "%s: proxy up", tn)) {
         close(lfd);
-        kid_free(&pp.k);
+        p_kid_free(&pp.k);
         return;
     }
-    struct tlsk_socket *s = tls_dial(pp.port, "localhost", version, "http/1.1", &rc);
+    struct tlsk_socket *s = p_tls_dial(pp.port, "localhost", version, "http/1.1", &rc);
     if (!TAP_OK(s != NULL, "%s: handshake with ALPN http/1.1", tn)) {
         goto out;
     }
     struct pollfd pf = { .fd = lfd, .events = POLLIN };
-    if (poll(&pf, 1, g_to) == 1) {
+    if (poll(&pf, 1, p_to) == 1) {
         bfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     }
     if (!TAP_OK(bfd >= 0, "%s: proxy connected to the unix backend", tn)) {
@@ -1171,7 +398,7 @@ static void p6_proxy_protocol(int version)
     size_t have = 0, need = 16;
     while (have < need) {
         struct pollfd q = { .fd = bfd, .events = POLLIN };
-        if (poll(&q, 1, g_to) != 1) {
+        if (poll(&q, 1, p_to) != 1) {
             break;
         }
         ssize_t n = read(bfd, ph + have, need - have);
@@ -1224,7 +451,7 @@ static void p6_proxy_protocol(int version)
     len = 0;
     while (rc == 0 && len < 4) {
         struct pollfd q = { .fd = bfd, .events = POLLIN };
-        if (poll(&q, 1, g_to) != 1) {
+        if (poll(&q, 1, p_to) != 1) {
             break;
         }
         ssize_t n = read(bfd, b + len, 4 - len);
@@ -1237,7 +464,7 @@ static void p6_proxy_protocol(int version)
     TAP_OK(write(bfd, "pong", 4) == 4, "%s: backend answers", tn);
     close(bfd);
     bfd = -1;
-    rc = tls_read_all(s, b, sizeof b, &len);
+    rc = p_tls_read_all(s, b, sizeof b, &len);
     TAP_OK(rc == 0 && strcmp(b, "pong") == 0, "%s: client got \"pong\" then close_notify (%s)",
            tn, tlsk_err_name(rc));
 out:
@@ -1249,14 +476,14 @@ out:
     }
     close(lfd);
     unlink(path);
-    kid_free(&pp.k);
+    p_kid_free(&pp.k);
     alarm(0);
 }
 
 /* Plain TCP exchange: send in (then SHUT_WR), collect everything until EOF. */
-static int plain_xfer(int port, const void *in, size_t in_len, struct buf *out)
+static int plain_xfer(int port, const void *in, size_t in_len, struct p_buf *out)
 {
-    int fd = connect_retry(port, NULL);
+    int fd = p_connect_retry(port, NULL);
     size_t off = 0;
     bool shut = false;
 
@@ -1273,7 +500,7 @@ static int plain_xfer(int port, const void *in, size_t in_len, struct buf *out)
             shutdown(fd, SHUT_WR);
             shut = true;
         }
-        int r = poll(&p, 1, g_to);
+        int r = poll(&p, 1, p_to);
         if (r <= 0) {
             close(fd);
             return r == 0 ? -ETIMEDOUT : -errno;
@@ -1309,35 +536,35 @@ static int plain_xfer(int port, const void *in, size_t in_len, struct buf *out)
 static void p7_origin_sserver(int version, bool rx13)
 {
     char tn[128], sport[16], up[32];
-    const char *sargv[] = { "openssl", "s_server", "-accept", sport, "-cert", g_cert, "-key",
-                            g_key, "-www", "-alpn", "http/1.1",
+    const char *sargv[] = { "openssl", "s_server", "-accept", sport, "-cert", p_cert, "-key",
+                            p_key, "-www", "-alpn", "http/1.1",
                             version == TLSK_TLS1_3 ? "-tls1_3" : "-tls1_2", NULL };
-    struct kid srv;
+    struct p_kid srv;
     struct proxy org;
     static const char req[] = "GET / HTTP/1.0\r\n\r\n";
 
     snprintf(tn, sizeof tn, "P7 TLS %s --origin to openssl s_server -www%s", vname(version),
              rx13 ? " (--tls13-rx: tickets arrive through kTLS RX)" : "");
-    begin(tn);
-    int port = free_port();
+    p_begin(tn);
+    int port = p_free_port();
     snprintf(sport, sizeof sport, "%d", port);
     snprintf(up, sizeof up, "127.0.0.1:%d", port);
-    if (!TAP_OK(kid_spawn(&srv, "openssl s_server", sargv, NULL, NULL, KID_NULL, false) == 0 &&
-                    wait_port(port, &srv),
+    if (!TAP_OK(p_kid_spawn(&srv, "openssl s_server", sargv, NULL, NULL, P_KID_NULL, false) == 0 &&
+                    p_wait_port(port, &srv),
                 "%s: s_server up", tn)) {
-        kid_free(&srv);
+        p_kid_free(&srv);
         return;
     }
     const char *argv[] = { "tlsk-proxy", "--origin", "--listen", "127.0.0.1:0", "--upstream",
-                           up, "--servername", "localhost", "--ca", g_ca, "--alpn", "http/1.1",
+                           up, "--servername", "localhost", "--ca", p_ca, "--alpn", "http/1.1",
                            rx13 ? "--tls13-rx" : NULL, NULL };
     if (!TAP_OK(start_proxy(&org, "tlsk-proxy --origin", argv) > 0, "%s: origin up", tn)) {
         goto out;
     }
-    /* wait_port() above made one TCP connection to s_server that it answers with an error;
+    /* p_wait_port() above made one TCP connection to s_server that it answers with an error;
      * each request below is a fresh upstream connection. */
     for (int i = 1; i <= 3; i++) {
-        struct buf out = { 0 };
+        struct p_buf out = { 0 };
         int rc = plain_xfer(org.port, req, sizeof req - 1, &out);
         if (out.p) {
             out.p[out.len < out.cap ? out.len : out.cap - 1] = 0;
@@ -1369,11 +596,11 @@ static void p7_origin_sserver(int version, bool rx13)
                "%s: upstream closed with close_notify", tn);
         free(l);
         free(s0);
-        buf_free(&out);
+        p_buf_free(&out);
     }
 out:
-    kid_free(&org.k);
-    kid_free(&srv);
+    p_kid_free(&org.k);
+    p_kid_free(&srv);
     alarm(0);
 }
 
@@ -1381,26 +608,26 @@ static void p8_origin_chain(int version, size_t n)
 {
     char tn[128], up[32];
     struct proxy org;
-    struct buf out = { 0 };
+    struct p_buf out = { 0 };
     unsigned char *data = malloc(n);
 
     snprintf(tn, sizeof tn, "P8 TLS %s plain -> --origin -> terminator -> echo, %zu bytes",
              vname(version), n);
-    begin(tn);
+    p_begin(tn);
     h_pattern(13, 0, data, n);
     snprintf(up, sizeof up, "127.0.0.1:%d", g_term.port);
     const char *argv[] = { "tlsk-proxy", "--origin", "--listen", "127.0.0.1:0", "--upstream",
-                           up, "--servername", "localhost", "--ca", g_ca, "--tls-max",
+                           up, "--servername", "localhost", "--ca", p_ca, "--tls-max",
                            vname(version), "--tls-min", vname(version), NULL };
     if (!TAP_OK(start_proxy(&org, "tlsk-proxy --origin (chain)", argv) > 0, "%s: origin up",
                 tn)) {
-        kid_free(&org.k);
+        p_kid_free(&org.k);
         free(data);
         return;
     }
     ++g_term.conns;
     int rc = plain_xfer(org.port, data, n, &out);
-    tis(rc, 0, "%s: exchange ended with EOF", tn);
+    p_tis(rc, 0, "%s: exchange ended with EOF", tn);
     if (!TAP_OK(out.len == n && memcmp(out.p, data, n) == 0, "%s: echo byte-exact", tn)) {
         tap_diag("  got %zu of %zu", out.len, n);
     }
@@ -1414,9 +641,9 @@ static void p8_origin_chain(int version, size_t n)
     TAP_OK(strstr(l, "client sent close_notify; backend sent EOF; close_notify sent") != NULL,
            "%s: terminator saw the same", tn);
     free(l);
-    buf_free(&out);
+    p_buf_free(&out);
     free(data);
-    kid_free(&org.k);
+    p_kid_free(&org.k);
     alarm(0);
 }
 
@@ -1426,18 +653,18 @@ static void p9_origin_down(void)
 {
     char tn[] = "P9 --origin with the upstream down", up[32];
     struct proxy org;
-    struct buf out = { 0 };
+    struct p_buf out = { 0 };
 
-    begin(tn);
+    p_begin(tn);
     snprintf(up, sizeof up, "127.0.0.1:%d", g_dead_port);
     const char *argv[] = { "tlsk-proxy", "--origin", "--listen", "127.0.0.1:0", "--upstream",
-                           up, "--servername", "localhost", "--ca", g_ca, NULL };
+                           up, "--servername", "localhost", "--ca", p_ca, NULL };
     if (!TAP_OK(start_proxy(&org, "tlsk-proxy --origin (down)", argv) > 0, "%s: origin up",
                 tn)) {
-        kid_free(&org.k);
+        p_kid_free(&org.k);
         return;
     }
-    int before = fd_count(org.k.pid);
+    int before = p_fd_count(org.k.pid);
     for (int i = 1; i <= 3; i++) {
         int rc = plain_xfer(org.port, "hello", 5, &out);
         if (!TAP_OK(rc == 0 && out.len == 0, "%s: connection %d closed (EOF, no data)", tn, i)) {
@@ -1446,16 +673,16 @@ static void p9_origin_down(void)
         char *l = conn_end(&org, (unsigned long)i);
         TAP_OK(strstr(l, "unavailable: Connection refused") != NULL, "%s: logged", tn);
         free(l);
-        buf_free(&out);
+        p_buf_free(&out);
     }
-    long long end = now_ms() + 5000;
+    long long end = p_now_ms() + 5000;
     int after;
-    while ((after = fd_count(org.k.pid)) > before && now_ms() < end) {
+    while ((after = p_fd_count(org.k.pid)) > before && p_now_ms() < end) {
         usleep(20000);
     }
     TAP_OK(after >= 0 && after <= before, "%s: no descriptor leaked (%d before, %d after)", tn,
            before, after);
-    kid_free(&org.k);
+    p_kid_free(&org.k);
     alarm(0);
 }
 
@@ -1465,7 +692,7 @@ static void cleanup_tmp(void)
     snprintf(p, sizeof p, "%s/file.bin", g_www);
     unlink(p);
     rmdir(g_www);
-    rmdir(g_tmp);
+    rmdir(p_tmp);
 }
 
 int main(void)
@@ -1476,71 +703,71 @@ int main(void)
     struct sigaction sa;
     size_t bulk;
 
-    g_t0 = now_ms();
+    p_t0 = p_now_ms();
     setvbuf(stdout, NULL, _IOLBF, 0);
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
-    sa.sa_handler = on_alarm;
+    sa.sa_handler = p_on_alarm;
     sigaction(SIGALRM, &sa, NULL);
 
-    g_ktls = h_expect_ktls();
-    g_to = g_ktls ? 60000 : 20000;
-    g_case_secs = g_ktls ? 300 : 60;
+    p_ktls = h_expect_ktls();
+    p_to = p_ktls ? 60000 : 20000;
+    p_case_secs = p_ktls ? 300 : 60;
     bulk = h_bulk_bytes(4);
-    g_ca = strdup(h_fixture("ca1-cert.pem"));
-    g_cert = strdup(h_fixture("agent1-cert.pem"));
-    g_key = strdup(h_fixture("agent1-key.pem"));
-    tools_dir();
+    p_ca = strdup(h_fixture("ca1-cert.pem"));
+    p_cert = strdup(h_fixture("agent1-cert.pem"));
+    p_key = strdup(h_fixture("agent1-key.pem"));
+    p_tools_dir();
 
     tap_diag("kernel %s, tls ULP %s, bulk %zu bytes, %s tier, tools in %s", caps->release,
-             caps->ulp ? "yes" : "no", bulk, g_ktls ? "kTLS" : "native", g_tools);
-    if (g_ktls && !TAP_OK(caps->ulp, "TLSK_EXPECT_KTLS=1: the kernel has the tls ULP")) {
+             caps->ulp ? "yes" : "no", bulk, p_ktls ? "kTLS" : "native", p_tools);
+    if (p_ktls && !TAP_OK(caps->ulp, "TLSK_EXPECT_KTLS=1: the kernel has the tls ULP")) {
         return tap_done();
     }
     {
         char exe[PATH_MAX];
         static const char *need[] = { "openssl", "curl", "socat", "python3" };
         for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
-            if (!TAP_OK(find_exe(need[i], exe, sizeof exe), "peer %s is installed", need[i])) {
+            if (!TAP_OK(p_find_exe(need[i], exe, sizeof exe), "peer %s is installed", need[i])) {
                 return tap_done();
             }
         }
-        char tool[sizeof g_tools + 16];
-        snprintf(tool, sizeof tool, "%s/tlsk-proxy", g_tools);
+        char tool[sizeof p_tools + 16];
+        snprintf(tool, sizeof tool, "%s/tlsk-proxy", p_tools);
         if (!TAP_OK(access(tool, X_OK) == 0, "%s is built", tool)) {
             return tap_done();
         }
     }
-    snprintf(g_tmp, sizeof g_tmp, "%s/tlsk-proxy-XXXXXX", td && *td ? td : "/tmp");
-    if (!mkdtemp(g_tmp)) {
+    snprintf(p_tmp, sizeof p_tmp, "%s/tlsk-proxy-XXXXXX", td && *td ? td : "/tmp");
+    if (!mkdtemp(p_tmp)) {
         tap_bail("mkdtemp failed");
     }
-    snprintf(g_www, sizeof g_www, "%s/www", g_tmp);
+    snprintf(g_www, sizeof g_www, "%s/www", p_tmp);
     snprintf(wfile, sizeof wfile, "%s/file.bin", g_www);
-    if (!TAP_OK(mkdir(g_www, 0755) == 0 && write_pattern_file(wfile, 5, bulk) == 0,
-                "scratch files in %s", g_tmp)) {
+    if (!TAP_OK(mkdir(g_www, 0755) == 0 && p_write_pattern_file(wfile, 5, bulk) == 0,
+                "scratch files in %s", p_tmp)) {
         cleanup_tmp();
         return tap_done();
     }
 
-    begin("backends: socat echo, socat answer-after-EOF, socat fixed answer, http.server");
+    p_begin("backends: socat echo, socat answer-after-EOF, socat fixed answer, http.server");
     g_echo_port = start_socat(&g_echo, "socat echo", "EXEC:cat");
     int half_port = start_socat(&g_half, "socat half-close", "SYSTEM:cat >/dev/null; echo done");
     int routed_port = start_socat(&g_routed, "socat routed-a", "SYSTEM:echo routed-a");
-    g_http_port = free_port();
+    g_http_port = p_free_port();
     {
         char p[16];
         snprintf(p, sizeof p, "%d", g_http_port);
         const char *argv[] = { "python3", "-m", "http.server", p, "--bind", "127.0.0.1",
                                "--directory", g_www, NULL };
-        if (kid_spawn(&g_http, "python3 -m http.server", argv, NULL, NULL, KID_NULL, false) !=
+        if (p_kid_spawn(&g_http, "python3 -m http.server", argv, NULL, NULL, P_KID_NULL, false) !=
                 0 ||
-            !wait_port(g_http_port, &g_http)) {
+            !p_wait_port(g_http_port, &g_http)) {
             g_http_port = -1;
         }
     }
-    g_dead_port = free_port(); /* nothing listens there */
+    g_dead_port = p_free_port(); /* nothing listens there */
     if (!TAP_OK(g_echo_port > 0 && half_port > 0 && routed_port > 0 && g_http_port > 0 &&
                     g_dead_port > 0,
                 "backends are up")) {
@@ -1557,12 +784,12 @@ int main(void)
                  h_fixture("sni-a-key.pem"));
         snprintf(sw_cert, sizeof sw_cert, "*.test.com=%s,%s", h_fixture("sni-wild-cert.pem"),
                  h_fixture("sni-wild-key.pem"));
-        const char *argv[] = { "tlsk-proxy", "--cert", g_cert, "--key", g_key, "--listen",
+        const char *argv[] = { "tlsk-proxy", "--cert", p_cert, "--key", p_key, "--listen",
                                "127.0.0.1:0", "--backend", echo_b, "--sni", routed, "--sni",
                                half, "--sni", dead, "--sni", http_b, "--sni-cert", sa_cert,
                                "--sni-cert", sw_cert, NULL };
         if (!TAP_OK(start_proxy(&g_term, "tlsk-proxy", argv) > 0, "tlsk-proxy is listening")) {
-            kid_diag(&g_term.k);
+            p_kid_diag(&g_term.k);
             goto out;
         }
     }
@@ -1585,27 +812,27 @@ int main(void)
     p7_origin_sserver(TLSK_TLS1_3, true);
     {
         struct proxy p13;
-        const char *argv[] = { "tlsk-proxy", "--cert", g_cert, "--key", g_key, "--listen",
+        const char *argv[] = { "tlsk-proxy", "--cert", p_cert, "--key", p_key, "--listen",
                                "127.0.0.1:0", "--backend", echo_b, "--tls13-rx", NULL };
         if (TAP_OK(start_proxy(&p13, "tlsk-proxy --tls13-rx", argv) > 0,
                    "tlsk-proxy --tls13-rx is listening")) {
             p1_sclient_echo(&p13, true, TLSK_TLS1_3, (512u << 10) + 77);
         }
-        kid_free(&p13.k);
+        p_kid_free(&p13.k);
     }
-    if (!TAP_OK(kid_alive(&g_term.k), "tlsk-proxy survived everything")) {
-        kid_diag(&g_term.k);
+    if (!TAP_OK(p_kid_alive(&g_term.k), "tlsk-proxy survived everything")) {
+        p_kid_diag(&g_term.k);
     }
 out:
     if (tap_failed) {
-        kid_diag(&g_term.k);
+        p_kid_diag(&g_term.k);
     }
-    kid_free(&g_term.k);
-    kid_free(&g_echo);
-    kid_free(&g_half);
-    kid_free(&g_routed);
-    kid_free(&g_http);
+    p_kid_free(&g_term.k);
+    p_kid_free(&g_echo);
+    p_kid_free(&g_half);
+    p_kid_free(&g_routed);
+    p_kid_free(&g_http);
     cleanup_tmp();
-    tap_diag("elapsed %.1f s", (double)(now_ms() - g_t0) / 1000.0);
+    tap_diag("elapsed %.1f s", (double)(p_now_ms() - p_t0) / 1000.0);
     return tap_done();
 }

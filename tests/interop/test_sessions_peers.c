@@ -23,278 +23,8 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "peers.h"
 #include "tap.h"
-
-/* ---------------------------------------------------------------------------------------- */
-/* An evented tlsk echo server on the built-in loop, and peers run by /bin/sh                */
-
-static struct tlsk_loop *g_loop;
-static char g_tmp[256];
-
-struct srv {
-    struct tlsk_server *srv;
-    int port;
-    int secure, client_errors, sock_errors, closes, reused;
-    int last_client_err, last_sock_err;
-    struct tlsk_offload off;
-    bool kernel_tx, kernel_rx;
-    size_t echoed;
-    int closed;
-    char detail[256];
-};
-
-static void on_data(struct tlsk_socket *s, const void *buf, size_t len, void *ud)
-{
-    struct srv *st = ud;
-    st->echoed += len;
-    tlsk_socket_send(s, buf, len);
-}
-
-static void on_end(struct tlsk_socket *s, int err, void *ud)
-{
-    (void)err;
-    (void)ud;
-    tlsk_socket_end(s);
-}
-
-static void on_sock_error(struct tlsk_socket *s, int err, void *ud)
-{
-    struct srv *st = ud;
-    st->sock_errors++;
-    st->last_sock_err = err;
-    snprintf(st->detail, sizeof st->detail, "%s", tlsk_socket_error_detail(s));
-}
-
-static void on_sock_close(struct tlsk_socket *s, void *ud)
-{
-    struct srv *st = ud;
-    (void)s;
-    st->closes++;
-}
-
-static void on_secure(struct tlsk_server *srv, struct tlsk_socket *s, void *data)
-{
-    struct srv *st = data;
-    static const struct tlsk_socket_callbacks cb = { .data = on_data, .end = on_end,
-                                                     .error = on_sock_error,
-                                                     .close = on_sock_close };
-    (void)srv;
-    st->secure++;
-    st->off = tlsk_socket_offload(s);
-    st->kernel_tx = h_kernel_has(tlsk_socket_fd(s), true, NULL, NULL);
-    st->kernel_rx = h_kernel_has(tlsk_socket_fd(s), false, NULL, NULL);
-    st->reused += tlsk_socket_session_reused(s) == 1;
-    tlsk_socket_set_data(s, st);
-    tlsk_socket_set_callbacks(s, &cb);
-}
-
-static void on_client_error(struct tlsk_server *srv, int err, struct tlsk_socket *s, void *data)
-{
-    struct srv *st = data;
-    (void)srv;
-    st->client_errors++;
-    st->last_client_err = err;
-    snprintf(st->detail, sizeof st->detail, "%s", s ? tlsk_socket_error_detail(s) : "");
-}
-
-static void on_srv_close(struct tlsk_server *srv, void *data)
-{
-    struct srv *st = data;
-    (void)srv;
-    st->closed = 1;
-}
-
-static void (*g_tick)(void); /* called between loop slices */
-
-static long long spin_now_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
-
-/* Run the loop for about ms milliseconds (it returns at once when nothing is active). */
-static void spin(int ms)
-{
-    for (int t = 0; t < ms; t += 10) {
-        long long t0 = spin_now_us(), left;
-        tlsk_loop_run(g_loop, 10);
-        if (g_tick) {
-            g_tick();
-        }
-        left = 10000 - (spin_now_us() - t0);
-        if (left > 0) {
-            usleep((useconds_t)left);
-        }
-    }
-}
-
-static bool srv_start(struct srv *st, struct tlsk_context *ctx)
-{
-    struct tlsk_server_options o = { .ctx = ctx, .handshake_timeout_ms = 10000 };
-    struct tlsk_server_callbacks cb = { on_secure, on_client_error, on_srv_close };
-    char host[64];
-
-    memset(st, 0, sizeof *st);
-    if (!ctx || tlsk_server_new(&st->srv, g_loop, &o, &cb, st) != 0) {
-        return false;
-    }
-    if (tlsk_server_listen(st->srv, "127.0.0.1", "0", 16) != 0 ||
-        tlsk_server_address(st->srv, host, sizeof host, &st->port) != 0) {
-        return false;
-    }
-    return true;
-}
-
-static void srv_stop(struct srv *st)
-{
-    if (!st->srv) {
-        return;
-    }
-    tlsk_server_close(st->srv);
-    for (int i = 0; i < 500 && !st->closed; i++) {
-        spin(10);
-    }
-    st->srv = NULL;
-}
-
-__attribute__((unused)) static void reset_counts(struct srv *st)
-{
-    st->secure = st->client_errors = st->sock_errors = st->closes = st->reused = 0;
-    st->last_client_err = st->last_sock_err = 0;
-    st->echoed = 0;
-    st->detail[0] = '\0';
-}
-
-/* Start script with sh -c ($P = port, $F = fixtures, $T = scratch dir), output (stdout and
- * stderr) into an unlinked file *fd.  Returns the pid or -errno. */
-static pid_t spawn_peer(const char *script, int port, int *fd)
-{
-    char path[512], ps[16];
-    pid_t p;
-
-    snprintf(path, sizeof path, "%s/out-XXXXXX", g_tmp);
-    *fd = mkstemp(path);
-    if (*fd < 0) {
-        return -errno;
-    }
-    unlink(path);
-    snprintf(ps, sizeof ps, "%d", port);
-    setenv("P", ps, 1);
-    p = fork();
-    if (p == 0) {
-        setpgid(0, 0);
-        dup2(*fd, 1);
-        dup2(*fd, 2);
-        signal(SIGPIPE, SIG_DFL);
-        execl("/bin/sh", "sh", "-c", script, (char *)NULL);
-        _exit(127);
-    }
-    return p;
-}
-
-/* Spin the loop until the peer exits (at most timeout_s, then it is killed); collect its
- * output into out.  Returns the exit status, or -ETIMEDOUT. */
-static int wait_peer(pid_t p, int fd, int timeout_s, char *out, size_t outlen)
-{
-    int st = 0, rc = -ETIMEDOUT;
-    ssize_t n;
-
-    for (int t = 0; p > 0 && t < timeout_s * 100; t++) {
-        spin(10);
-        if (waitpid(p, &st, WNOHANG) == p) {
-            rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-            break;
-        }
-    }
-    if (p > 0 && rc == -ETIMEDOUT) {
-        kill(-p, SIGKILL);
-        waitpid(p, &st, 0);
-    }
-    spin(100);
-    n = pread(fd, out, outlen - 1, 0);
-    out[n > 0 ? n : 0] = '\0';
-    close(fd);
-    return rc;
-}
-
-static int run_peer(const char *script, int port, int timeout_s, char *out, size_t outlen)
-{
-    int fd;
-    pid_t p = spawn_peer(script, port, &fd);
-    if (p < 0) {
-        out[0] = '\0';
-        return p;
-    }
-    return wait_peer(p, fd, timeout_s, out, outlen);
-}
-
-static int count(const char *hay, const char *needle)
-{
-    int c = 0;
-    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) {
-        c++;
-    }
-    return c;
-}
-
-static bool have(const char *exe)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", exe);
-    return system(cmd) == 0;
-}
-
-static struct tlsk_context *ctx_new(int version, unsigned flags,
-                                    const struct tlsk_session_store *store, long timeout,
-                                    int reneg_limit, int reneg_window, const char *ciphers)
-{
-    struct tlsk_context_options o = { 0 };
-    struct tlsk_context *c = NULL;
-    char err[512];
-
-    o.cert_file = h_fixture("agent1-cert.pem");
-    o.key_file = h_fixture("agent1-key.pem");
-    o.min_version = o.max_version = version;
-    o.flags = flags;
-    o.session_store = store;
-    o.session_timeout = timeout;
-    o.client_reneg_limit = reneg_limit;
-    o.client_reneg_window_s = reneg_window;
-    o.ciphers = ciphers;
-    if (tlsk_context_new(&c, &o, err, sizeof err) != 0) {
-        tap_diag("context: %s", err);
-        return NULL;
-    }
-    return c;
-}
-
-static void peer_setup(void)
-{
-    char fx[512];
-    signal(SIGPIPE, SIG_IGN);
-    snprintf(g_tmp, sizeof g_tmp, "%s/tlsk-peers-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(g_tmp)) {
-        tap_bail("mkdtemp");
-    }
-    snprintf(fx, sizeof fx, "%s", h_fixture(""));
-    fx[strlen(fx) - 1] = '\0'; /* drop the trailing '/' */
-    setenv("F", fx, 1);
-    setenv("T", g_tmp, 1);
-    if (tlsk_loop_new(&g_loop) != 0) {
-        tap_bail("loop");
-    }
-}
-
-static void peer_teardown(void)
-{
-    char cmd[300];
-    tlsk_loop_free(g_loop);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0) {
-        /* leave it */
-    }
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* The external store, answered from the loop                                               */
@@ -412,7 +142,7 @@ static const struct tlsk_session_store g_store_cb = { st_new, st_resume, NULL };
 
 static char g_out[1 << 20];
 
-static void check_kernel(struct srv *st, int version, const char *what)
+static void check_kernel(struct p_srv *st, int version, const char *what)
 {
     if (!h_expect_ktls()) {
         return;
@@ -444,7 +174,7 @@ static void reconnect_case(bool with_store, enum store_mode mode, bool async)
 {
     static const char *mn[] = { "found", "not found", "error answer", "garbage", "error returned" };
     char what[128];
-    struct srv st;
+    struct p_srv st;
     struct tlsk_context *ctx;
     int rc, nnew, nreused;
 
@@ -455,16 +185,16 @@ static void reconnect_case(bool with_store, enum store_mode mode, bool async)
         snprintf(what, sizeof what, "SS-10 s_client -reconnect, internal cache");
     }
     st_reset(mode, async);
-    ctx = ctx_new(TLSK_TLS1_2, 0, with_store ? &g_store_cb : NULL, 0, 0, 0, NULL);
-    if (!TAP_OK(srv_start(&st, ctx), "%s: server", what)) {
+    ctx = p_ctx_new(TLSK_TLS1_2, 0, with_store ? &g_store_cb : NULL, 0, 0, 0, NULL);
+    if (!TAP_OK(p_srv_start(&st, ctx), "%s: server", what)) {
         tlsk_context_free(ctx);
         return;
     }
-    g_tick = st_tick;
-    rc = run_peer(RECONNECT, st.port, 30, g_out, sizeof g_out);
-    g_tick = NULL;
-    nnew = count(g_out, "\nNew, ");
-    nreused = count(g_out, "\nReused, ");
+    p_tick = st_tick;
+    rc = p_run_peer(RECONNECT, st.port, 30, g_out, sizeof g_out);
+    p_tick = NULL;
+    nnew = p_count(g_out, "\nNew, ");
+    nreused = p_count(g_out, "\nReused, ");
     if (!with_store || mode == ST_FOUND) {
         if (!TAP_OK(rc == 0 && nnew == 1 && nreused == 5, "%s: 1 New + 5 Reused (%d, %d, exit %d)",
                     what, nnew, nreused, rc)) {
@@ -499,7 +229,7 @@ static void reconnect_case(bool with_store, enum store_mode mode, bool async)
         }
         TAP_IS(st.secure, 1, "%s: only the first connection reached secureConnection", what);
     }
-    srv_stop(&st);
+    p_srv_stop(&st);
     tlsk_context_free(ctx);
     st_reset(ST_FOUND, false);
 }
@@ -510,15 +240,15 @@ static void reconnect_case(bool with_store, enum store_mode mode, bool async)
 static void sess_file_case(int version, unsigned flags, const char *label, enum store_mode mode)
 {
     char what[128], script[1024];
-    struct srv st;
+    struct p_srv st;
     struct tlsk_context *ctx;
     const char *v = version == TLSK_TLS1_3 ? "-tls1_3" : "-tls1_2";
     int rc, nnew, nreused;
 
     snprintf(what, sizeof what, "%s s_client -sess_out/-sess_in, %s", label, mode == ST_FOUND ? "store answers" : "store misses");
     st_reset(mode, false);
-    ctx = ctx_new(version, flags, &g_store_cb, 0, 0, 0, NULL);
-    if (!TAP_OK(srv_start(&st, ctx), "%s: server", what)) {
+    ctx = p_ctx_new(version, flags, &g_store_cb, 0, 0, 0, NULL);
+    if (!TAP_OK(p_srv_start(&st, ctx), "%s: server", what)) {
         tlsk_context_free(ctx);
         return;
     }
@@ -529,11 +259,11 @@ static void sess_file_case(int version, unsigned flags, const char *label, enum 
              "(sleep 1; echo hello; sleep 1) | timeout 15 openssl s_client -connect 127.0.0.1:$P "
              "-CAfile $F/ca1-cert.pem %s -sess_in $T/sess.pem",
              v, v);
-    rc = run_peer(script, st.port, 40, g_out, sizeof g_out);
-    nnew = count(g_out, "\nNew, ");
-    nreused = count(g_out, "\nReused, ");
+    rc = p_run_peer(script, st.port, 40, g_out, sizeof g_out);
+    nnew = p_count(g_out, "\nNew, ");
+    nreused = p_count(g_out, "\nReused, ");
     TAP_OK(rc == 0 && strstr(g_out, "NEWSESS=1"), "%s: s_client saved a session (exit %d)", what, rc);
-    TAP_OK(count(g_out, "hello") >= 2, "%s: echo works on both connections", what);
+    TAP_OK(p_count(g_out, "hello") >= 2, "%s: echo works on both connections", what);
     if (mode == ST_FOUND) {
         TAP_OK(nnew == 1 && nreused == 1, "%s: New then Reused (%d, %d)", what, nnew, nreused);
         check_kernel(&st, version, what);
@@ -557,7 +287,7 @@ static void sess_file_case(int version, unsigned flags, const char *label, enum 
                g_st.n_resume, g_st.n_resume_known);
         TAP_OK(g_st.n_new >= 2, "%s: SS-9 new_session per ticket (%d)", what, g_st.n_new);
     }
-    srv_stop(&st);
+    p_srv_stop(&st);
     tlsk_context_free(ctx);
     st_reset(ST_FOUND, false);
 }
@@ -568,13 +298,13 @@ static void sess_file_case(int version, unsigned flags, const char *label, enum 
 static void gnutls_case(int version)
 {
     char what[96], script[1024];
-    struct srv st;
-    struct tlsk_context *ctx = ctx_new(version, 0, NULL, 0, 0, 0, NULL);
+    struct p_srv st;
+    struct tlsk_context *ctx = p_ctx_new(version, 0, NULL, 0, 0, 0, NULL);
     int rc;
 
     snprintf(what, sizeof what, "gnutls-cli -r TLS %s%s", version == TLSK_TLS1_3 ? "1.3" : "1.2",
              version == TLSK_TLS1_2 ? " --noticket" : " --waitresumption");
-    if (!TAP_OK(srv_start(&st, ctx), "%s: server", what)) {
+    if (!TAP_OK(p_srv_start(&st, ctx), "%s: server", what)) {
         tlsk_context_free(ctx);
         return;
     }
@@ -583,7 +313,7 @@ static void gnutls_case(int version)
              "$F/ca1-cert.pem localhost -r %s --priority NORMAL:-VERS-ALL:+VERS-TLS%s",
              version == TLSK_TLS1_2 ? "--noticket" : "--waitresumption",
              version == TLSK_TLS1_3 ? "1.3" : "1.2");
-    rc = run_peer(script, st.port, 30, g_out, sizeof g_out);
+    rc = p_run_peer(script, st.port, 30, g_out, sizeof g_out);
     if (!TAP_OK(strstr(g_out, "This is a resumed session") != NULL,
                 "%s: \"This is a resumed session\" (exit %d)", what, rc)) {
         tap_diag("  %.600s", g_out);
@@ -591,7 +321,7 @@ static void gnutls_case(int version)
     TAP_OK(st.reused >= 1 && st.client_errors == 0, "%s: the server saw the resumption (%d)",
            what, st.reused);
     check_kernel(&st, version, what);
-    srv_stop(&st);
+    p_srv_stop(&st);
     tlsk_context_free(ctx);
 }
 
@@ -623,27 +353,27 @@ static const char *PY =
 static void python_case(int version, bool noticket, bool clean)
 {
     char what[96], script[512], path[512];
-    struct srv st;
-    struct tlsk_context *ctx = ctx_new(version, 0, NULL, 0, 0, 0, NULL);
+    struct p_srv st;
+    struct tlsk_context *ctx = p_ctx_new(version, 0, NULL, 0, 0, 0, NULL);
     FILE *f;
     int rc;
 
     snprintf(what, sizeof what, "python3 ssl session= TLS %s%s%s",
              version == TLSK_TLS1_3 ? "1.3" : "1.2", noticket ? " OP_NO_TICKET" : "",
              clean ? " (unwrap: close_notify)" : " (plain close: no close_notify)");
-    snprintf(path, sizeof path, "%s/resume.py", g_tmp);
+    snprintf(path, sizeof path, "%s/resume.py", p_sh_tmp);
     f = fopen(path, "w");
     if (f) {
         fputs(PY, f);
         fclose(f);
     }
-    if (!TAP_OK(srv_start(&st, ctx), "%s: server", what)) {
+    if (!TAP_OK(p_srv_start(&st, ctx), "%s: server", what)) {
         tlsk_context_free(ctx);
         return;
     }
     snprintf(script, sizeof script, "timeout 60 \"$PY\" $T/resume.py $P %s $F/ca1-cert.pem %d %d",
              version == TLSK_TLS1_3 ? "1.3" : "1.2", noticket ? 1 : 0, clean ? 1 : 0);
-    rc = run_peer(script, st.port, 70, g_out, sizeof g_out);
+    rc = p_run_peer(script, st.port, 70, g_out, sizeof g_out);
     /* OpenSSL drops a session-id session whose connection ended without close_notify (a
      * possible truncation); tlsk keeps that conservative rule.  Tickets carry the session
      * with the client, so they still resume. */
@@ -657,18 +387,18 @@ static void python_case(int version, bool noticket, bool clean)
     TAP_IS(st.reused, expect ? 1 : 0, "%s: the server saw %s resumption", what,
            expect ? "one" : "no");
     check_kernel(&st, version, what);
-    srv_stop(&st);
+    p_srv_stop(&st);
     tlsk_context_free(ctx);
 }
 
 int main(void)
 {
     alarm(600);
-    peer_setup();
+    p_peer_setup();
     if (h_expect_ktls() && !TAP_OK(tlsk_kernel_probe()->ulp, "kTLS kernel present")) {
         return tap_done();
     }
-    if (!have("openssl")) {
+    if (!p_have("openssl")) {
         tap_skip_all("openssl not installed");
     }
     reconnect_case(true, ST_FOUND, false);
@@ -684,11 +414,11 @@ int main(void)
     sess_file_case(TLSK_TLS1_3, TLSK_STATEFUL_TICKETS, "TLS 1.3 stateful", ST_FOUND);
     sess_file_case(TLSK_TLS1_3, TLSK_STATEFUL_TICKETS, "TLS 1.3 stateful", ST_NOTFOUND);
 
-    if (have("gnutls-cli")) {
+    if (p_have("gnutls-cli")) {
         gnutls_case(TLSK_TLS1_2);
         gnutls_case(TLSK_TLS1_3);
     }
-    if (have("python3")) {
+    if (p_have("python3")) {
         /* The real interpreter, not a pyenv shim (slow inside user-mode Linux). */
         FILE *pp = popen("python3 -c 'import sys; print(sys.executable)'", "r");
         char py[512] = "python3";
@@ -704,6 +434,6 @@ int main(void)
         python_case(TLSK_TLS1_2, false, false);
         python_case(TLSK_TLS1_3, false, false);
     }
-    peer_teardown();
+    p_peer_teardown();
     return tap_done();
 }
