@@ -250,21 +250,17 @@ void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *c, bool server)
 
 void tlsk__apply_verify_flags(SSL *ssl, unsigned flags, bool server)
 {
-    struct {
-        unsigned flags;
-    } cc = { flags }, *c = &cc;
-
     if (server) {
-        if (c->flags & TLSK_REQUIRE_PEER_CERT) {
+        if (flags & TLSK_REQUIRE_PEER_CERT) {
             SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-        } else if (c->flags & TLSK_REQUEST_PEER_CERT) {
+        } else if (flags & TLSK_REQUEST_PEER_CERT) {
             SSL_set_verify(ssl, SSL_VERIFY_PEER, verify_accept_cb);
         } else {
             SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
         }
     } else {
         SSL_set_verify(ssl, SSL_VERIFY_PEER,
-                       (c->flags & TLSK_VERIFY_NONE_INSECURE) ? verify_accept_cb : NULL);
+                       (flags & TLSK_VERIFY_NONE_INSECURE) ? verify_accept_cb : NULL);
     }
 }
 

@@ -314,15 +314,19 @@ static int install(int fd, int optname, const struct tlsk__keys *k)
     return rc;
 }
 
-/* The kernel's current record sequence number of one direction. */
-int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq)
+/*
+ * Read one direction's kernel state: version, cipher and the current record sequence.  The
+ * kernel wants the exact struct length of the cipher (EINVAL otherwise), so version and
+ * cipher are asked for first.  Returns 0 or -errno; key bytes read are wiped.
+ */
+static int read_kernel_state(int fd, int optname, int *version, int *cipher, uint64_t *seq)
 {
     union crypto_info ci;
     socklen_t len = sizeof ci.base;
     const unsigned char *p;
-    int opt = tx ? TLSK_TLS_TX : TLSK_TLS_RX;
+    int rc = 0;
 
-    if (getsockopt(fd, TLSK_SOL_TLS, opt, &ci, &len) != 0) {
+    if (getsockopt(fd, TLSK_SOL_TLS, optname, &ci, &len) != 0) {
         return -errno;
     }
     switch (ci.base.cipher_type) {
@@ -341,70 +345,36 @@ int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq)
     default:
         return -EPROTO;
     }
-    if (getsockopt(fd, TLSK_SOL_TLS, opt, &ci, &len) != 0) {
-        return -errno;
+    if (getsockopt(fd, TLSK_SOL_TLS, optname, &ci, &len) != 0) {
+        rc = -errno;
+    } else {
+        *version = ci.base.version;
+        *cipher = ci.base.cipher_type;
+        *seq = get_be64(p);
     }
-    *seq = get_be64(p);
     OPENSSL_cleanse(&ci, sizeof ci);
-    return 0;
+    return rc;
+}
+
+/* The kernel's current record sequence number of one direction. */
+int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq)
+{
+    int version, cipher;
+
+    return read_kernel_state(fd, tx ? TLSK_TLS_TX : TLSK_TLS_RX, &version, &cipher, seq);
 }
 
 /* Read the installed state back: the kernel must report our version, cipher and sequence. */
 static int verify_installed(int fd, int optname, const struct tlsk__keys *k)
 {
-    union crypto_info ci;
-    socklen_t len = sizeof ci;
-    const unsigned char *seq;
-    int rc = -EPROTO;
+    int version, cipher;
+    uint64_t seq;
+    int rc = read_kernel_state(fd, optname, &version, &cipher, &seq);
 
-    /* The kernel wants the exact struct length of the cipher (EINVAL otherwise), so ask
-     * for version and cipher first. */
-    len = sizeof ci.base;
-    if (getsockopt(fd, TLSK_SOL_TLS, optname, &ci, &len) != 0) {
-        return -errno;
+    if (rc != 0) {
+        return rc;
     }
-    switch (ci.base.cipher_type) {
-    case TLSK_KCIPHER_AES_GCM_128:
-        len = sizeof ci.gcm128;
-        break;
-    case TLSK_KCIPHER_AES_GCM_256:
-        len = sizeof ci.gcm256;
-        break;
-    case TLSK_KCIPHER_AES_CCM_128:
-        len = sizeof ci.ccm128;
-        break;
-    case TLSK_KCIPHER_CHACHA20_POLY1305:
-        len = sizeof ci.chacha;
-        break;
-    default:
-        return -EPROTO;
-    }
-    if (getsockopt(fd, TLSK_SOL_TLS, optname, &ci, &len) != 0) {
-        return -errno;
-    }
-    switch (ci.base.cipher_type) {
-    case TLSK_KCIPHER_AES_GCM_128:
-        seq = ci.gcm128.rec_seq;
-        break;
-    case TLSK_KCIPHER_AES_GCM_256:
-        seq = ci.gcm256.rec_seq;
-        break;
-    case TLSK_KCIPHER_AES_CCM_128:
-        seq = ci.ccm128.rec_seq;
-        break;
-    case TLSK_KCIPHER_CHACHA20_POLY1305:
-        seq = ci.chacha.rec_seq;
-        break;
-    default:
-        goto out;
-    }
-    if (ci.base.version == k->version && ci.base.cipher_type == k->kcipher &&
-        get_be64(seq) == k->seq) {
-        rc = 0;
-    }
-out:
-    OPENSSL_cleanse(&ci, sizeof ci);
-    return rc;
+    return version == k->version && cipher == k->kcipher && seq == k->seq ? 0 : -EPROTO;
 }
 
 static void set_dir(struct tlsk_direction *d, enum tlsk_mode m, enum tlsk_reason r, int err)
