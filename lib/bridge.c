@@ -8,6 +8,8 @@
  * at its write sequence and sent as plaintext control records (TLS_SET_RECORD_TYPE).
  */
 #include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -277,15 +279,75 @@ static int reinject(struct tlsk_socket *s, int type, const unsigned char *msg, s
         return tlsk__set_detail(s, TLSK_EINTERNAL, "control record produced application data");
     }
     if (err != SSL_ERROR_WANT_READ) {
+        /* OpenSSL refused the message and wrote its alert, as it would on the wire: that
+         * alert goes out before the failure is reported. */
+        rc = tlsk__ossl_error(s, r, TLSK__OP_READ);
+        int ignored = tlsk__bridge_flush_out(s);
+        (void)ignored;
+        return rc < 0 && rc != -EAGAIN ? rc : TLSK_EPROTO;
+    }
+    return tlsk__bridge_flush_out(s);
+}
+
+/*
+ * A post-handshake message from kernel RX goes to OpenSSL, which answers exactly as it would
+ * from the wire: a ticket is stored, a KeyUpdate moves its read key (and when requested its
+ * write key, see tlsk__bridge_flush_out), anything unexpected or malformed gets its alert.
+ * After a KeyUpdate the kernel's receive path waits for the next key (docs/KERNEL.md §7).
+ */
+static int handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
+{
+    uint64_t seen = s->rx_ku_seen;
+    int rc = reinject(s, TLSK_REC_HANDSHAKE, msg, len);
+
+    if (rc != 0 || len == 0 || msg[0] != SSL3_MT_KEY_UPDATE ||
+        SSL_version(s->ssl) != TLS1_3_VERSION) {
+        return rc;
+    }
+    if (s->rx_ku_seen == seen) {
+        /* The kernel pauses after any record that starts with a KeyUpdate, but OpenSSL took
+         * no key change from this one (its message continues in a later record, which RFC
+         * 8446 5.1 forbids at a key change): nothing can be received any more. */
+        tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE);
+        return tlsk__set_detail(s, TLSK_EPROTO, "KeyUpdate not aligned with a record boundary");
+    }
+    if ((rc = tlsk__tls13_next_secret(s, &s->orx_secret)) != 0) {
+        return rc;
+    }
+    s->ossl_read_seq = 0;
+    s->rx_ku_asked = false;
+    if ((rc = tlsk__kernel_rekey(s, false)) != 0) {
+        return rc;
+    }
+    return tlsk__bridge_answer_key_update(s);
+}
+
+/*
+ * OpenSSL answers a peer's update_requested only from its next SSL_write (it just notes
+ * the update, SSL_get_key_update_type), and with transmit in the kernel there is no next
+ * SSL_write: send the answer now (RFC 8446 4.6.3 says the receiver MUST).  Before Linux 6.14
+ * the answer could not be sent anyway (tlsk__bridge_flush_out), so it is left noted.
+ */
+int tlsk__bridge_answer_key_update(struct tlsk_socket *s)
+{
+    int type = SSL_get_key_update_type(s->ssl);
+    int r;
+
+    if (!s->tx_kernel || !s->kernel_rekey || type == SSL_KEY_UPDATE_NONE) {
+        return 0;
+    }
+    ERR_clear_error();
+    if (SSL_key_update(s->ssl, type) != 1 || (r = SSL_do_handshake(s->ssl)) != 1) {
         s->detail[0] = '\0';
         tlsk__append_ossl_errors(s->detail, sizeof s->detail);
-        return TLSK_EPROTO;
+        return TLSK_EKEYUPDATE;
     }
     return tlsk__bridge_flush_out(s);
 }
 
 /* A control record (type != 23) received from kTLS RX, reassembled up to MSG_EOR.
- * Returns 0 to continue reading, 1 for close_notify, or a negative code. */
+ * Returns 0 to continue reading, 1 for close_notify, 2 for a TLS 1.2 renegotiation attempt
+ * (to be counted, then refused), or a negative code. */
 int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char *msg, size_t len)
 {
     int version = SSL_version(s->ssl);
@@ -304,12 +366,9 @@ int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char
         }
         return 0; /* a TLS 1.2 warning alert */
     }
-    if (type == TLSK_REC_HANDSHAKE && len >= 4) {
-        int mt = msg[0];
-        if (version == TLS1_3_VERSION && !s->is_server && mt == SSL3_MT_NEWSESSION_TICKET) {
-            return reinject(s, type, msg, len);
-        }
-        if (version == TLS1_3_VERSION && mt == SSL3_MT_KEY_UPDATE) {
+    if (type == TLSK_REC_HANDSHAKE) {
+        int mt = len >= 1 ? msg[0] : -1;
+        if (version == TLS1_3_VERSION && mt == SSL3_MT_KEY_UPDATE && !s->kernel_rekey) {
             return tlsk__set_detail(s, TLSK_EKEYUPDATE,
                                     "peer sent a TLS 1.3 KeyUpdate and this kernel cannot re-key "
                                     "receive (Linux 6.14+ can); the connection cannot continue");
@@ -317,30 +376,105 @@ int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char
         if (version == TLS1_2_VERSION &&
             ((s->is_server && mt == SSL3_MT_CLIENT_HELLO) ||
              (!s->is_server && mt == SSL3_MT_HELLO_REQUEST))) {
-            /* The kernel cannot change TLS 1.2 keys: refuse with a no_renegotiation warning
-             * (RFC 5246 7.4.1.1 lets a client ignore HelloRequest), and count a client's
-             * attempts against the renegotiation limit. */
-            static const unsigned char refuse[2] = { SSL3_AL_WARNING, SSL_AD_NO_RENEGOTIATION };
-            int rc = s->is_server ? tlsk__reneg_attempt(s) : 0;
-            if (rc != 0) {
-                return rc;
-            }
-            if (!s->tx_kernel) {
-                return tlsk__set_detail(s, TLSK_ECONTROL, "renegotiation on a connection "
-                                                          "whose receive side is offloaded");
-            }
-            rc = tlsk__send_control(s, TLSK_REC_ALERT, refuse, sizeof refuse);
-            return rc == 0 ? 0 : tlsk__set_detail(s, rc, "sending no_renegotiation: %s",
-                                                  strerror(-rc));
+            /* The kernel cannot change TLS 1.2 keys: the caller counts the attempt against
+             * the renegotiation limit, then refuses (tlsk__bridge_refuse_renegotiation). */
+            return 2;
         }
-        return tlsk__set_detail(s, TLSK_ECONTROL,
-                                "handshake message type %d after offload is not supported", mt);
+        return handshake_in(s, msg, len);
     }
-    return tlsk__set_detail(s, TLSK_ECONTROL, "record type %d after offload is not supported",
+    /* A ChangeCipherSpec after the handshake or an unknown type (RFC 8446 5, RFC 5246 6). */
+    tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE);
+    return tlsk__set_detail(s, TLSK_ECONTROL, "unexpected record type %d after the handshake",
                             type);
 }
 
-/* Forward what OpenSSL wrote to its memory BIO after TX offload. */
+/* Refuse a TLS 1.2 renegotiation with a no_renegotiation warning (RFC 5246 7.4.1.1 lets a
+ * client ignore a HelloRequest; a server may refuse a ClientHello so). */
+int tlsk__bridge_refuse_renegotiation(struct tlsk_socket *s)
+{
+    static const unsigned char refuse[2] = { SSL3_AL_WARNING, SSL_AD_NO_RENEGOTIATION };
+    int rc;
+
+    if (!s->tx_kernel) {
+        return tlsk__set_detail(s, TLSK_ECONTROL, "renegotiation on a connection whose receive "
+                                                  "side is offloaded");
+    }
+    rc = tlsk__send_control(s, TLSK_REC_ALERT, refuse, sizeof refuse);
+    return rc == 0 ? 0 : tlsk__set_detail(s, rc, "sending no_renegotiation: %s", strerror(-rc));
+}
+
+/* A fatal alert through kernel TX.  After the kernel rejected a record it leaves the error
+ * pending on the socket, and a send would fail with it: consume it first (docs/KERNEL.md
+ * §8).  Best effort: the connection is failing anyway. */
+void tlsk__bridge_fatal_alert(struct tlsk_socket *s, int desc)
+{
+    unsigned char alert[2] = { SSL3_AL_FATAL, (unsigned char)desc };
+    int err = 0;
+    socklen_t l = sizeof err;
+
+    if (!s->tx_kernel || s->sent_close_notify || s->fd < 0) {
+        return;
+    }
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &l) == 0 &&
+        tlsk__send_control(s, TLSK_REC_ALERT, alert, sizeof alert) == 0) {
+        s->sent_close_notify = true; /* nothing may follow a fatal alert */
+    }
+}
+
+/* Keep a control record that met a full send buffer: it has left OpenSSL and its sequence
+ * number is spent, so it goes first once the socket is writable (tlsk__bridge_flush_out). */
+static int park(struct tlsk_socket *s, int type, const unsigned char *pt, size_t len, bool rekey)
+{
+    if (!s->pend && !(s->pend = malloc(TLSK_MAX_PLAINTEXT + 256))) {
+        return tlsk__set_detail(s, TLSK_ENOMEM, "out of memory");
+    }
+    memcpy(s->pend, pt, len);
+    s->pend_len = len;
+    s->pend_type = type;
+    s->pend_rekey = rekey;
+    s->want = POLLOUT;
+    return 0;
+}
+
+/* Send one control record, then with rekey move the kernel to the next transmit key (RFC
+ * 8446 4.6.3: the KeyUpdate goes under the old key).  0 when sent or parked. */
+static int forward(struct tlsk_socket *s, int type, const unsigned char *pt, size_t len,
+                   bool rekey)
+{
+    int rc = tlsk__send_control(s, type, pt, len);
+
+    if (rc == -EAGAIN || rc == -EWOULDBLOCK) {
+        return park(s, type, pt, len, rekey);
+    }
+    if (rc != 0) {
+        return tlsk__set_detail(s, rc, "sending a control record: %s", strerror(-rc));
+    }
+    return rekey ? tlsk__kernel_rekey(s, true) : 0;
+}
+
+/* The parked record, if any: 0 once it is gone, -EAGAIN while the buffer is still full. */
+static int send_parked(struct tlsk_socket *s)
+{
+    int rc;
+
+    if (s->pend_len == 0) {
+        return 0;
+    }
+    rc = tlsk__send_control(s, s->pend_type, s->pend, s->pend_len);
+    if (rc == -EAGAIN || rc == -EWOULDBLOCK) {
+        s->want = POLLOUT;
+        return -EAGAIN;
+    }
+    OPENSSL_cleanse(s->pend, s->pend_len);
+    s->pend_len = 0;
+    if (rc != 0) {
+        return tlsk__set_detail(s, rc, "sending a control record: %s", strerror(-rc));
+    }
+    return s->pend_rekey ? tlsk__kernel_rekey(s, true) : 0;
+}
+
+/* Forward what OpenSSL wrote to its memory BIO after TX offload.  0 when everything went,
+ * or waits parked behind a record that met a full send buffer (s->pend_len). */
 int tlsk__bridge_flush_out(struct tlsk_socket *s)
 {
     BIO *w = SSL_get_wbio(s->ssl);
@@ -349,17 +483,22 @@ int tlsk__bridge_flush_out(struct tlsk_socket *s)
     struct tlsk__keys k;
     int rc = 0;
 
-    if (!s->tx_kernel || !w || BIO_ctrl_pending(w) == 0) {
+    if (!s->tx_kernel || !w) {
         return 0;
+    }
+    rc = send_parked(s);
+    if (rc != 0 || BIO_ctrl_pending(w) == 0) {
+        return rc == -EAGAIN ? 0 : rc;
     }
     rc = SSL_version(s->ssl) == TLS1_3_VERSION ? tlsk__derive_keys_from(s, &s->otx_secret, &k)
                                                : tlsk__derive_keys(s, 1, !s->is_server, &k);
     if (rc != 0) {
         return rc;
     }
-    while (BIO_ctrl_pending(w) >= 5) {
+    while (BIO_ctrl_pending(w) >= 5 && s->pend_len == 0) {
         size_t len, pt_len;
         int type;
+        bool ku;
 
         if (BIO_read(w, rec, 5) != 5) {
             rc = TLSK_EINTERNAL;
@@ -378,23 +517,26 @@ int tlsk__bridge_flush_out(struct tlsk_socket *s)
             break;
         }
         s->ossl_write_seq++;
-        if (type == TLSK_REC_HANDSHAKE && pt_len >= 1 && pt[0] == SSL3_MT_KEY_UPDATE) {
-            /* OpenSSL answers a peer's update_requested (or our own request) by moving to its
-             * next write secret.  The kernel keeps sending under the current key, which
-             * stays valid since the peer is never told otherwise: the KeyUpdate is not sent.
-             * The stream stays consistent; only the requested update does not happen.  The
-             * bridge follows OpenSSL's key so its later records still decrypt. */
-            OPENSSL_cleanse(pt, pt_len);
+        ku = type == TLSK_REC_HANDSHAKE && pt_len >= 1 && pt[0] == SSL3_MT_KEY_UPDATE;
+        if (ku) {
+            /* OpenSSL moved to its next write secret (our update, or its answer to the
+             * peer's update_requested): its later records are under the next key. */
             OPENSSL_cleanse(&k, sizeof k);
             if ((rc = tlsk__tls13_next_secret(s, &s->otx_secret)) != 0 ||
                 (rc = tlsk__derive_keys_from(s, &s->otx_secret, &k)) != 0) {
                 break;
             }
             s->ossl_write_seq = 0;
-            s->key_updates_refused++;
-            continue;
+            if (!s->kernel_rekey) {
+                /* Before Linux 6.14 the kernel cannot follow: the KeyUpdate is not sent and
+                 * the kernel keeps its key, which stays valid since the peer is never told
+                 * otherwise.  The stream stays consistent; the update does not happen. */
+                OPENSSL_cleanse(pt, pt_len);
+                s->key_updates_refused++;
+                continue;
+            }
         }
-        rc = tlsk__send_control(s, type, pt, pt_len);
+        rc = forward(s, type, pt, pt_len, ku);
         OPENSSL_cleanse(pt, pt_len);
         if (rc != 0) {
             break;

@@ -1,5 +1,6 @@
 /* errors.c - one table for error codes and offload reasons. */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -209,4 +210,122 @@ int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
     vsnprintf(s->detail, sizeof s->detail, fmt, ap);
     va_end(ap);
     return code;
+}
+
+/* Mark the socket failed: every later call returns the same code. */
+int tlsk__fail(struct tlsk_socket *s, int code)
+{
+    s->state = TLSK__FAILED;
+    s->fail_code = code;
+    return code;
+}
+
+/* Map an OpenSSL failure (ret <= 0) to a tlsk code, filling the detail string. */
+int tlsk__ossl_error(struct tlsk_socket *s, int ret, enum tlsk__op op)
+{
+    int err = SSL_get_error(s->ssl, ret);
+    int e = errno;
+    unsigned long q[16], key = 0;
+    size_t nq = 0, used = 0;
+    int alert, rc;
+
+    switch (err) {
+    case SSL_ERROR_WANT_READ:
+        s->want = POLLIN;
+        ERR_clear_error();
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        s->want = POLLOUT;
+        ERR_clear_error();
+        return -EAGAIN;
+    case SSL_ERROR_WANT_CLIENT_HELLO_CB:
+        /* The SNI callback answers later: nothing to wait for on the fd. */
+        s->want = 0;
+        ERR_clear_error();
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        s->got_close_notify = true;
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            if (op != TLSK__OP_HANDSHAKE) {
+                s->want = op == TLSK__OP_WRITE ? POLLOUT : POLLIN;
+            }
+            return -EAGAIN;
+        }
+        if (op == TLSK__OP_HANDSHAKE && (e == 0 || e == ECONNRESET)) {
+            return tlsk__set_detail(s, -ECONNRESET, "peer closed the connection during the handshake");
+        }
+        if (op == TLSK__OP_READ && (e == 0 || e == ECONNRESET)) {
+            return tlsk__set_detail(s, TLSK_ETRUNCATED, "peer closed TCP without close_notify");
+        }
+        if (e == 0) {
+            e = EPIPE; /* a write that found the connection gone */
+        }
+        return tlsk__set_detail(s, -e, "%s", strerror(e));
+    default:
+        break;
+    }
+    /* SSL_ERROR_SSL.  Providers queue their own errors before the SSL library's (for example
+     * "cipher operation failed" before "bad record mac"): classify by the first SSL one. */
+    s->detail[0] = '\0';
+    while (nq < TLSK_ARRAY_SIZE(q) && (q[nq] = ERR_get_error()) != 0) {
+        char one[200];
+        ERR_error_string_n(q[nq], one, sizeof one);
+        if (used + 3 < sizeof s->detail) {
+            int n = snprintf(s->detail + used, sizeof s->detail - used, "%s%s", used ? ": " : "",
+                             one);
+            used = n > 0 && used + (size_t)n < sizeof s->detail ? used + (size_t)n
+                                                                : sizeof s->detail - 1;
+        }
+        if (!key && ERR_GET_LIB(q[nq]) == ERR_LIB_SSL) {
+            key = q[nq];
+        }
+        nq++;
+    }
+    ERR_clear_error();
+    if (!key && nq) {
+        key = q[0];
+    }
+    if (op == TLSK__OP_HANDSHAKE && SSL_get_verify_result(s->ssl) != X509_V_OK &&
+        ERR_GET_REASON(key) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+        long v = SSL_get_verify_result(s->ssl);
+        snprintf(s->detail, sizeof s->detail, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+        return TLSK_EVERIFY;
+    }
+    alert = tlsk__alert_from_ossl_error(key);
+    if (alert >= 0) {
+        return TLSK_EALERT(alert);
+    }
+    switch (ERR_GET_LIB(key) == ERR_LIB_SSL ? ERR_GET_REASON(key) : 0) {
+    case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+        rc = op == TLSK__OP_HANDSHAKE ? -ECONNRESET : op == TLSK__OP_READ ? TLSK_ETRUNCATED : -EPIPE;
+        break;
+    case SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC:
+    case SSL_R_DECRYPTION_FAILED:
+        rc = TLSK_EBADRECORD;
+        break;
+    case SSL_R_NO_APPLICATION_PROTOCOL:
+        rc = TLSK_ENO_APPLICATION_PROTOCOL;
+        break;
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+    case SSL_R_RECORD_LENGTH_MISMATCH:
+    case SSL_R_UNEXPECTED_MESSAGE:
+    case SSL_R_UNEXPECTED_RECORD:
+    case SSL_R_LENGTH_MISMATCH:
+    case SSL_R_BAD_PACKET_LENGTH:
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_WRONG_SSL_VERSION:
+        rc = TLSK_EPROTO;
+        break;
+    default:
+        rc = op == TLSK__OP_HANDSHAKE ? TLSK_EHANDSHAKE : TLSK_EPROTO;
+        break;
+    }
+    return rc;
 }

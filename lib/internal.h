@@ -140,6 +140,7 @@ struct tlsk_socket {
 
     uint64_t bytes_written, bytes_read; /* TLS bytes on the transport (see socket.c) */
     uint64_t rx_seq0;                   /* kernel RX sequence number at install */
+    uint64_t rx_recs_done;              /* kernel RX records under earlier keys */
     uint64_t rx_reads;
     /* Addresses captured at creation: readable even after the peer reset the connection. */
     struct sockaddr_storage laddr, raddr;
@@ -172,6 +173,17 @@ struct tlsk_socket {
     uint64_t tx_key_base, rx_key_base; /* record counts at the last key change (userspace) */
     uint64_t ktx_recs, krx_recs;       /* records through the kernel under its keys */
     bool ku_pending, reneg_running;
+    /* Kernel re-key (Linux 6.14+, TLS 1.3): whether the kernel takes a second TLS_TX/TLS_RX,
+     * KeyUpdates OpenSSL has read (msg callback), and a KeyUpdate we asked the peer for
+     * because the kernel's receive key is worn out. */
+    bool kernel_rekey, rx_ku_asked;
+    uint64_t rx_ku_seen;
+    /* A control record that met a full send buffer after it left OpenSSL: it goes first
+     * when the socket is writable again, then (rekey) the kernel takes the next TX key. */
+    unsigned char *pend;
+    size_t pend_len;
+    int pend_type;
+    bool pend_rekey;
     int reneg_phase; /* server renegotiate(): 1 HelloRequest sent, | 2 our Finished, | 4 peer's */
 
     /* Renegotiation (TLS 1.2). */
@@ -196,6 +208,15 @@ size_t tlsk__record_overhead(const struct tlsk_socket *s);
 int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq);
 
 /* errors.c */
+enum tlsk__op {
+    TLSK__OP_HANDSHAKE,
+    TLSK__OP_READ,
+    TLSK__OP_WRITE,
+};
+/* Mark the socket failed: every later call returns the same code. */
+int tlsk__fail(struct tlsk_socket *s, int code);
+/* Map an OpenSSL failure (ret <= 0 from SSL_*) to a tlsk code, filling the detail. */
+int tlsk__ossl_error(struct tlsk_socket *s, int ret, enum tlsk__op op);
 int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void tlsk__append_ossl_errors(char *buf, size_t len);
@@ -206,13 +227,9 @@ void tlsk__reneg_limits(const struct tlsk_context *c, int *limit, int *window_s)
 void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *ctx, bool server);
 void tlsk__apply_verify_flags(SSL *ssl, unsigned flags, bool server);
 int tlsk__client_hello(struct tlsk_socket *s, int *al);
-uint64_t tlsk__key_limit(const struct tlsk_socket *s);
 
 /* peer.c */
 int tlsk__cert_info_new(const X509 *x, struct tlsk_cert_info **out);
-
-/* socket.c */
-int tlsk__sni_select(struct tlsk_socket *s, int *al);
 
 /* loop.c */
 int64_t tlsk__now_ms(void);
@@ -242,8 +259,18 @@ int tlsk__derive_keys(struct tlsk_socket *s, int write_dir, int for_client_side,
 int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec,
                            struct tlsk__keys *k) TLSK_MUST_CHECK;
 int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec) TLSK_MUST_CHECK;
-int tlsk__reneg_attempt(struct tlsk_socket *s) TLSK_MUST_CHECK;
+/* Install the next TLS 1.3 key of one direction (the bridge's secret, already advanced) in
+ * the kernel with sequence 0 (Linux 6.14+).  0 or TLSK_EKEYUPDATE. */
+int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx) TLSK_MUST_CHECK;
 int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t *key_len);
+
+/* rekey.c */
+uint64_t tlsk__key_limit(const struct tlsk_socket *s);
+int tlsk__reneg_attempt(struct tlsk_socket *s) TLSK_MUST_CHECK;
+void tlsk__user_rx_limit(struct tlsk_socket *s);
+void tlsk__user_tx_limit(struct tlsk_socket *s);
+int tlsk__kernel_rx_limit(struct tlsk_socket *s) TLSK_MUST_CHECK;
+ssize_t tlsk__kernel_budget(struct tlsk_socket *s, size_t want) TLSK_MUST_CHECK;
 
 /* bridge.c */
 int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const unsigned char *pt,
@@ -257,5 +284,11 @@ int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char
 int tlsk__bridge_flush_out(struct tlsk_socket *s) TLSK_MUST_CHECK;
 int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t len)
     TLSK_MUST_CHECK;
+int tlsk__bridge_refuse_renegotiation(struct tlsk_socket *s) TLSK_MUST_CHECK;
+/* Send the KeyUpdate OpenSSL owes the peer (update_requested) through the kernel now. */
+int tlsk__bridge_answer_key_update(struct tlsk_socket *s) TLSK_MUST_CHECK;
+/* Send a fatal alert through kernel TX after the kernel rejected a record (consuming the
+ * socket error first).  Best effort: the connection is failing anyway. */
+void tlsk__bridge_fatal_alert(struct tlsk_socket *s, int desc);
 
 #endif

@@ -377,6 +377,38 @@ static int verify_installed(int fd, int optname, const struct tlsk__keys *k)
     return version == k->version && cipher == k->kcipher && seq == k->seq ? 0 : -EPROTO;
 }
 
+int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx)
+{
+    struct tlsk__keys k;
+    uint64_t seq;
+    int rc = tlsk__derive_keys_from(s, tx ? &s->otx_secret : &s->orx_secret, &k);
+
+    if (rc != 0) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "cannot derive the next %s key",
+                                tx ? "transmit" : "receive");
+    }
+    if (!tx && tlsk__kernel_seq(s->fd, false, &seq) == 0) {
+        /* Records under the old key still count in tlsk_socket_bytes_read(). */
+        s->rx_recs_done += seq - s->rx_seq0;
+    }
+    /* Each new key starts its records at 0 (RFC 8446 5.3). */
+    k.seq = 0;
+    rc = install(s->fd, tx ? TLSK_TLS_TX : TLSK_TLS_RX, &k);
+    OPENSSL_cleanse(&k, sizeof k);
+    if (rc != 0) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "the kernel refused the next %s key: %s",
+                                tx ? "transmit" : "receive", strerror(-rc));
+    }
+    if (tx) {
+        s->ktx_recs = 0;
+    } else {
+        s->rx_seq0 = 0;
+        s->krx_recs = 0;
+        s->rx_reads = 0;
+    }
+    return 0;
+}
+
 static void set_dir(struct tlsk_direction *d, enum tlsk_mode m, enum tlsk_reason r, int err)
 {
     d->mode = m;
@@ -464,7 +496,7 @@ static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem)
 
 int tlsk__offload(struct tlsk_socket *s)
 {
-    const struct tlsk_kernel_caps *caps;
+    const struct tlsk_kernel_caps *caps = NULL;
     const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
     struct tlsk_direction *tx = &s->off.tx, *rx = &s->off.rx;
     int version = SSL_version(s->ssl);
@@ -520,13 +552,14 @@ int tlsk__offload(struct tlsk_socket *s)
             NO(rx, TLSK_REASON_POLICY, 0);
         } else if (SSL_has_pending(s->ssl)) {
             NO(rx, TLSK_REASON_PENDING_DATA, 0);
-        } else if (version == TLS1_3_VERSION && !(s->ctx->flags & TLSK_OFFLOAD_RX_TLS13) &&
-                   s->policy != TLSK_OFFLOAD_REQUIRE) {
-            /* A peer's KeyUpdate would stop a kernel receive path: kernels before 6.14 cannot
-             * take the next key at all, and the 6.14 re-key is not implemented here yet. */
+        } else if (version == TLS1_3_VERSION && !caps->rekey &&
+                   !(s->ctx->flags & TLSK_OFFLOAD_RX_TLS13) && s->policy != TLSK_OFFLOAD_REQUIRE) {
+            /* A peer's KeyUpdate would stop a kernel receive path that cannot take the next
+             * key (before Linux 6.14, docs/KERNEL.md); where it can, the bridge re-keys. */
             NO(rx, TLSK_REASON_NO_REKEY, 0);
         }
     }
+    s->kernel_rekey = caps && caps->rekey && version == TLS1_3_VERSION;
     if (s->policy == TLSK_OFFLOAD_REQUIRE && (!want_tx || !want_rx)) {
         const struct tlsk_direction *d = !want_tx ? tx : rx;
         return tlsk__set_detail(s, TLSK_ENOKTLS, "offload required but %s stays in userspace: %s",

@@ -88,6 +88,7 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
             s->tx_key_base = s->tx_after_fin;
         } else {
             s->rx_key_base = s->rx_after_fin;
+            s->rx_ku_seen++;
         }
         s->key_updates++;
     }
@@ -106,45 +107,6 @@ static void info_cb(const SSL *ssl, int where, int ret)
     if (!s->reneg_err) {
         s->reneg_err = tlsk__reneg_attempt(s);
     }
-}
-
-/* CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW: the count restarts when at least a window has
- * passed since the previous attempt (NODE-SEMANTICS 1.7). */
-int tlsk__reneg_attempt(struct tlsk_socket *s)
-{
-    int limit, window;
-    int64_t now = tlsk__now_ms();
-
-    tlsk__reneg_limits(s->ctx, &limit, &window);
-    if (s->reneg_window_start && now - s->reneg_window_start >= (int64_t)window * 1000) {
-        s->reneg_count = 0;
-    }
-    s->reneg_window_start = now;
-    if (++s->reneg_count > limit) {
-        return tlsk__set_detail(s, TLSK_ERENEG_LIMIT,
-                                "TLS session renegotiation attack detected: more than %d "
-                                "client renegotiations within %d s",
-                                limit, window);
-    }
-    return 0;
-}
-
-uint64_t tlsk__key_limit(const struct tlsk_socket *s)
-{
-    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
-
-    if (SSL_version(s->ssl) != TLS1_3_VERSION) {
-        return UINT64_MAX;
-    }
-    if (s->ctx->key_update_records) {
-        return s->ctx->key_update_records;
-    }
-    /* RFC 8446 5.5: AES-GCM keys wear out after 2^24.5 full-size records; ChaCha20 does
-     * not within any practical count. */
-    if (c && SSL_CIPHER_get_cipher_nid(c) == NID_chacha20_poly1305) {
-        return UINT64_MAX;
-    }
-    return (uint64_t)1 << 24;
 }
 
 static bool is_ip_literal(const char *name)
@@ -377,130 +339,6 @@ TLSK_PUBLIC int tlsk_connect(struct tlsk_socket **out, struct tlsk_context *ctx,
     return rc;
 }
 
-/* Mark the socket failed: every later call returns the same code. */
-static int fail(struct tlsk_socket *s, int code)
-{
-    s->state = TLSK__FAILED;
-    s->fail_code = code;
-    return code;
-}
-
-enum op {
-    OP_HANDSHAKE,
-    OP_READ,
-    OP_WRITE,
-};
-
-/* Map an OpenSSL failure (ret <= 0) to a tlsk code, filling the detail string. */
-static int ossl_error(struct tlsk_socket *s, int ret, enum op op)
-{
-    int err = SSL_get_error(s->ssl, ret);
-    int e = errno;
-    unsigned long q[16], key = 0;
-    size_t nq = 0, used = 0;
-    int alert, rc;
-
-    switch (err) {
-    case SSL_ERROR_WANT_READ:
-        s->want = POLLIN;
-        ERR_clear_error();
-        return -EAGAIN;
-    case SSL_ERROR_WANT_WRITE:
-        s->want = POLLOUT;
-        ERR_clear_error();
-        return -EAGAIN;
-    case SSL_ERROR_WANT_CLIENT_HELLO_CB:
-        /* The SNI callback answers later: nothing to wait for on the fd. */
-        s->want = 0;
-        ERR_clear_error();
-        return -EAGAIN;
-    case SSL_ERROR_ZERO_RETURN:
-        s->got_close_notify = true;
-        return 0;
-    case SSL_ERROR_SYSCALL:
-        ERR_clear_error();
-        if (e == EAGAIN || e == EWOULDBLOCK) {
-            if (op != OP_HANDSHAKE) {
-                s->want = op == OP_WRITE ? POLLOUT : POLLIN;
-            }
-            return -EAGAIN;
-        }
-        if (op == OP_HANDSHAKE && (e == 0 || e == ECONNRESET)) {
-            return tlsk__set_detail(s, -ECONNRESET, "peer closed the connection during the handshake");
-        }
-        if (op == OP_READ && (e == 0 || e == ECONNRESET)) {
-            return tlsk__set_detail(s, TLSK_ETRUNCATED, "peer closed TCP without close_notify");
-        }
-        if (e == 0) {
-            e = EPIPE; /* a write that found the connection gone */
-        }
-        return tlsk__set_detail(s, -e, "%s", strerror(e));
-    default:
-        break;
-    }
-    /* SSL_ERROR_SSL.  Providers queue their own errors before the SSL library's (for example
-     * "cipher operation failed" before "bad record mac"): classify by the first SSL one. */
-    s->detail[0] = '\0';
-    while (nq < TLSK_ARRAY_SIZE(q) && (q[nq] = ERR_get_error()) != 0) {
-        char one[200];
-        ERR_error_string_n(q[nq], one, sizeof one);
-        if (used + 3 < sizeof s->detail) {
-            int n = snprintf(s->detail + used, sizeof s->detail - used, "%s%s", used ? ": " : "",
-                             one);
-            used = n > 0 && used + (size_t)n < sizeof s->detail ? used + (size_t)n
-                                                                : sizeof s->detail - 1;
-        }
-        if (!key && ERR_GET_LIB(q[nq]) == ERR_LIB_SSL) {
-            key = q[nq];
-        }
-        nq++;
-    }
-    ERR_clear_error();
-    if (!key && nq) {
-        key = q[0];
-    }
-    if (op == OP_HANDSHAKE && SSL_get_verify_result(s->ssl) != X509_V_OK &&
-        ERR_GET_REASON(key) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
-        long v = SSL_get_verify_result(s->ssl);
-        snprintf(s->detail, sizeof s->detail, "certificate verify failed: %s",
-                 X509_verify_cert_error_string(v));
-        return TLSK_EVERIFY;
-    }
-    alert = tlsk__alert_from_ossl_error(key);
-    if (alert >= 0) {
-        return TLSK_EALERT(alert);
-    }
-    switch (ERR_GET_LIB(key) == ERR_LIB_SSL ? ERR_GET_REASON(key) : 0) {
-    case SSL_R_UNEXPECTED_EOF_WHILE_READING:
-        rc = op == OP_HANDSHAKE ? -ECONNRESET : op == OP_READ ? TLSK_ETRUNCATED : -EPIPE;
-        break;
-    case SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC:
-    case SSL_R_DECRYPTION_FAILED:
-        rc = TLSK_EBADRECORD;
-        break;
-    case SSL_R_NO_APPLICATION_PROTOCOL:
-        rc = TLSK_ENO_APPLICATION_PROTOCOL;
-        break;
-    case SSL_R_WRONG_VERSION_NUMBER:
-    case SSL_R_PACKET_LENGTH_TOO_LONG:
-    case SSL_R_HTTP_REQUEST:
-    case SSL_R_HTTPS_PROXY_REQUEST:
-    case SSL_R_RECORD_LENGTH_MISMATCH:
-    case SSL_R_UNEXPECTED_MESSAGE:
-    case SSL_R_UNEXPECTED_RECORD:
-    case SSL_R_LENGTH_MISMATCH:
-    case SSL_R_BAD_PACKET_LENGTH:
-    case SSL_R_UNSUPPORTED_PROTOCOL:
-    case SSL_R_WRONG_SSL_VERSION:
-        rc = TLSK_EPROTO;
-        break;
-    default:
-        rc = op == OP_HANDSHAKE ? TLSK_EHANDSHAKE : TLSK_EPROTO;
-        break;
-    }
-    return rc;
-}
-
 TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
 {
     int r, rc;
@@ -518,7 +356,7 @@ TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
     errno = 0;
     r = SSL_do_handshake(s->ssl);
     if (r != 1) {
-        rc = ossl_error(s, r, OP_HANDSHAKE);
+        rc = tlsk__ossl_error(s, r, TLSK__OP_HANDSHAKE);
         if (rc == -EAGAIN) {
             return rc;
         }
@@ -528,11 +366,11 @@ TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
         if (s->sni_err) {
             rc = s->sni_err;
         }
-        return fail(s, rc);
+        return tlsk__fail(s, rc);
     }
     rc = tlsk__offload(s);
     if (rc != 0) {
-        return fail(s, rc);
+        return tlsk__fail(s, rc);
     }
     s->state = TLSK__OPEN;
     s->detail[0] = '\0';
@@ -582,27 +420,34 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
                 s->want = POLLIN;
                 return -EAGAIN;
             }
+            /* The kernel sends no alert of its own: send the one OpenSSL would have sent
+             * for the same record (docs/KERNEL.md §8). */
             if (e == EBADMSG) {
-                return fail(s, tlsk__set_detail(s, TLSK_EBADRECORD,
+                tlsk__bridge_fatal_alert(s, SSL_AD_BAD_RECORD_MAC);
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_EBADRECORD,
                                                 "kernel: record failed authentication (EBADMSG)"));
             }
             if (e == EMSGSIZE || e == EINVAL) {
-                return fail(s, tlsk__set_detail(s, TLSK_EPROTO, "kernel: malformed record (%s)",
+                tlsk__bridge_fatal_alert(s, e == EMSGSIZE ? SSL_AD_RECORD_OVERFLOW
+                                            : SSL_version(s->ssl) == TLS1_3_VERSION
+                                                ? SSL_AD_DECODE_ERROR
+                                                : SSL_AD_PROTOCOL_VERSION);
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_EPROTO, "kernel: malformed record (%s)",
                                                 strerror(e)));
             }
             if (e == EKEYEXPIRED) {
-                return fail(s, tlsk__set_detail(s, TLSK_EKEYUPDATE, "kernel: receive key expired"));
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_EKEYUPDATE, "kernel: receive key expired"));
             }
-            return fail(s, tlsk__set_detail(s, -e, "recvmsg: %s", strerror(e)));
+            return tlsk__fail(s, tlsk__set_detail(s, -e, "recvmsg: %s", strerror(e)));
         }
         if (n == 0) {
             if (in_ctrl) {
-                return fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED, "EOF inside a control record"));
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED, "EOF inside a control record"));
             }
             if (s->got_close_notify) {
                 return 0;
             }
-            return fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED,
+            return tlsk__fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED,
                                             "peer closed TCP without close_notify"));
         }
         for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
@@ -621,11 +466,10 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
                 }
             }
             if (s->krx_recs >= limit) {
-                /* The peer's key is worn out and this kernel cannot follow a KeyUpdate. */
-                return fail(s, tlsk__set_detail(s, TLSK_EKEY_LIMIT,
-                                                "%llu records received under one key: the "
-                                                "kernel cannot re-key receive",
-                                                (unsigned long long)s->krx_recs));
+                int rc = tlsk__kernel_rx_limit(s);
+                if (rc != 0) {
+                    return tlsk__fail(s, rc);
+                }
             }
             /* Plaintext only: the records' overhead is added from the kernel's sequence
              * number by tlsk_socket_bytes_read(), since one read may span many records. */
@@ -637,7 +481,7 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
             if (!s->ctrl) {
                 s->ctrl = malloc(TLSK_MAX_PLAINTEXT + 256);
                 if (!s->ctrl) {
-                    return fail(s, TLSK_ENOMEM);
+                    return tlsk__fail(s, TLSK_ENOMEM);
                 }
             }
             memcpy(s->ctrl, buf, (size_t)n);
@@ -654,8 +498,15 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
             int rc = tlsk__bridge_control_in(s, s->ctrl_type, s->ctrl, s->ctrl_len);
             OPENSSL_cleanse(s->ctrl, s->ctrl_len);
             s->ctrl_len = 0;
+            if (rc == 2) {
+                /* A renegotiation attempt: a client's count against the limit. */
+                rc = s->is_server ? tlsk__reneg_attempt(s) : 0;
+                if (rc == 0) {
+                    rc = tlsk__bridge_refuse_renegotiation(s);
+                }
+            }
             if (rc < 0) {
-                return fail(s, rc);
+                return tlsk__fail(s, rc);
             }
             if (rc == 1) {
                 return 0;
@@ -688,34 +539,37 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
     if (s->got_close_notify) {
         return 0;
     }
+    if (s->pend_len && (rc = tlsk__bridge_flush_out(s)) != 0) {
+        return tlsk__fail(s, rc);
+    }
     if (s->rx_kernel) {
         return kernel_read(s, buf, len);
     }
-    if (s->rx_after_fin - s->rx_key_base >= tlsk__key_limit(s) && !s->ku_pending) {
-        /* Our receive key is worn out: ask the peer for new keys (and renew ours). */
-        if (SSL_key_update(s->ssl, SSL_KEY_UPDATE_REQUESTED) == 1) {
-            s->rx_key_base = s->rx_after_fin;
-        }
-        ERR_clear_error();
-    }
+    tlsk__user_rx_limit(s);
     ERR_clear_error();
     errno = 0;
     r = SSL_read_ex(s->ssl, buf, len, &got);
     if (s->reneg_err) {
-        return fail(s, s->reneg_err);
+        return tlsk__fail(s, s->reneg_err);
     }
     if (r == 1) {
-        rc = tlsk__bridge_flush_out(s);
+        rc = tlsk__bridge_answer_key_update(s);
+        if (rc == 0) {
+            rc = tlsk__bridge_flush_out(s);
+        }
         if (rc != 0) {
-            return fail(s, rc);
+            return tlsk__fail(s, rc);
         }
         return (ssize_t)got;
     }
-    rc = ossl_error(s, r, OP_READ);
+    rc = tlsk__ossl_error(s, r, TLSK__OP_READ);
     if (rc == -EAGAIN || rc == 0) {
-        int frc = tlsk__bridge_flush_out(s);
+        int frc = tlsk__bridge_answer_key_update(s);
+        if (frc == 0) {
+            frc = tlsk__bridge_flush_out(s);
+        }
         if (frc != 0) {
-            return fail(s, frc);
+            return tlsk__fail(s, frc);
         }
         if (rc == 0) {
             SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_RECEIVED_SHUTDOWN);
@@ -727,7 +581,7 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
         int ignored = tlsk__bridge_flush_out(s);
         (void)ignored;
     }
-    return fail(s, rc);
+    return tlsk__fail(s, rc);
 }
 
 /* The outcome of a send-like syscall on a TX-offloaded socket: -EAGAIN with the wait noted,
@@ -752,37 +606,6 @@ static ssize_t kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what)
     return n;
 }
 
-/* How many more bytes the kernel may send under its key (RFC 8446 5.5).  The kernel on this
- * side of 6.14 cannot re-key, so at the limit the connection ends cleanly: close_notify, then
- * TLSK_EKEY_LIMIT.  Returns the byte budget, or a negative code. */
-static ssize_t kernel_budget(struct tlsk_socket *s, size_t want)
-{
-    static const unsigned char close_notify[2] = { SSL3_AL_WARNING, SSL_AD_CLOSE_NOTIFY };
-    uint64_t limit = tlsk__key_limit(s);
-    uint64_t left;
-
-    if (limit == UINT64_MAX) {
-        return (ssize_t)(want > SSIZE_MAX ? SSIZE_MAX : want);
-    }
-    /* Keep one record for close_notify. */
-    left = s->ktx_recs + 1 < limit ? limit - 1 - s->ktx_recs : 0;
-    if (left == 0) {
-        int ignored = s->sent_close_notify
-                          ? 0
-                          : tlsk__send_control(s, TLSK_REC_ALERT, close_notify, sizeof close_notify);
-        (void)ignored;
-        s->sent_close_notify = true;
-        return fail(s, tlsk__set_detail(s, TLSK_EKEY_LIMIT,
-                                        "%llu records sent under one key: the kernel cannot "
-                                        "re-key transmit, so the connection was closed",
-                                        (unsigned long long)s->ktx_recs));
-    }
-    if (left < want / TLSK_MAX_PLAINTEXT + 1) {
-        return (ssize_t)(left * TLSK_MAX_PLAINTEXT);
-    }
-    return (ssize_t)(want > SSIZE_MAX ? SSIZE_MAX : want);
-}
-
 static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
 {
     struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
@@ -799,13 +622,7 @@ static ssize_t user_write(struct tlsk_socket *s, const unsigned char *buf, size_
 {
     size_t done = 0;
 
-    if (s->tx_after_fin - s->tx_key_base >= tlsk__key_limit(s)) {
-        /* Our sending key is worn out (RFC 8446 5.5): OpenSSL sends KeyUpdate first. */
-        if (SSL_key_update(s->ssl, SSL_KEY_UPDATE_NOT_REQUESTED) == 1) {
-            s->tx_key_base = s->tx_after_fin;
-        }
-        ERR_clear_error();
-    }
+    tlsk__user_tx_limit(s);
 
     while (done < len) {
         size_t w = 0;
@@ -818,16 +635,35 @@ static ssize_t user_write(struct tlsk_socket *s, const unsigned char *buf, size_
             done += w;
             continue;
         }
-        r = ossl_error(s, r, OP_WRITE);
+        r = tlsk__ossl_error(s, r, TLSK__OP_WRITE);
         if (done > 0 && r == -EAGAIN) {
             break;
         }
         if (r == -EAGAIN || r == -EPIPE) {
             return r;
         }
-        return fail(s, r == 0 ? TLSK_ECLOSED : r);
+        return tlsk__fail(s, r == 0 ? TLSK_ECLOSED : r);
     }
     return (ssize_t)done;
+}
+
+/* A control record parked on a full send buffer (a KeyUpdate, a ticket) goes before any data
+ * the kernel sends, and a KeyUpdate's new key with it.  0, -EAGAIN or the failure. */
+static int tx_unparked(struct tlsk_socket *s)
+{
+    int rc;
+
+    if (s->pend_len == 0) {
+        return 0;
+    }
+    if ((rc = tlsk__bridge_flush_out(s)) != 0) {
+        return tlsk__fail(s, rc);
+    }
+    if (s->pend_len) {
+        s->want = POLLOUT;
+        return -EAGAIN;
+    }
+    return 0;
 }
 
 static int check_writable(struct tlsk_socket *s)
@@ -839,7 +675,7 @@ static int check_writable(struct tlsk_socket *s)
     if (s->sent_close_notify) {
         return TLSK_ECLOSED;
     }
-    return 0;
+    return tx_unparked(s);
 }
 
 TLSK_PUBLIC ssize_t tlsk_socket_write(struct tlsk_socket *s, const void *buf, size_t len)
@@ -853,7 +689,7 @@ TLSK_PUBLIC ssize_t tlsk_socket_write(struct tlsk_socket *s, const void *buf, si
         return 0;
     }
     if (s->tx_kernel) {
-        ssize_t budget = kernel_budget(s, len);
+        ssize_t budget = tlsk__kernel_budget(s, len);
         struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
         if (budget < 0) {
             return budget;
@@ -881,7 +717,7 @@ TLSK_PUBLIC ssize_t tlsk_socket_writev(struct tlsk_socket *s, const struct iovec
         total += iov[i].iov_len;
     }
     if (s->tx_kernel) {
-        ssize_t budget = kernel_budget(s, total);
+        ssize_t budget = tlsk__kernel_budget(s, total);
         if (budget < 0) {
             return budget;
         }
@@ -1061,7 +897,7 @@ TLSK_PUBLIC ssize_t tlsk_socket_sendfile(struct tlsk_socket *s, int file_fd, off
         return 0;
     }
     if (s->tx_kernel) {
-        ssize_t budget = kernel_budget(s, count);
+        ssize_t budget = tlsk__kernel_budget(s, count);
         if (budget < 0) {
             return budget;
         }
@@ -1082,7 +918,10 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         return 0;
     }
     if (s->tx_kernel) {
-        /* The kernel never sends close_notify (KTLS-FACTS 1.7). */
+        if ((rc = tx_unparked(s)) != 0) {
+            return rc;
+        }
+        /* The kernel never sends close_notify (docs/KERNEL.md §4). */
         rc = tlsk__send_control(s, TLSK_REC_ALERT, close_notify, sizeof close_notify);
         if (rc == -EAGAIN || rc == -EWOULDBLOCK) {
             s->want = POLLOUT;
@@ -1098,7 +937,7 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         errno = 0;
         r = SSL_shutdown(s->ssl);
         if (r < 0) {
-            rc = ossl_error(s, r, OP_WRITE);
+            rc = tlsk__ossl_error(s, r, TLSK__OP_WRITE);
             return rc == 0 ? 0 : rc;
         }
     }
@@ -1108,7 +947,7 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
 
 TLSK_PUBLIC int tlsk_socket_events(const struct tlsk_socket *s)
 {
-    return s ? s->want : 0;
+    return s ? s->want | (s->pend_len ? POLLOUT : 0) : 0;
 }
 
 TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
@@ -1130,6 +969,10 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
         SSL_free(s->ssl);
     }
     BIO_free(s->sock_bio);
+    if (s->pend) {
+        OPENSSL_cleanse(s->pend, s->pend_len);
+        free(s->pend);
+    }
     if (s->flags & TLSK_SOCKET_OWN_FD) {
         close(s->fd);
     }
@@ -1251,7 +1094,7 @@ TLSK_PUBLIC uint64_t tlsk_socket_bytes_read(const struct tlsk_socket *s)
         return 0;
     }
     if (s->rx_kernel && s->fd >= 0 && tlsk__kernel_seq(s->fd, false, &seq) == 0) {
-        return s->bytes_read + (seq - s->rx_seq0) * tlsk__record_overhead(s);
+        return s->bytes_read + (s->rx_recs_done + seq - s->rx_seq0) * tlsk__record_overhead(s);
     }
     return s->bytes_read;
 }
@@ -1733,153 +1576,4 @@ TLSK_PUBLIC int tlsk_socket_resume_answer(struct tlsk_socket *s, const void *dat
         tlsk__handle_timer(&s->ev->h, 0);
     }
     return 0;
-}
-
-TLSK_PUBLIC int tlsk_socket_new_session_ticket(struct tlsk_socket *s)
-{
-    int r, rc;
-
-    if (!s || s->state != TLSK__OPEN || !s->is_server || SSL_version(s->ssl) != TLS1_3_VERSION) {
-        return TLSK_ESTATE;
-    }
-    if (!s->ku_pending && SSL_new_session_ticket(s->ssl) != 1) {
-        ERR_clear_error();
-        return tlsk__set_detail(s, TLSK_ESTATE, "tickets are disabled on this context");
-    }
-    ERR_clear_error();
-    r = SSL_do_handshake(s->ssl);
-    if (r != 1) {
-        rc = ossl_error(s, r, OP_WRITE);
-        s->ku_pending = rc == -EAGAIN;
-        return rc == -EAGAIN ? rc : fail(s, rc);
-    }
-    s->ku_pending = false;
-    /* After transmit offload the ticket is in OpenSSL's memory BIO: send it through the
-     * kernel as a handshake control record. */
-    rc = tlsk__bridge_flush_out(s);
-    return rc == 0 ? 0 : fail(s, rc);
-}
-
-TLSK_PUBLIC int tlsk_socket_key_update(struct tlsk_socket *s, int request_peer)
-{
-    int r, rc;
-
-    if (!s || s->state != TLSK__OPEN || SSL_version(s->ssl) != TLS1_3_VERSION) {
-        return TLSK_ESTATE;
-    }
-    if (s->tx_kernel) {
-        return tlsk__set_detail(s, TLSK_EKEYUPDATE,
-                                "transmit is in the kernel, whose keys tlsk cannot change (a "
-                                "kernel re-key needs Linux 6.14+ and is not implemented yet); "
-                                "nothing was sent");
-    }
-    if (request_peer && s->rx_kernel) {
-        return tlsk__set_detail(s, TLSK_EKEYUPDATE,
-                                "the peer's answering KeyUpdate would reach a kernel receive "
-                                "path that cannot re-key; nothing was sent");
-    }
-    if (!s->ku_pending &&
-        SSL_key_update(s->ssl, request_peer ? SSL_KEY_UPDATE_REQUESTED
-                                            : SSL_KEY_UPDATE_NOT_REQUESTED) != 1) {
-        ERR_clear_error();
-        return tlsk__set_detail(s, TLSK_ESTATE, "a key update is already pending");
-    }
-    ERR_clear_error();
-    r = SSL_do_handshake(s->ssl);
-    if (r != 1) {
-        rc = ossl_error(s, r, OP_WRITE);
-        s->ku_pending = rc == -EAGAIN;
-        return rc == -EAGAIN ? rc : fail(s, rc);
-    }
-    s->ku_pending = false;
-    return 0;
-}
-
-TLSK_PUBLIC int tlsk_socket_renegotiate(struct tlsk_socket *s, unsigned flags)
-{
-    unsigned char tmp[TLSK_MAX_PLAINTEXT];
-
-    if (!s || s->state != TLSK__OPEN) {
-        return s && s->state == TLSK__FAILED ? s->fail_code : TLSK_ESTATE;
-    }
-    if (SSL_version(s->ssl) != TLS1_2_VERSION) {
-        return tlsk__set_detail(s, TLSK_ERENEG_UNAVAILABLE,
-                                "renegotiation is unavailable: TLS 1.3 has none");
-    }
-    if (s->tx_kernel || s->rx_kernel) {
-        return tlsk__set_detail(s, TLSK_ERENEG_UNAVAILABLE,
-                                "renegotiation is unavailable: the connection is offloaded to "
-                                "kernel TLS, which cannot change TLS 1.2 keys (allow "
-                                "renegotiation in the context to keep it in userspace)");
-    }
-    if (!s->reneg_running) {
-        if (s->is_server && (flags & (TLSK_REQUEST_PEER_CERT | TLSK_REQUIRE_PEER_CERT))) {
-            tlsk__apply_verify_flags(s->ssl, flags, true);
-        }
-        /* A full handshake, as Node: a resumed one would bring no new certificate. */
-        SSL_set_options(s->ssl, SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
-        ERR_clear_error();
-        if (SSL_renegotiate(s->ssl) != 1) {
-            s->detail[0] = '\0';
-            tlsk__append_ossl_errors(s->detail, sizeof s->detail);
-            return TLSK_ERENEG_UNAVAILABLE;
-        }
-        s->reneg_running = true;
-        s->own_reneg = true;
-    }
-    for (;;) {
-        size_t n = 0;
-        int r, rc;
-
-        ERR_clear_error();
-        r = SSL_do_handshake(s->ssl);
-        if (r != 1) {
-            rc = ossl_error(s, r, OP_HANDSHAKE);
-            if (rc == -EAGAIN) {
-                return rc;
-            }
-            s->reneg_running = s->own_reneg = false;
-            s->reneg_phase = 0;
-            return fail(s, rc);
-        }
-        if (s->is_server && s->reneg_phase == 0) {
-            s->reneg_phase = 1; /* HelloRequest sent: now wait for the client's handshake */
-        }
-        if (s->is_server ? s->reneg_phase == 7 : !SSL_renegotiate_pending(s->ssl)) {
-            s->reneg_running = s->own_reneg = false;
-            s->reneg_phase = 0;
-            return 0;
-        }
-        /* The peer's half arrives through the record layer: read, keeping any application
-         * data for the next tlsk_socket_read().  Without AUTO_RETRY, OpenSSL returns after
-         * each handshake record instead of blocking for application data. */
-        SSL_clear_mode(s->ssl, SSL_MODE_AUTO_RETRY);
-        r = SSL_read_ex(s->ssl, tmp, sizeof tmp, &n);
-        SSL_set_mode(s->ssl, SSL_MODE_AUTO_RETRY);
-        if (r != 1 && s->is_server && s->reneg_phase == 7) {
-            ERR_clear_error();
-            continue; /* finished inside that read */
-        }
-        if (r == 1) {
-            unsigned char *h = realloc(s->held, s->held_len + n);
-            if (!h) {
-                return TLSK_ENOMEM;
-            }
-            memcpy(h + s->held_len, tmp, n);
-            s->held = h;
-            s->held_len += n;
-            continue;
-        }
-        rc = ossl_error(s, r, OP_READ);
-        if (rc == -EAGAIN) {
-            return rc;
-        }
-        s->reneg_running = s->own_reneg = false;
-        return fail(s, rc == 0 ? TLSK_ECLOSED : rc);
-    }
-}
-
-TLSK_PUBLIC uint64_t tlsk_socket_key_updates(const struct tlsk_socket *s)
-{
-    return s ? s->key_updates : 0;
 }

@@ -31,6 +31,17 @@ bool h_expect_ktls(void)
     return e && strcmp(e, "1") == 0;
 }
 
+bool h_kernel_rekey(void)
+{
+    return h_expect_ktls() && tlsk_kernel_probe()->rekey;
+}
+
+bool h_newest_tier(void)
+{
+    const char *e = getenv("TLSK_KERNEL_TIER");
+    return h_expect_ktls() && e && strcmp(e, "newest") == 0;
+}
+
 size_t h_bulk_bytes(size_t def_mib)
 {
     const char *e = getenv("TLSK_TEST_BULK_MIB");

@@ -14,6 +14,10 @@
 const char *h_fixture(const char *name);
 /* 1 when TLSK_EXPECT_KTLS=1: a kTLS test that cannot offload must fail. */
 bool h_expect_ktls(void);
+/* 1 in the kTLS tier on a kernel that re-keys TLS 1.3 (Linux 6.14+, the probe's rekey). */
+bool h_kernel_rekey(void);
+/* 1 in the "newest" real-kernel tier (TLSK_KERNEL_TIER=newest), whose kernel must re-key. */
+bool h_newest_tier(void);
 /* Bulk size for transfers: env TLSK_TEST_BULK_MIB (MiB), else def_mib. */
 size_t h_bulk_bytes(size_t def_mib);
 
