@@ -6,8 +6,9 @@
 # command to run and exits 1.
 set -eu
 
-# One package per word; append here.
-PACKAGES="build-essential pkg-config libssl-dev openssl libmnl-dev libuv1-dev user-mode-linux kmod iproute2 gnutls-bin socat curl wget python3 nodejs"
+# One package per word; append here. patchelf: scripts/uml-fetch.sh points sid's user-mode
+# Linux (the newest real-kernel tier) at sid's glibc; it fetches that kernel itself.
+PACKAGES="build-essential pkg-config libssl-dev openssl libmnl-dev libuv1-dev user-mode-linux kmod iproute2 gnutls-bin socat curl wget python3 nodejs patchelf"
 
 check_only=0
 case ${1-} in

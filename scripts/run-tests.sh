@@ -2,11 +2,27 @@
 # run-tests.sh native|ktls|all - run tlsk's test programs with prove (TAP).
 #
 #   native  every test on this host; the kernel path must report what this host can do
-#   ktls    the same programs inside user-mode Linux with tls.ko, TLSK_EXPECT_KTLS=1
-#   all     native, then ktls
+#   ktls    the real-kernel tiers: the same programs inside user-mode Linux with tls.ko,
+#           TLSK_EXPECT_KTLS=1 and TLSK_KERNEL_TIER=newest|6.1 in their environment:
+#             newest  Debian sid's user-mode-linux (>= 6.14), fetched and cached by
+#                     scripts/uml-fetch.sh (Debian is asked at most once a day)
+#             6.1     the installed Debian package (bookworm's user-mode-linux)
+#   all     native, then the real-kernel tiers
 #
-# Environment: TLSK_BUILD (build dir, default build), TLSK_TEST_TIMEOUT (per program, s).
-# Ends with one line "tlsk: N passed, N failed" counting TAP assertions of both tiers.
+# A kernel that cannot boot on this CPU (old UML on a host with AMX, KTLS-FACTS.md 7.1) gives
+# one line "real-kernel tier T: not run: REASON" and no failure, unless T is required; a
+# required tier that cannot boot, or cannot be fetched, counts one failure.
+#
+# Environment:
+#   TLSK_BUILD          build dir (default build)
+#   TLSK_TEST_TIMEOUT   per program, seconds (default 600)
+#   TLSK_TESTS          only these programs, by basename, space separated (e.g. "test_matrix
+#                       modprobe.t"), in every tier
+#   TLSK_TIERS          real-kernel tiers to run, in order (default "newest 6.1")
+#   TLSK_REQUIRE_TIERS  tiers that must run (default "newest")
+# Each tier's prove output is in $TLSK_BUILD/test-native.log, test-ktls-newest.log and
+# test-ktls-6.1.log. Ends with one line "tlsk: N passed, N failed" counting TAP assertions of
+# every tier.
 set -u
 
 mode=${1:-all}
@@ -30,6 +46,33 @@ if [ ${#tests[@]} -eq 0 ]; then
 	echo "run-tests: no test programs found in $build (run make tests)" >&2
 	exit 2
 fi
+if [ -n "${TLSK_TESTS:-}" ]; then
+	# A name that matches nothing is a typo: say so rather than quietly run less.
+	picked=()
+	for name in $TLSK_TESTS; do
+		found=0
+		for f in "${tests[@]}"; do
+			[ "${f##*/}" = "$name" ] || [ "${f##*/}" = "$name.t" ] || continue
+			picked+=("$f")
+			found=1
+		done
+		if [ $found = 0 ]; then
+			echo "run-tests: TLSK_TESTS names $name, which is not a built test program" >&2
+			exit 2
+		fi
+	done
+	tests=("${picked[@]}")
+fi
+
+tiers=${TLSK_TIERS-newest 6.1}
+for t in $tiers; do
+	case $t in newest | 6.1) ;; *)
+		echo "run-tests: TLSK_TIERS: unknown tier $t (newest, 6.1)" >&2
+		exit 2
+		;;
+	esac
+done
+required=" ${TLSK_REQUIRE_TIERS-newest} "
 
 total_pass=0
 total_fail=0
@@ -57,20 +100,92 @@ run_native() {
 	[ $rc -eq 0 ] || status=1
 }
 
-run_ktls() {
-	local log=$build/test-ktls.log
-	echo "== real-kernel tier (user-mode Linux with tls.ko): ${#tests[@]} programs"
-	TLSK_EXPECT_KTLS=1 TLSK_TEST_BULK_MIB=${TLSK_TEST_BULK_MIB:-2} \
-		scripts/uml-run.sh --timeout 1500 -- \
+# not_run TIER REASON [cpu]: the tier's only line. Only a kernel that cannot boot on this
+# CPU ("cpu") is excused, and only for a tier not in TLSK_REQUIRE_TIERS; anything else
+# (no kernel, fetch failed) is a broken setup and counts as a failure.
+not_run() {
+	local why=
+	if [ "${3:-}" != cpu ]; then
+		why="counted as a failure"
+	else
+		case $required in *" $1 "*) why="required by TLSK_REQUIRE_TIERS: counted as a failure" ;; esac
+	fi
+	if [ -z "$why" ]; then
+		echo "real-kernel tier $1: not run: $2"
+		return
+	fi
+	echo "real-kernel tier $1: not run: $2 ($why)"
+	total_fail=$((total_fail + 1))
+	status=1
+}
+
+# tier_uml ARGS...: uml-run.sh for run_kernel_tier's $tier (and $tree, the newest kernel's)
+tier_uml() {
+	UML_RUN_TREE=$tree scripts/uml-run.sh --kernel "$tier" "$@"
+}
+
+# run_kernel_tier newest|6.1: the programs inside that user-mode Linux.
+run_kernel_tier() {
+	local tier=$1 log=$build/test-ktls-$1.log out rc kver tree='' warnings=''
+	rm -f "$log"
+	if [ "$tier" = newest ]; then
+		# One fetch per run (it asks Debian at most once a day); the runs below reuse its tree.
+		tree=${UML_RUN_TREE:-}
+		if [ -z "$tree" ]; then
+			out=$(scripts/uml-fetch.sh 2>"$build/uml-fetch.err")
+			rc=$?
+			warnings=$(cat "$build/uml-fetch.err")
+			rm -f "$build/uml-fetch.err"
+			tree=$(sed -n "s/^UML_TREE='\(.*\)'\$/\1/p" <<<"$out")
+			if [ $rc -ne 0 ] || [ -z "$tree" ]; then
+				not_run "$tier" "cannot fetch it: $(tail -n 1 <<<"$warnings")"
+				return
+			fi
+		fi
+	fi
+	if ! kver=$(tier_uml --version 2>&1); then
+		not_run "$tier" "$(tail -n 1 <<<"$kver")"
+		return
+	fi
+	# A short boot first: a kernel that cannot start on this CPU is one line, not a tier.
+	out=$(tier_uml --timeout 300 --check 2>&1)
+	rc=$?
+	if [ $rc = 4 ]; then
+		not_run "$tier" "$(grep -m1 'cannot boot' <<<"$out" | sed 's/^uml-run\.sh: //')" cpu
+		return
+	fi
+	echo "== real-kernel tier $tier (user-mode Linux $kver): ${#tests[@]} programs"
+	# shellcheck disable=SC2001 # one prefix per line
+	[ -z "$warnings" ] || sed 's/^/# /' <<<"$warnings"
+	if [ $rc -ne 0 ]; then
+		echo "real-kernel tier $tier: the tls ULP is not usable in the guest (uml-run.sh --check exit $rc):"
+		tail -n 40 <<<"$out"
+		total_fail=$((total_fail + 1))
+		status=1
+		return
+	fi
+	TLSK_EXPECT_KTLS=1 TLSK_KERNEL_TIER=$tier TLSK_TEST_BULK_MIB=${TLSK_TEST_BULK_MIB:-2} \
+		tier_uml --timeout 1500 -- \
 		prove -v --exec "timeout $per_test" "${tests[@]}" >"$log" 2>&1
-	local rc=$?
+	rc=$?
 	grep -E -A3 '^(not ok|Bail out)' "$log" | head -100
 	tail -n 3 "$log"
 	count "$log"
 	if [ $rc -ne 0 ]; then
 		status=1
-		grep -q 'ok ' "$log" || { echo "real-kernel tier did not run:"; tail -n 40 "$log"; total_fail=$((total_fail + 1)); }
+		grep -q 'ok ' "$log" || {
+			echo "real-kernel tier $tier did not run:"
+			tail -n 40 "$log"
+			total_fail=$((total_fail + 1))
+		}
 	fi
+}
+
+run_ktls() {
+	local t
+	for t in $tiers; do
+		run_kernel_tier "$t"
+	done
 }
 
 # AddressSanitizer cannot start inside user-mode Linux (its shadow memory range does not fit

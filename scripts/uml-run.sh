@@ -1,19 +1,31 @@
 #!/bin/bash
 # uml-run.sh - run a command inside user-mode Linux with kTLS (KTLS-FACTS.md section 7).
 #
-#   uml-run.sh [--timeout SECS] -- COMMAND [ARGS...]
-#   uml-run.sh [--timeout SECS] --check
+#   uml-run.sh [--kernel newest|6.1] [--timeout SECS] -- COMMAND [ARGS...]
+#   uml-run.sh [--kernel newest|6.1] [--timeout SECS] --check
+#   uml-run.sh [--kernel newest|6.1] --version
 #
-# Boots the Debian user-mode-linux kernel (`linux`) with the host filesystem as its root
-# (hostfs), loads the crypto modules and net/tls/tls.ko, brings up lo and runs COMMAND as
-# root in the guest, in the current directory (same absolute path inside). COMMAND's stdout
-# and stderr are captured and printed on this script's stdout once the guest has powered off.
+# Boots a user-mode Linux kernel with the host filesystem as its root (hostfs), loads the
+# crypto modules and tls.ko, brings up lo and runs COMMAND as root in the guest, in the
+# current directory (same absolute path inside). COMMAND's stdout and stderr are captured and
+# printed on this script's stdout once the guest has powered off.
+#
+# Kernels (--kernel, or UML_RUN_KERNEL; default newest):
+#   newest  Debian sid's user-mode-linux (>= 6.14, TLS 1.3 re-key), fetched and cached by
+#           uml-fetch.sh (KTLS-FACTS.md section 7.1). Modules come from its tree through
+#           `modprobe -d ROOT`, and the guest's /proc/sys/kernel/modprobe points at a wrapper
+#           doing the same, so the kernel's own autoload (tcp-ulp-tls, crypto templates) works.
+#   6.1     the installed Debian package's `linux` (bookworm: 6.1), modules insmod-ed by hand.
 #
 # Exit status: COMMAND's, or
-#   2  usage error or missing prerequisites
+#   2  usage error or missing prerequisites (for newest: uml-fetch.sh failed)
 #   3  the guest crashed, hung or timed out (no exit status was written); the guest console
 #      and whatever COMMAND printed are shown on stderr
+#   4  the kernel cannot boot on this CPU: init died at its first instruction ("ptrace set fp
+#      regs failed", "Attempted to kill init"; old UML against a host with AMX, KTLS-FACTS.md
+#      section 7.1); one line on stderr says so
 # --check exits 0 if the tls ULP is available in the guest, 1 if not.
+# --version prints the kernel's version (its `uname -r`) without booting it.
 #
 # Passed into the guest: PATH (the host's, with the standard sbin/bin directories appended),
 # HOME, USER, LOGNAME, LANG, LC_ALL, TZ, ASAN/UBSAN/LSAN/MSAN/TSAN_OPTIONS, OPENSSL_CONF,
@@ -22,22 +34,29 @@
 # TMPDIR inside the guest is a fresh tmpfs; /run and /dev/shm are guest-only tmpfs mounts too.
 #
 # Tunables (host environment):
+#   UML_RUN_KERNEL  newest or 6.1, as --kernel
 #   UML_RUN_MEM     guest memory (default 512M)
-#   UML_RUN_LINUX   kernel binary (default: `linux` from PATH)
-#   UML_RUN_MODDIR  module folder (default /usr/lib/uml/modules/<linux --version>/, else any
-#                   /usr/lib/uml/modules/*/ that has kernel/net/tls/tls.ko)
+#   UML_RUN_TREE    newest: a tree made by uml-fetch.sh (its uml.env is read); default: run
+#                   uml-fetch.sh, which asks Debian at most once a day
+#   UML_RUN_LINUX   6.1: kernel binary (default: `linux` from PATH)
+#   UML_RUN_MODDIR  6.1: module folder (default /usr/lib/uml/modules/<linux --version>/, else
+#                   any /usr/lib/uml/modules/*/ that has kernel/net/tls/tls.ko)
 #   UML_RUN_TMPDIR  directory for UML's memory file, must allow exec mappings (default
 #                   /dev/shm unless mounted noexec, else the run's private temp dir)
 #   UML_RUN_ENV     extra variable names to pass into the guest
 set -eu
 
 prog=${0##*/}
+here=$(cd "$(dirname "$0")" && pwd -P)
 timeout_secs=900
 check=0
+version=0
+kernel=${UML_RUN_KERNEL:-newest}
 
 usage() {
-	echo "usage: $prog [--timeout SECS] -- COMMAND [ARGS...]" >&2
-	echo "       $prog [--timeout SECS] --check" >&2
+	echo "usage: $prog [--kernel newest|6.1] [--timeout SECS] -- COMMAND [ARGS...]" >&2
+	echo "       $prog [--kernel newest|6.1] [--timeout SECS] --check" >&2
+	echo "       $prog [--kernel newest|6.1] --version" >&2
 	exit 2
 }
 die() {
@@ -56,8 +75,21 @@ while [ $# -gt 0 ]; do
 		timeout_secs=${1#--timeout=}
 		shift
 		;;
+	--kernel)
+		[ $# -ge 2 ] || usage
+		kernel=$2
+		shift 2
+		;;
+	--kernel=*)
+		kernel=${1#--kernel=}
+		shift
+		;;
 	--check)
 		check=1
+		shift
+		;;
+	--version)
+		version=1
 		shift
 		;;
 	--)
@@ -69,24 +101,69 @@ while [ $# -gt 0 ]; do
 	esac
 done
 case $timeout_secs in '' | *[!0-9]* | 0) die "--timeout wants a positive number of seconds" ;; esac
-if [ "$check" = 1 ]; then
-	[ $# -eq 0 ] || usage
+case $kernel in newest | 6.1) ;; *) die "--kernel wants newest or 6.1, not '$kernel'" ;; esac
+if [ "$check" = 1 ] || [ "$version" = 1 ]; then
+	if [ $# -ne 0 ] || [ "$check$version" = 11 ]; then usage; fi
 else
 	[ $# -ge 1 ] || usage
 fi
 
 # ---- prerequisites -------------------------------------------------------------------------
-linux=${UML_RUN_LINUX:-$(command -v linux || true)}
-if [ -z "$linux" ] || [ ! -x "$linux" ]; then
-	die "no user-mode Linux kernel (apt-get install user-mode-linux)"
+# tool NAME: NAME's path, from PATH or the sbin directories a non-root PATH lacks
+tool() {
+	local d
+	command -v "$1" 2>/dev/null && return 0
+	for d in /usr/sbin /sbin /usr/bin /bin; do
+		[ -x "$d/$1" ] && echo "$d/$1" && return 0
+	done
+	return 1
+}
+modroot=
+if [ "$kernel" = newest ]; then
+	# uml-fetch.sh's KEY='VALUE' lines (also in the tree's uml.env); read, never evaluated.
+	if [ -n "${UML_RUN_TREE:-}" ]; then
+		[ -f "$UML_RUN_TREE/uml.env" ] || die "UML_RUN_TREE=$UML_RUN_TREE has no uml.env (made by uml-fetch.sh)"
+		env_lines=$(cat "$UML_RUN_TREE/uml.env")
+	else
+		env_lines=$("$here/uml-fetch.sh") || die "cannot get the newest user-mode Linux (uml-fetch.sh failed)"
+	fi
+	UML_LINUX='' UML_MODROOT='' UML_MODDIR='' UML_KVER=
+	while IFS= read -r line; do
+		v=${line#*=}
+		v=${v#\'}
+		v=${v%\'}
+		case $line in
+		UML_LINUX=*) UML_LINUX=$v ;;
+		UML_MODROOT=*) UML_MODROOT=$v ;;
+		UML_MODDIR=*) UML_MODDIR=$v ;;
+		UML_KVER=*) UML_KVER=$v ;;
+		esac
+	done <<<"$env_lines"
+	linux=$UML_LINUX
+	moddir=$UML_MODDIR
+	modroot=$UML_MODROOT
+	if [ -z "$linux" ] || [ ! -x "$linux" ]; then
+		die "uml-fetch.sh gave no runnable kernel ($linux)"
+	fi
+	if [ -z "$UML_KVER" ] || [ ! -d "$modroot/lib/modules/$UML_KVER" ]; then
+		die "uml-fetch.sh gave no module root ($modroot/lib/modules/$UML_KVER)"
+	fi
+	modprobe=$(tool modprobe) || die "modprobe not found (apt-get install kmod)"
+else
+	linux=${UML_RUN_LINUX:-$(command -v linux || true)}
+	if [ -z "$linux" ] || [ ! -x "$linux" ]; then
+		die "no user-mode Linux kernel (apt-get install user-mode-linux)"
+	fi
+	tool insmod >/dev/null || die "insmod not found (apt-get install kmod)"
+	moddir=${UML_RUN_MODDIR:-}
 fi
-command -v insmod >/dev/null 2>&1 || [ -x /usr/sbin/insmod ] || [ -x /sbin/insmod ] ||
-	die "insmod not found (apt-get install kmod)"
-command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || [ -x /bin/ip ] ||
-	die "ip not found (apt-get install iproute2)"
+if [ "$version" = 1 ]; then
+	"$linux" --version || die "$linux --version failed"
+	exit 0
+fi
+tool ip >/dev/null || die "ip not found (apt-get install iproute2)"
 command -v timeout >/dev/null 2>&1 || die "timeout not found (coreutils)"
 
-moddir=${UML_RUN_MODDIR:-}
 if [ -z "$moddir" ]; then
 	kver=$("$linux" --version 2>/dev/null || true)
 	if [ -n "$kver" ] && [ -f "/usr/lib/uml/modules/$kver/kernel/net/tls/tls.ko" ]; then
@@ -172,6 +249,7 @@ std_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 	echo 'export PATH'
 	echo "W=$(sq "$work")"
 	echo "M=$(sq "$moddir/kernel")"
+	echo "K=$kernel"
 	cat <<'EOF'
 # Drop what the kernel put in init's environment (HOME=/, TERM=linux, unknown boot
 # parameters such as mem=512M) so the command sees only what is exported below.
@@ -192,13 +270,24 @@ if grep -q '^devtmpfs /dev ' /proc/mounts; then
 	[ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
 	[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 fi
-# No module autoloading for these in the guest: load every crypto template by hand, in
-# dependency order (KTLS-FACTS.md section 7), then tls.
-for m in crypto/gf128mul crypto/ghash-generic crypto/ctr crypto/gcm crypto/ccm \
-	lib/crypto/libchacha crypto/chacha_generic lib/crypto/libpoly1305 \
-	crypto/poly1305_generic crypto/chacha20poly1305 net/tls/tls; do
-	insmod "$M/$m.ko" || echo "uml-run: warning: insmod $m failed"
-done
+if [ "$K" = newest ]; then
+	# The modules live outside /lib/modules: the kernel's autoload goes through the wrapper
+	# (modprobe -d ROOT), and the templates autoload would pick anyway are named: gcm(aes)
+	# needs ctr, rfc7539(chacha20,poly1305) needs chacha (KTLS-FACTS.md section 7.1).
+	echo "$W/modprobe" >/proc/sys/kernel/modprobe ||
+		echo "uml-run: warning: cannot set /proc/sys/kernel/modprobe"
+	for m in tls ctr gcm ccm chacha chacha20poly1305; do
+		"$W/modprobe" "$m" || echo "uml-run: warning: modprobe $m failed"
+	done
+else
+	# 6.1: no module autoloading for these in the guest: load every crypto template by hand,
+	# in dependency order (KTLS-FACTS.md section 7), then tls.
+	for m in crypto/gf128mul crypto/ghash-generic crypto/ctr crypto/gcm crypto/ccm \
+		lib/crypto/libchacha crypto/chacha_generic lib/crypto/libpoly1305 \
+		crypto/poly1305_generic crypto/chacha20poly1305 net/tls/tls; do
+		insmod "$M/$m.ko" || echo "uml-run: warning: insmod $m failed"
+	done
+fi
 ip link set lo up || echo "uml-run: warning: ip link set lo up failed"
 if ! grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null; then
 	echo "uml-run: warning: tls ULP not available in the guest (tcp_available_ulp:" \
@@ -251,6 +340,14 @@ halt -f
 EOF
 } >"$work/init"
 chmod 755 "$work/init"
+if [ "$kernel" = newest ]; then
+	# Run by the guest kernel for autoload (as `modprobe -q -- NAME`) and by init above.
+	{
+		echo '#!/bin/sh'
+		echo "exec $(sq "$modprobe") -d $(sq "$modroot") \"\$@\""
+	} >"$work/modprobe"
+	chmod 755 "$work/modprobe"
+fi
 
 # ---- boot ----------------------------------------------------------------------------------
 ulimit -c 0 # UML aborts after a sysrq power-off: no core files in the caller's directory
@@ -281,6 +378,18 @@ if [ -f "$work/rc" ]; then
 fi
 case $rc in
 '' | *[!0-9]*)
+	# Init killed at its first userspace instruction (it never got to write init.log): this
+	# kernel cannot run on this CPU (old UML's FP/XSAVE buffer vs AMX, KTLS-FACTS.md 7.1).
+	sig=$(tr -d '\r' <"$work/console.log" 2>/dev/null | grep -m1 -o 'ptrace set fp regs failed.*' || true)
+	if [ -z "$sig" ] && [ ! -e "$work/init.log" ]; then
+		sig=$(tr -d '\r' <"$work/console.log" 2>/dev/null | grep -m1 -o 'Attempted to kill init.*' || true)
+	fi
+	if [ -n "$sig" ]; then
+		amx=
+		grep -qw amx_tile /proc/cpuinfo 2>/dev/null && amx=", host CPU has AMX"
+		echo "$prog: kernel $("$linux" --version 2>/dev/null || echo "$linux") cannot boot on this CPU: $sig$amx" >&2
+		exit 4
+	fi
 	if [ "$urc" = 124 ] || [ "$urc" = 137 ]; then
 		echo "$prog: guest timed out after ${timeout_secs}s (no exit status written)" >&2
 	else
