@@ -1,16 +1,16 @@
 /*
  * test_keyupdate_peers.c - TLS 1.3 KeyUpdate between tlsk and independent peers
- * (NODE-SEMANTICS 4.2 rows "KeyUpdate (TLS 1.3)" and "KeyUpdate from the server", 4.3;
- * KTLS-FACTS 1.9; lib/bridge.c):
- *  - openssl s_client -tls1_3 sending k and K against a tlsk server (auto policy: the kTLS
- *    tier has TX offloaded, RX userspace): echo continues, no bad_record_mac; natively the
- *    server answers K with its own KeyUpdate, with TX in the kernel it does not (the stream
- *    stays consistent);
+ * (docs/NODE.md, KeyUpdate rows; docs/KERNEL.md §7; lib/bridge.c, lib/rekey.c):
+ *  - openssl s_client -tls1_3 sending k and K against a tlsk server (auto policy): echo
+ *    continues, no bad_record_mac.  Natively and on a kernel that re-keys (6.14+: TX and RX
+ *    in the kernel) the server answers K with its own KeyUpdate, and tls_stat's
+ *    TlsRxRekeyOk/TlsTxRekeyOk move by exactly the updates received/sent; on 6.1 (TX in the
+ *    kernel, RX userspace) it does not answer and the stream stays consistent;
  *  - gnutls-cli --inline-commands ^rekey1^ and ^rekey^;
- *  - 200 K lines interleaved with data lines, echo intact, while a concurrent tlsk
+ *  - 200 K and 200 k lines interleaved with data lines, echo intact, while a concurrent tlsk
  *    connection on the same server keeps echoing (a peer flooding KeyUpdates);
  *  - openssl s_server -tls1_3 with k and K on stdin against a tlsk client: the client keeps
- *    reading; with TLSK_OFFLOAD_RX_TLS13 in the kTLS tier the client fails cleanly with
+ *    reading and answers K; with TLSK_OFFLOAD_RX_TLS13 on 6.1 the client fails cleanly with
  *    TLSK_EKEYUPDATE instead of reading corrupted data.
  */
 #include <arpa/inet.h>
@@ -33,9 +33,40 @@
 
 static char g_out[1 << 20];
 
+/* Re-key counters of /proc/net/tls_stat (6.14+). */
+struct rk {
+    long long tx, rx, err;
+};
+
+static struct rk rk_now(void)
+{
+    struct rk r = { h_tls_stat("TlsTxRekeyOk"), h_tls_stat("TlsRxRekeyOk"),
+                    h_tls_stat("TlsTxRekeyError") + h_tls_stat("TlsRxRekeyError") };
+    return r;
+}
+
+/* Where the kernel re-keys: it took exactly tx transmit and rx receive keys since a. */
+static void rk_check(struct rk a, long long tx, long long rx, const char *what)
+{
+    struct rk b;
+
+    if (!h_kernel_rekey()) {
+        return;
+    }
+    b = rk_now();
+    TAP_OK(b.tx - a.tx == tx && b.rx - a.rx == rx && b.err == a.err,
+           "%s: tls_stat TlsTxRekeyOk +%lld (want %lld), TlsRxRekeyOk +%lld (want %lld), no "
+           "re-key errors",
+           what, b.tx - a.tx, tx, b.rx - a.rx, rx);
+}
+
 static void check_server_offload(struct p_srv *st, const char *what)
 {
-    if (h_expect_ktls()) {
+    if (h_kernel_rekey()) {
+        TAP_OK(st->off.tx.mode == TLSK_MODE_KERNEL && st->kernel_tx &&
+                   st->off.rx.mode == TLSK_MODE_KERNEL && st->kernel_rx,
+               "%s: server TX and RX in kTLS (the kernel re-keys)", what);
+    } else if (h_expect_ktls()) {
         TAP_OK(st->off.tx.mode == TLSK_MODE_KERNEL && st->kernel_tx &&
                    st->off.rx.mode == TLSK_MODE_USERSPACE && !st->kernel_rx,
                "%s: server TX in kTLS, RX in userspace (%s)", what,
@@ -49,6 +80,7 @@ static void ku_s_client(void)
     struct tlsk_context *ctx = p_ctx_new(TLSK_TLS1_3, 0, NULL, 0, 0, 0, NULL);
     const char *what = "s_client -tls1_3 k, K";
     int rc, theirs;
+    struct rk before = rk_now();
 
     if (!TAP_OK(p_srv_start(&st, ctx), "%s: server", what)) {
         tlsk_context_free(ctx);
@@ -67,15 +99,15 @@ static void ku_s_client(void)
     TAP_OK(strstr(g_out, "bad record mac") == NULL && strstr(g_out, "bad_record_mac") == NULL,
            "%s: no bad_record_mac", what);
     theirs = p_count(g_out, "<<< TLS 1.3, Handshake [length 0005], KeyUpdate");
-    if (h_expect_ktls()) {
-        TAP_IS(theirs, 0, "%s: TX offloaded: the server's answer to K is not sent "
+    if (h_expect_ktls() && !h_kernel_rekey()) {
+        TAP_IS(theirs, 0, "%s: TX offloaded before 6.14: the server's answer to K is not sent "
                "(lib/bridge.c), and the stream stays consistent", what);
     } else {
-        TAP_IS(theirs, 1, "%s: userspace: after K, s_client -msg shows the server's KeyUpdate",
-               what);
+        TAP_IS(theirs, 1, "%s: after K, s_client -msg shows the server's KeyUpdate", what);
     }
     check_server_offload(&st, what);
     p_srv_stop(&st);
+    rk_check(before, 1, 2, what);
     tlsk_context_free(ctx);
 }
 
@@ -85,6 +117,7 @@ static void ku_gnutls(void)
     struct tlsk_context *ctx = p_ctx_new(TLSK_TLS1_3, 0, NULL, 0, 0, 0, NULL);
     const char *what = "gnutls-cli ^rekey1^, ^rekey^";
     int rc;
+    struct rk before = rk_now();
 
     if (!TAP_OK(p_srv_start(&st, ctx), "%s: server", what)) {
         tlsk_context_free(ctx);
@@ -104,6 +137,8 @@ static void ku_gnutls(void)
            "%s: gnutls-cli reports no error or alert", what);
     check_server_offload(&st, what);
     p_srv_stop(&st);
+    /* Two updates received; ^rekey1^ asks for the server's, which it sends. */
+    rk_check(before, 1, 2, what);
     tlsk_context_free(ctx);
 }
 
@@ -150,16 +185,18 @@ static void *healthy_client(void *arg)
     return NULL;
 }
 
+/* n K and n k lines, each followed by a data line. */
 static void ku_flood(int n)
 {
     char what[96], script[1024];
     struct p_srv st;
     struct tlsk_context *ctx = p_ctx_new(TLSK_TLS1_3, 0, NULL, 0, 0, 0, NULL);
     struct healthy h = { .len = 64 * 65536 };
+    struct rk before = rk_now();
     pthread_t t;
-    int rc, lines = 0;
+    int rc, lines = 0, sent, answered;
 
-    snprintf(what, sizeof what, "%d K lines interleaved with data", n);
+    snprintf(what, sizeof what, "%d K and %d k lines interleaved with data", n, n);
     if (!TAP_OK(p_srv_start(&st, ctx), "%s: server", what)) {
         tlsk_context_free(ctx);
         return;
@@ -170,13 +207,13 @@ static void ku_flood(int n)
              "python3 -c \"import sys, time\n"
              "time.sleep(1)\n"
              "for i in range(%d):\n"
-             "    sys.stdout.write('K\\n'); sys.stdout.flush(); time.sleep(0.01)\n"
+             "    sys.stdout.write('Kk'[i %% 2] + '\\n'); sys.stdout.flush(); time.sleep(0.01)\n"
              "    sys.stdout.write('line%%04d\\n' %% i); sys.stdout.flush(); time.sleep(0.01)\n"
-             "time.sleep(2)\n\" | timeout 60 openssl s_client -connect 127.0.0.1:$P "
-             "-CAfile $F/ca1-cert.pem -tls1_3",
-             n);
-    rc = p_run_peer(script, st.port, 90, g_out, sizeof g_out);
-    for (int i = 0; i < n; i++) {
+             "time.sleep(2)\n\" | timeout 90 openssl s_client -connect 127.0.0.1:$P "
+             "-CAfile $F/ca1-cert.pem -tls1_3 -msg",
+             2 * n);
+    rc = p_run_peer(script, st.port, 120, g_out, sizeof g_out);
+    for (int i = 0; i < 2 * n; i++) {
         char l[16];
         snprintf(l, sizeof l, "\nline%04d\n", i);
         lines += strstr(g_out, l) != NULL;
@@ -184,21 +221,29 @@ static void ku_flood(int n)
     for (int i = 0; i < 1000 && pthread_tryjoin_np(t, NULL) != 0; i++) {
         p_spin(10);
     }
-    /* s_client looks at the first byte of each stdin read: a K that arrives in the same read
-     * as the line before it goes out as data (and is echoed).  Nearly all must be commands. */
-    TAP_OK(p_count(g_out, "KEYUPDATE") >= n - n / 10, "%s: s_client sent (nearly) every update "
-           "(%d)", what, p_count(g_out, "KEYUPDATE"));
-    if (!TAP_OK(lines == n && st.sock_errors == 0,
-                "%s: every data line echoed (%d of %d, exit %d, server %s)", what, lines, n, rc,
-                tlsk_err_name(st.last_sock_err))) {
+    /* s_client looks at the first byte of each stdin read: a K or k that arrives in the same
+     * read as the line before it goes out as data (and is echoed).  Nearly all must be
+     * commands; -msg shows exactly which KeyUpdates went each way. */
+    sent = p_count(g_out, ">>> TLS 1.3, Handshake [length 0005], KeyUpdate");
+    answered = p_count(g_out, "<<< TLS 1.3, Handshake [length 0005], KeyUpdate");
+    TAP_OK(sent >= 2 * n - n / 5, "%s: s_client sent (nearly) every update (%d)", what, sent);
+    if (!TAP_OK(lines == 2 * n && st.sock_errors == 0,
+                "%s: every data line echoed (%d of %d, exit %d, server %s)", what, lines, 2 * n,
+                rc, tlsk_err_name(st.last_sock_err))) {
         tap_diag("  %s", st.detail);
     }
     TAP_OK(strstr(g_out, "bad record mac") == NULL, "%s: no bad_record_mac", what);
+    if (!h_expect_ktls() || h_kernel_rekey()) {
+        TAP_OK(answered >= n - n / 10 && answered <= sent,
+               "%s: the server answered (nearly) every K (%d answers to %d updates)", what,
+               answered, sent);
+    }
     if (!TAP_OK(h.rc == 0, "%s: a concurrent connection echoed 4 MiB intact meanwhile", what)) {
         tap_diag("  %s", tlsk_err_name(h.rc));
     }
     check_server_offload(&st, what);
     p_srv_stop(&st);
+    rk_check(before, answered, sent, what);
     tlsk_context_free(ctx);
 }
 
@@ -270,10 +315,12 @@ static void ku_s_server(unsigned flags)
     struct client c = { .flags = flags };
     pthread_t t;
     int port, lfd = h_listen(&port), rc;
-    bool forced = (flags & TLSK_OFFLOAD_RX_TLS13) != 0;
+    /* Receive forced into a kernel that cannot re-key: the client gives up at the first. */
+    bool forced = (flags & TLSK_OFFLOAD_RX_TLS13) != 0 && !h_kernel_rekey();
+    struct rk before = rk_now();
 
     snprintf(what, sizeof what, "s_server -tls1_3 k, K -> tlsk client%s",
-             forced ? " (TLSK_OFFLOAD_RX_TLS13)" : "");
+             flags & TLSK_OFFLOAD_RX_TLS13 ? " (TLSK_OFFLOAD_RX_TLS13)" : "");
     int ofd;
     pid_t pid;
 
@@ -309,7 +356,15 @@ static void ku_s_server(unsigned flags)
         }
         TAP_OK(c.end_rc == 0 && strstr(g_out, "bye") != NULL,
                "%s: s_server received the client's reply (%s)", what, tlsk_err_name(c.end_rc));
-        if (h_expect_ktls()) {
+        if (h_kernel_rekey()) {
+            TAP_OK(c.off.tx.mode == TLSK_MODE_KERNEL && c.off.rx.mode == TLSK_MODE_KERNEL &&
+                       c.kernel_rx,
+                   "%s: client TX and RX in kTLS (the kernel re-keys)", what);
+            TAP_IS(p_count(g_out, "<<< TLS 1.3, Handshake [length 0005], KeyUpdate"), 1,
+                   "%s: s_server logs the client's KeyUpdate after K, sent through the kernel",
+                   what);
+            rk_check(before, 1, 2, what);
+        } else if (h_expect_ktls()) {
             TAP_OK(c.off.tx.mode == TLSK_MODE_KERNEL && c.off.rx.mode == TLSK_MODE_USERSPACE,
                    "%s: client TX in kTLS, RX userspace (%s)", what,
                    tlsk_reason_name(c.off.rx.reason));
@@ -339,7 +394,7 @@ int main(void)
         ku_gnutls();
     }
     if (p_have("python3")) {
-        ku_flood(h_expect_ktls() ? 100 : 200);
+        ku_flood(200);
     }
     ku_s_server(0);
     ku_s_server(TLSK_OFFLOAD_RX_TLS13);
