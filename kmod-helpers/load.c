@@ -1,5 +1,5 @@
 /*
- * load.c - tlsk_kernel_load_tls(): make sure the tls module is loaded (KTLS-FACTS 1.2).
+ * load.c - tlsk_kernel_load_tls(): make sure the tls module is loaded (docs/KERNEL.md §2.3).
  *
  * Two ways exist, and neither needs a shell or libkmod:
  * - The kernel's own autoload: TCP_ULP "tls" on an established socket makes the kernel call

@@ -5,7 +5,7 @@
  * templates may not load), so every capability is tested on throwaway loopback TCP
  * connections with all-zero dummy keys; no real secret is ever involved.
  *
- * Method (KTLS-FACTS 1.1, 1.2, 1.9):
+ * Method (docs/KERNEL.md §1.3, §2, §7):
  * - TCP_ULP "tls" needs an established socket, so the probe connects to its own listener on
  *   127.0.0.1 and an ephemeral port.  A failed attach ends the probe: its errno is ulp_err
  *   (ENOENT: no tls module, or one we may not autoload).

@@ -1,5 +1,5 @@
 /*
- * sock_diag.c - which TCP sockets have the tls ULP, and how, from inet_diag (KTLS-FACTS 1.5).
+ * sock_diag.c - which TCP sockets have the tls ULP, and how, from inet_diag (docs/KERNEL.md §6.2).
  *
  * This is for admin tools and tests (tlsk-stat); the library looks at its own sockets with
  * getsockopt(SOL_TLS) instead.  The parser is separate from the socket code so that it can

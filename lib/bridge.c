@@ -3,7 +3,7 @@
  *
  * After offload OpenSSL still owns the protocol; the kernel only moves application data.
  * Kernel -> OpenSSL: a control record read from kTLS RX is re-encrypted with OpenSSL's read
- * key at OpenSSL's read sequence and fed to it through a memory BIO (KTLS-FACTS 3.5).
+ * key at OpenSSL's read sequence and fed to it through a memory BIO (docs/OPENSSL.md §5.2).
  * OpenSSL -> kernel: records OpenSSL writes to its memory BIO are decrypted with its write key
  * at its write sequence and sent as plaintext control records (TLS_SET_RECORD_TYPE).
  */
@@ -242,7 +242,7 @@ int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t
     if (n < 0) {
         return -errno;
     }
-    /* A control record goes whole or not at all (KTLS-FACTS 1.7). */
+    /* A control record goes whole or not at all (docs/KERNEL.md §4.3). */
     s->bytes_written += len + tlsk__record_overhead(s);
     return 0;
 }

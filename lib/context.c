@@ -15,7 +15,7 @@
 
 #include "internal.h"
 
-/* D8 in NODE-SEMANTICS.md: AEAD only, every suite one the kernel can offload. */
+/* D8 in docs/NODE.md §2.1: AEAD only, every suite one the kernel can offload. */
 static const char default_ciphers[] =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
@@ -692,7 +692,7 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     SSL_CTX_set_max_proto_version(sc, vmax);
     SSL_CTX_set_mode(sc, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                              SSL_MODE_RELEASE_BUFFERS);
-    /* Bytes past the peer's Finished must stay in the kernel for kTLS RX (KTLS-FACTS 3.4). */
+    /* Bytes past the peer's Finished must stay in the kernel for kTLS RX (docs/OPENSSL.md §4). */
     SSL_CTX_set_read_ahead(sc, 0);
     SSL_CTX_set_options(sc, SSL_OP_NO_COMPRESSION);
     SSL_CTX_clear_options(sc, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_ENABLE_KTLS);

@@ -108,7 +108,7 @@ struct tlsk_socket {
     int want;       /* POLLIN/POLLOUT for tlsk_socket_events() */
     void *data;
 
-    /* Record counting after each side's Finished (msg callback), KTLS-FACTS 3.3. */
+    /* Record counting after each side's Finished (msg callback), docs/OPENSSL.md §3.2. */
     bool own_finished, peer_finished;
     uint64_t tx_after_fin, rx_after_fin;
     /* TLS 1.2: records after each side's ChangeCipherSpec.  Finished is not always the first

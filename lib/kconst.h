@@ -3,7 +3,7 @@
  *
  * Values come from the uapi headers when the build host has them and are checked against
  * them at compile time; newer options the build host's headers may lack are defined here
- * with their upstream values (KTLS-FACTS.md section 1).
+ * with their upstream values (docs/KERNEL.md §1.1).
  */
 #ifndef TLSK_KCONST_H
 #define TLSK_KCONST_H

@@ -3,7 +3,7 @@
  *
  * Validate, act, then only bookkeeping: every precondition is checked with no side effect,
  * then the ULP is attached and each direction installed.  A successful TLS_TX/TLS_RX can
- * never be undone (KTLS-FACTS 1.2), so after it nothing may fail.
+ * never be undone (docs/KERNEL.md §2.2), so after it nothing may fail.
  */
 #include <errno.h>
 #include <string.h>
@@ -244,7 +244,7 @@ static uint64_t get_be64(const unsigned char *p)
 }
 
 /* The kernel's crypto_info for k: every struct is {version, cipher} then iv, key, salt,
- * rec_seq (KTLS-FACTS 1.3). */
+ * rec_seq (docs/KERNEL.md §2.4). */
 union crypto_info {
     struct tls_crypto_info base;
     struct tls12_crypto_info_aes_gcm_128 gcm128;
@@ -555,7 +555,7 @@ int tlsk__offload(struct tlsk_socket *s)
         } else if (version == TLS1_3_VERSION && !caps->rekey &&
                    !(s->ctx->flags & TLSK_OFFLOAD_RX_TLS13) && s->policy != TLSK_OFFLOAD_REQUIRE) {
             /* A peer's KeyUpdate would stop a kernel receive path that cannot take the next
-             * key (before Linux 6.14, docs/KERNEL.md); where it can, the bridge re-keys. */
+             * key (before Linux 6.14, docs/KERNEL.md §7.5); where it can, the bridge re-keys. */
             NO(rx, TLSK_REASON_NO_REKEY, 0);
         }
     }
@@ -575,7 +575,7 @@ int tlsk__offload(struct tlsk_socket *s)
     }
 
     /* 2. Act.  Attaching the ULP alone is harmless: a socket whose installs fail stays a
-     * plain, usable TCP socket (KTLS-FACTS 1.2). */
+     * plain, usable TCP socket (docs/KERNEL.md §2.2). */
     if (setsockopt(s->fd, TLSK_SOL_TCP, TLSK_TCP_ULP, "tls", sizeof "tls") != 0 &&
         errno != EEXIST) {
         int e = -errno;

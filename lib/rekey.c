@@ -20,7 +20,7 @@
 #include "kconst.h"
 
 /* CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW: the count restarts when at least a window has
- * passed since the previous attempt (docs/NODE.md). */
+ * passed since the previous attempt (docs/NODE.md §1.7). */
 int tlsk__reneg_attempt(struct tlsk_socket *s)
 {
     int limit, window;

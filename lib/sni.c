@@ -1,5 +1,5 @@
 /*
- * sni.c - the SNI table (Node's addContext) with the rules of NODE-SEMANTICS D1-D3: "*" is a
+ * sni.c - the SNI table (Node's addContext) with the rules of docs/NODE.md §2.1 D1-D3: "*" is a
  * whole left-most label matching exactly one non-empty label; an exact name beats a wildcard;
  * adding a pattern again replaces it; matching is ASCII case-insensitive.
  */

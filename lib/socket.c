@@ -25,7 +25,7 @@
 #define PAIR_FD (-2) /* socket_new(): a memory transport instead of an fd */
 
 /* Count records after each side's Finished: the kernel's starting sequence numbers
- * (KTLS-FACTS 3.3).  Also count TLS bytes on the transport while OpenSSL moves records. */
+ * (docs/OPENSSL.md §3).  Also count TLS bytes on the transport while OpenSSL moves records. */
 static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
                    SSL *ssl, void *arg)
 {
@@ -388,7 +388,7 @@ static int ensure_open(struct tlsk_socket *s)
     return tlsk_socket_handshake(s);
 }
 
-/* Kernel RX: recvmsg with a record-type control buffer (KTLS-FACTS 1.6). */
+/* Kernel RX: recvmsg with a record-type control buffer (docs/KERNEL.md §3.2). */
 static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
 {
     for (;;) {
@@ -921,7 +921,7 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         if ((rc = tx_unparked(s)) != 0) {
             return rc;
         }
-        /* The kernel never sends close_notify (docs/KERNEL.md §4). */
+        /* The kernel never sends close_notify (docs/KERNEL.md §4.4). */
         rc = tlsk__send_control(s, TLSK_REC_ALERT, close_notify, sizeof close_notify);
         if (rc == -EAGAIN || rc == -EWOULDBLOCK) {
             s->want = POLLOUT;
@@ -962,7 +962,7 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
     }
     if (s->ssl) {
         /* Freed without shutdown flags OpenSSL marks the session not resumable
-         * (KTLS-FACTS 3.6); after a clean connection it must stay resumable. */
+         * (docs/OPENSSL.md §6); after a clean connection it must stay resumable. */
         if (s->state == TLSK__OPEN) {
             SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
         }

@@ -1,5 +1,5 @@
 #!/bin/sh
-# gen-fixtures.sh OUTDIR - generate tlsk's certificate fixtures (NODE-SEMANTICS.md section 3).
+# gen-fixtures.sh OUTDIR - generate tlsk's certificate fixtures (docs/NODE.md §3).
 #
 # Writes two trees with identical file names, OUTDIR/rsa (RSA-2048) and OUTDIR/ec (ECDSA P-256):
 #   NAME-key.pem, NAME-cert.pem, NAME.pem (cert + key, for haproxy) for

@@ -9,7 +9,7 @@
 #             6.1     the installed Debian package (bookworm's user-mode-linux)
 #   all     native, then the real-kernel tiers
 #
-# A kernel that cannot boot on this CPU (old UML on a host with AMX, KTLS-FACTS.md 7.1) gives
+# A kernel that cannot boot on this CPU (old UML on a host with AMX, docs/KERNEL.md §12.4) gives
 # one line "real-kernel tier T: not run: REASON" and no failure, unless T is required; a
 # required tier that cannot boot, or cannot be fetched, counts one failure.
 #

@@ -1,6 +1,6 @@
 #!/bin/bash
 # uml-fetch.sh - fetch Debian sid's user-mode Linux (the newest kernel, with TLS 1.3 re-key)
-# and cache it for uml-run.sh --kernel newest (KTLS-FACTS.md section 7.1).
+# and cache it for uml-run.sh --kernel newest (docs/KERNEL.md §12.5).
 #
 #   uml-fetch.sh
 #

@@ -1,5 +1,5 @@
 #!/bin/bash
-# uml-run.sh - run a command inside user-mode Linux with kTLS (KTLS-FACTS.md section 7).
+# uml-run.sh - run a command inside user-mode Linux with kTLS (docs/KERNEL.md §12).
 #
 #   uml-run.sh [--kernel newest|6.1] [--timeout SECS] -- COMMAND [ARGS...]
 #   uml-run.sh [--kernel newest|6.1] [--timeout SECS] --check
@@ -12,7 +12,7 @@
 #
 # Kernels (--kernel, or UML_RUN_KERNEL; default newest):
 #   newest  Debian sid's user-mode-linux (>= 6.14, TLS 1.3 re-key), fetched and cached by
-#           uml-fetch.sh (KTLS-FACTS.md section 7.1). Modules come from its tree through
+#           uml-fetch.sh (docs/KERNEL.md §12.5). Modules come from its tree through
 #           `modprobe -d ROOT`, and the guest's /proc/sys/kernel/modprobe points at a wrapper
 #           doing the same, so the kernel's own autoload (tcp-ulp-tls, crypto templates) works.
 #   6.1     the installed Debian package's `linux` (bookworm: 6.1), modules insmod-ed by hand.
@@ -22,8 +22,8 @@
 #   3  the guest crashed, hung or timed out (no exit status was written); the guest console
 #      and whatever COMMAND printed are shown on stderr
 #   4  the kernel cannot boot on this CPU: init died at its first instruction ("ptrace set fp
-#      regs failed", "Attempted to kill init"; old UML against a host with AMX, KTLS-FACTS.md
-#      section 7.1); one line on stderr says so
+#      regs failed", "Attempted to kill init"; old UML against a host with AMX, docs/KERNEL.md §12.4
+#      ); one line on stderr says so
 # --check exits 0 if the tls ULP is available in the guest, 1 if not.
 # --version prints the kernel's version (its `uname -r`) without booting it.
 #
@@ -273,7 +273,7 @@ fi
 if [ "$K" = newest ]; then
 	# The modules live outside /lib/modules: the kernel's autoload goes through the wrapper
 	# (modprobe -d ROOT), and the templates autoload would pick anyway are named: gcm(aes)
-	# needs ctr, rfc7539(chacha20,poly1305) needs chacha (KTLS-FACTS.md section 7.1).
+	# needs ctr, rfc7539(chacha20,poly1305) needs chacha (docs/KERNEL.md §12.6).
 	echo "$W/modprobe" >/proc/sys/kernel/modprobe ||
 		echo "uml-run: warning: cannot set /proc/sys/kernel/modprobe"
 	for m in tls ctr gcm ccm chacha chacha20poly1305; do
@@ -281,7 +281,7 @@ if [ "$K" = newest ]; then
 	done
 else
 	# 6.1: no module autoloading for these in the guest: load every crypto template by hand,
-	# in dependency order (KTLS-FACTS.md section 7), then tls.
+	# in dependency order (docs/KERNEL.md §12.2), then tls.
 	for m in crypto/gf128mul crypto/ghash-generic crypto/ctr crypto/gcm crypto/ccm \
 		lib/crypto/libchacha crypto/chacha_generic lib/crypto/libpoly1305 \
 		crypto/poly1305_generic crypto/chacha20poly1305 net/tls/tls; do
@@ -379,7 +379,7 @@ fi
 case $rc in
 '' | *[!0-9]*)
 	# Init killed at its first userspace instruction (it never got to write init.log): this
-	# kernel cannot run on this CPU (old UML's FP/XSAVE buffer vs AMX, KTLS-FACTS.md 7.1).
+	# kernel cannot run on this CPU (old UML's FP/XSAVE buffer vs AMX, docs/KERNEL.md §12.4).
 	sig=$(tr -d '\r' <"$work/console.log" 2>/dev/null | grep -m1 -o 'ptrace set fp regs failed.*' || true)
 	if [ -z "$sig" ] && [ ! -e "$work/init.log" ]; then
 		sig=$(tr -d '\r' <"$work/console.log" 2>/dev/null | grep -m1 -o 'Attempted to kill init.*' || true)

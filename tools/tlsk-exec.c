@@ -90,7 +90,7 @@ static void usage(FILE *f)
 }
 
 /* close_notify on a detached kTLS socket: alert(warning, close_notify) sent as a control
- * record (KTLS-FACTS 1.7; the kernel never sends it itself). */
+ * record (docs/KERNEL.md §4.4; the kernel never sends it itself). */
 static int send_close_notify(int fd)
 {
     unsigned char alert[2] = { 1, 0 };

@@ -1,5 +1,5 @@
 /*
- * test_events_peers.c - server events with real peers (NODE-SEMANTICS 1.6, 1.8).
+ * test_events_peers.c - server events with real peers (docs/NODE.md §1.6, §1.8).
  *
  *   CE-2  1024 bytes of '*' on raw TCP: one clientError, TLSK_EPROTO, no secureConnection
  *   CE-3  1 MiB of junk closed promptly; "blah\nblah\n" likewise

@@ -1,5 +1,5 @@
 /*
- * test_options_peers.c - server options of NODE-SEMANTICS §1.2 against a real peer,
+ * test_options_peers.c - server options of docs/NODE.md §1.2 against a real peer,
  * openssl s_client (OpenSSL 3.0), with a tlsk server in a thread:
  *
  *   - the verify table, rows 2 (requestCert, !reject, ca [ca1]) and 5 (requestCert, reject,

@@ -1,6 +1,6 @@
 /*
- * test_reneg_peers.c - client-initiated renegotiation against a tlsk server (NODE-SEMANTICS
- * 1.7 RL-1 to RL-5, D7, 4.3):
+ * test_reneg_peers.c - client-initiated renegotiation against a tlsk server (docs/NODE.md
+ * §1.7 RL-1 to RL-5, §2.1 D7, §4.3):
  *  - userspace TLS 1.2 (TLSK_ALLOW_RENEGOTIATION; kTLS tier: reason renegotiation): openssl
  *    s_client sending R lines: up to the limit they complete and the echo works; one more
  *    gives RENEG_LIMIT on the server's socket, the connection closes, and s_client printed

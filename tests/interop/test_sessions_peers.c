@@ -1,6 +1,6 @@
 /*
  * test_sessions_peers.c - session resumption between a tlsk server (evented, tlsk_server_*)
- * and independent clients (NODE-SEMANTICS 1.6 SS-1 to SS-10, D6, A5; 4.2 rows "Resumption
+ * and independent clients (docs/NODE.md §1.6 SS-1 to SS-10, §2.1 D6, §2.2 A5; §4.2 rows "Resumption
  * by session ID" and "by ticket"):
  *  - openssl s_client -tls1_2 -no_ticket -reconnect: the external store found (synchronous
  *    and answered 50 ms later from the loop), not found (SS-3), error (SS-4: clientError

@@ -2,9 +2,9 @@
  * test_edges.c - the moments around offload that are easy to get wrong:
  *  - application data the peer sends right after its Finished, while this side is still in
  *    the handshake, must be in the kernel's queue (OpenSSL must not have read it) and must
- *    arrive intact after receive offload (KTLS-FACTS 3.4);
+ *    arrive intact after receive offload (docs/OPENSSL.md §4);
  *  - a TLS 1.3 client with receive offload gets the server's NewSessionTickets through the
- *    kernel, re-injected into OpenSSL, and a second connection resumes with them (3.5);
+ *    kernel, re-injected into OpenSSL, and a second connection resumes with them (docs/OPENSSL.md §5);
  *  - resumed handshakes (TLS 1.2 and 1.3) offload like full ones: their sequence numbers are
  *    counted, not assumed.
  * Runs in both tiers; with TLSK_EXPECT_KTLS=1 the receive side must be in the kernel.

@@ -171,7 +171,7 @@ out:
     return NULL;
 }
 
-/* What the policy in DESIGN.md says this direction should be. */
+/* What the policy in docs/KERNEL.md §10.2 says this direction should be. */
 static void expected(const struct tcase *tc, bool tx, enum tlsk_mode *m, enum tlsk_reason *r)
 {
     const struct tlsk_kernel_caps *caps = tlsk_kernel_probe();

@@ -1,5 +1,5 @@
 /*
- * test_options.c - NODE-SEMANTICS §1.2 createServer options and §1.3 connect options, tlsk
+ * test_options.c - docs/NODE.md §1.2 createServer options and §1.3 connect options, tlsk
  * server against tlsk client over loopback TCP, each end in its own thread:
  *
  *   verify table (ca, crl, requestCert, rejectUnauthorized) for TLS 1.2 and 1.3, T_RSA tree,

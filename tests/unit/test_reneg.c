@@ -1,6 +1,6 @@
 /*
- * test_reneg.c - tlsk_socket_renegotiate() with tlsk at both ends (NODE-SEMANTICS 1.6 RN-1
- * to RN-3, 1.7 RL-6, A1, 4.3):
+ * test_reneg.c - tlsk_socket_renegotiate() with tlsk at both ends (docs/NODE.md §1.6 RN-1
+ * to RN-3, §1.7 RL-6, §2.2 A1, §4.3):
  *  - RN-1: a userspace TLS 1.2 server (TLSK_ALLOW_RENEGOTIATION, kTLS tier: reason
  *    renegotiation) renegotiates with TLSK_REQUEST_PEER_CERT: a client with agent1 is then
  *    authorized, one without a certificate gets NO_PEER_CERTIFICATE; data flows afterwards;

@@ -1,6 +1,6 @@
 /*
- * test_sessions.c - session resumption with tlsk at both ends (NODE-SEMANTICS 1.6 SS-*, D6,
- * A5; KTLS-FACTS 3.5, 3.6):
+ * test_sessions.c - session resumption with tlsk at both ends (docs/NODE.md §1.6 SS-*, §2.1 D6,
+ * A5; docs/OPENSSL.md §5, §6):
  *  - by session id (TLS 1.2, TLSK_NO_TICKETS) and by ticket (TLS 1.2, TLS 1.3 stateless,
  *    TLS 1.3 stateful), from the internal cache (SS-10); resumed handshakes offload like full
  *    ones (kTLS tier: TLS 1.2 both ways, TLS 1.3 TX) and carry data and close_notify;

@@ -1,6 +1,6 @@
 /*
- * test_sni.c - server name indication on the server side (NODE-SEMANTICS §1.2 SNICallback,
- * §1.6 addContext, rules D1-D3):
+ * test_sni.c - server name indication on the server side (docs/NODE.md §1.2 SNICallback,
+ * §1.6 addContext, rules D1-D3 (§2.1)):
  *
  *   - tlsk_sni_add pattern validation and tlsk_sni_lookup rules (exact beats wildcard in
  *     either insertion order, re-adding replaces, ASCII case-insensitive, "*" is exactly one

@@ -182,7 +182,7 @@ static int dir_fill(struct tlsk_socket *s, struct dir *d, struct relay_result *r
             set_err(res, -errno, d->from_tls ? "splice from tls" : "splice from plain");
             return -errno;
         }
-        /* A control record is next (KTLS-FACTS 1.6): let the library consume it. */
+        /* A control record is next (docs/KERNEL.md §3.4): let the library consume it. */
         d->off = d->len = 0;
     } else {
         if (d->len == RELAY_BUF) {
@@ -383,7 +383,7 @@ int relay_run(struct tlsk_socket *s, int plain_fd, const struct relay_options *o
             pf[n++] = (struct pollfd){ .fd = opts->stop_fd, .events = POLLIN };
         }
         /* Level-triggered poll on 6.1 reports a partial kTLS record as readable while reads
-         * give EAGAIN (KTLS-FACTS 1.8): back off briefly instead of spinning. */
+         * give EAGAIN (docs/KERNEL.md §5): back off briefly instead of spinning. */
         if (++spins > 4) {
             struct timespec t = { 0, 1000000 };
             nanosleep(&t, NULL);
