@@ -58,18 +58,13 @@ uint64_t tlsk__key_limit(const struct tlsk_socket *s)
     return (uint64_t)1 << 24;
 }
 
-/* Start a TLS 1.3 key update now.  OpenSSL writes the KeyUpdate (to the socket, or to its
- * memory BIO from which the bridge sends it through the kernel and re-keys the kernel). */
-static int key_update_now(struct tlsk_socket *s, int request_peer)
+/* Have OpenSSL write the post-handshake message just scheduled (KeyUpdate, ticket): to the
+ * socket, or to its memory BIO, from which the bridge sends it through the kernel (and for a
+ * KeyUpdate re-keys the kernel).  A write that waits for room keeps ku_pending. */
+static int post_handshake_write(struct tlsk_socket *s)
 {
     int r, rc;
 
-    if (!s->ku_pending &&
-        SSL_key_update(s->ssl, request_peer ? SSL_KEY_UPDATE_REQUESTED
-                                            : SSL_KEY_UPDATE_NOT_REQUESTED) != 1) {
-        ERR_clear_error();
-        return tlsk__set_detail(s, TLSK_ESTATE, "a key update is already pending");
-    }
     ERR_clear_error();
     r = SSL_do_handshake(s->ssl);
     if (r != 1) {
@@ -80,6 +75,18 @@ static int key_update_now(struct tlsk_socket *s, int request_peer)
     s->ku_pending = false;
     rc = tlsk__bridge_flush_out(s);
     return rc == 0 ? 0 : tlsk__fail(s, rc);
+}
+
+/* Start a TLS 1.3 key update now. */
+static int key_update_now(struct tlsk_socket *s, int request_peer)
+{
+    if (!s->ku_pending &&
+        SSL_key_update(s->ssl, request_peer ? SSL_KEY_UPDATE_REQUESTED
+                                            : SSL_KEY_UPDATE_NOT_REQUESTED) != 1) {
+        ERR_clear_error();
+        return tlsk__set_detail(s, TLSK_ESTATE, "a key update is already pending");
+    }
+    return post_handshake_write(s);
 }
 
 /* Userspace receive: our key is worn out, so ask the peer for new keys (and renew ours). */
@@ -172,8 +179,6 @@ ssize_t tlsk__kernel_budget(struct tlsk_socket *s, size_t want)
 
 TLSK_PUBLIC int tlsk_socket_new_session_ticket(struct tlsk_socket *s)
 {
-    int r, rc;
-
     if (!s || s->state != TLSK__OPEN || !s->is_server || SSL_version(s->ssl) != TLS1_3_VERSION) {
         return TLSK_ESTATE;
     }
@@ -181,18 +186,7 @@ TLSK_PUBLIC int tlsk_socket_new_session_ticket(struct tlsk_socket *s)
         ERR_clear_error();
         return tlsk__set_detail(s, TLSK_ESTATE, "tickets are disabled on this context");
     }
-    ERR_clear_error();
-    r = SSL_do_handshake(s->ssl);
-    if (r != 1) {
-        rc = tlsk__ossl_error(s, r, TLSK__OP_WRITE);
-        s->ku_pending = rc == -EAGAIN;
-        return rc == -EAGAIN ? rc : tlsk__fail(s, rc);
-    }
-    s->ku_pending = false;
-    /* After transmit offload the ticket is in OpenSSL's memory BIO: send it through the
-     * kernel as a handshake control record. */
-    rc = tlsk__bridge_flush_out(s);
-    return rc == 0 ? 0 : tlsk__fail(s, rc);
+    return post_handshake_write(s);
 }
 
 TLSK_PUBLIC int tlsk_socket_key_update(struct tlsk_socket *s, int request_peer)
