@@ -107,9 +107,9 @@ enum {
      * not verify (Node's rejectUnauthorized: false); tlsk_socket_authorized() and
      * tlsk_socket_authorization_error() still report the result.  Never the default. */
     TLSK_VERIFY_NONE_INSECURE = 1u << 0,
-    /* Offload TLS 1.3 receive too: a peer's KeyUpdate then fails the connection with
-     * TLSK_EKEYUPDATE (kernels before 6.14 cannot re-key; tlsk does not drive the 6.14
-     * re-key yet). */
+    /* Offload TLS 1.3 receive also on kernels that cannot re-key (before Linux 6.14, where
+     * the auto policy keeps it in userspace): a peer's KeyUpdate then fails the connection
+     * with TLSK_EKEYUPDATE.  On 6.14+ the auto policy offloads it anyway and re-keys. */
     TLSK_OFFLOAD_RX_TLS13 = 1u << 1,
     /* Servers: ask clients for a certificate, and reject those that do not verify
      * (Node's requestCert with rejectUnauthorized). */
@@ -127,6 +127,11 @@ enum {
     TLSK_STATEFUL_TICKETS = 1u << 6,
     /* Servers: no session tickets at all (TLS 1.2 resumes by session id only). */
     TLSK_NO_TICKETS = 1u << 7,
+    /* Keep TLS 1.3 receive in userspace on every kernel (reason "policy").  For descriptors
+     * handed to code that knows nothing of TLS (tlsk_socket_detach): even a kernel that
+     * re-keys needs tlsk to give it the next key, and after detach tlsk is gone, so a peer's
+     * KeyUpdate would end such a stream. */
+    TLSK_NO_RX_TLS13 = 1u << 8,
 };
 
 #define TLSK_SESSION_PENDING 1

@@ -6,6 +6,7 @@
  * key at OpenSSL's read sequence and fed to it through a memory BIO (docs/OPENSSL.md §5.2).
  * OpenSSL -> kernel: records OpenSSL writes to its memory BIO are decrypted with its write key
  * at its write sequence and sent as plaintext control records (TLS_SET_RECORD_TYPE).
+ * The record crypto itself is record.c.
  */
 #include <errno.h>
 #include <poll.h>
@@ -14,212 +15,9 @@
 #include <sys/socket.h>
 
 #include <openssl/err.h>
-#include <openssl/evp.h>
 
 #include "internal.h"
 #include "kconst.h"
-
-#define TAG_LEN 16
-
-static const EVP_CIPHER *evp_cipher(int tlsk_cipher)
-{
-    switch (tlsk_cipher) {
-    case TLSK_CIPHER_AES_128_GCM:
-        return EVP_aes_128_gcm();
-    case TLSK_CIPHER_AES_256_GCM:
-        return EVP_aes_256_gcm();
-    case TLSK_CIPHER_CHACHA20_POLY1305:
-        return EVP_chacha20_poly1305();
-    case TLSK_CIPHER_AES_128_CCM:
-        return EVP_aes_128_ccm();
-    default:
-        return NULL;
-    }
-}
-
-/* One AEAD operation with a 12-byte nonce and a 16-byte tag. */
-static int aead(int enc, const struct tlsk__keys *k, const unsigned char nonce[12],
-                const unsigned char *aad, size_t aad_len, const unsigned char *in, size_t in_len,
-                unsigned char *out, unsigned char tag[TAG_LEN])
-{
-    const EVP_CIPHER *ciph = evp_cipher(k->tlsk_cipher);
-    EVP_CIPHER_CTX *cx = EVP_CIPHER_CTX_new();
-    bool ccm = k->tlsk_cipher == TLSK_CIPHER_AES_128_CCM;
-    int n, rc = -1;
-
-    if (!ciph || !cx || EVP_CipherInit_ex(cx, ciph, NULL, NULL, NULL, enc) != 1 ||
-        EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1) {
-        goto out;
-    }
-    /* CCM wants the tag length before the key, and the tag itself before decrypting. */
-    if (ccm && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, enc ? NULL : tag) != 1) {
-        goto out;
-    }
-    if (EVP_CipherInit_ex(cx, NULL, NULL, k->key, nonce, enc) != 1) {
-        goto out;
-    }
-    if (ccm && EVP_CipherUpdate(cx, NULL, &n, NULL, (int)in_len) != 1) {
-        goto out;
-    }
-    if (EVP_CipherUpdate(cx, NULL, &n, aad, (int)aad_len) != 1) {
-        goto out;
-    }
-    if (!enc && !ccm && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) != 1) {
-        goto out;
-    }
-    if (EVP_CipherUpdate(cx, out, &n, in, (int)in_len) != 1) {
-        goto out;
-    }
-    if (!ccm && EVP_CipherFinal_ex(cx, out + n, &n) != 1) {
-        goto out;
-    }
-    if (enc && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, tag) != 1) {
-        goto out;
-    }
-    rc = 0;
-out:
-    EVP_CIPHER_CTX_free(cx);
-    ERR_clear_error();
-    return rc;
-}
-
-static void nonce_for(const struct tlsk__keys *k, uint64_t seq, const unsigned char *explicit_iv,
-                      unsigned char nonce[12])
-{
-    bool xor_form = k->version == TLS1_3_VERSION || k->tlsk_cipher == TLSK_CIPHER_CHACHA20_POLY1305;
-
-    if (xor_form) {
-        memcpy(nonce, k->iv, 12);
-        for (int i = 0; i < 8; i++) {
-            nonce[4 + i] ^= (unsigned char)(seq >> (56 - 8 * i));
-        }
-    } else {
-        memcpy(nonce, k->iv, 4);
-        memcpy(nonce + 4, explicit_iv, 8);
-    }
-}
-
-static bool tls12_explicit(const struct tlsk__keys *k)
-{
-    return k->version == TLS1_2_VERSION && k->tlsk_cipher != TLSK_CIPHER_CHACHA20_POLY1305;
-}
-
-int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const unsigned char *pt,
-                      size_t pt_len, unsigned char *out, size_t out_cap, size_t *out_len)
-{
-    unsigned char nonce[12], aad[13], explicit_iv[8];
-    unsigned char *body;
-    size_t inner_len, rec_len;
-
-    if (pt_len > TLSK_MAX_PLAINTEXT) {
-        return -EMSGSIZE;
-    }
-    for (int i = 0; i < 8; i++) {
-        explicit_iv[i] = (unsigned char)(seq >> (56 - 8 * i));
-    }
-    nonce_for(k, seq, explicit_iv, nonce);
-    if (k->version == TLS1_3_VERSION) {
-        inner_len = pt_len + 1;
-        rec_len = inner_len + TAG_LEN;
-        if (out_cap < 5 + rec_len) {
-            return -ENOBUFS;
-        }
-        out[0] = TLSK_REC_APPDATA, out[1] = 3, out[2] = 3;
-        out[3] = (unsigned char)(rec_len >> 8), out[4] = (unsigned char)rec_len;
-        body = out + 5;
-        memmove(body, pt, pt_len);
-        body[pt_len] = (unsigned char)type;
-        if (aead(1, k, nonce, out, 5, body, inner_len, body, body + inner_len) != 0) {
-            return -EPROTO;
-        }
-        *out_len = 5 + rec_len;
-        return 0;
-    }
-    rec_len = (tls12_explicit(k) ? 8 : 0) + pt_len + TAG_LEN;
-    if (out_cap < 5 + rec_len) {
-        return -ENOBUFS;
-    }
-    out[0] = (unsigned char)type, out[1] = 3, out[2] = 3;
-    out[3] = (unsigned char)(rec_len >> 8), out[4] = (unsigned char)rec_len;
-    for (int i = 0; i < 8; i++) {
-        aad[i] = (unsigned char)(seq >> (56 - 8 * i));
-    }
-    aad[8] = (unsigned char)type, aad[9] = 3, aad[10] = 3;
-    aad[11] = (unsigned char)(pt_len >> 8), aad[12] = (unsigned char)pt_len;
-    body = out + 5;
-    if (tls12_explicit(k)) {
-        memcpy(body, explicit_iv, 8);
-        body += 8;
-    }
-    memmove(body, pt, pt_len);
-    if (aead(1, k, nonce, aad, 13, body, pt_len, body, body + pt_len) != 0) {
-        return -EPROTO;
-    }
-    *out_len = 5 + rec_len;
-    return 0;
-}
-
-int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned char *rec,
-                      size_t rec_len, int *type, unsigned char *out, size_t out_cap,
-                      size_t *out_len)
-{
-    unsigned char nonce[12], aad[13];
-    const unsigned char *body;
-    size_t body_len, ct_len;
-
-    if (rec_len < 5 || (size_t)(rec[3] << 8 | rec[4]) != rec_len - 5) {
-        return -EPROTO;
-    }
-    body = rec + 5;
-    body_len = rec_len - 5;
-    if (k->version == TLS1_3_VERSION) {
-        unsigned char tag[TAG_LEN];
-        size_t n;
-
-        if (body_len < TAG_LEN + 1 || out_cap < body_len - TAG_LEN) {
-            return -EPROTO;
-        }
-        ct_len = body_len - TAG_LEN;
-        nonce_for(k, seq, NULL, nonce);
-        memcpy(tag, body + ct_len, TAG_LEN);
-        if (aead(0, k, nonce, rec, 5, body, ct_len, out, tag) != 0) {
-            return -EBADMSG;
-        }
-        /* Strip padding; the last non-zero byte is the real content type. */
-        n = ct_len;
-        while (n > 0 && out[n - 1] == 0) {
-            n--;
-        }
-        if (n == 0) {
-            return -EPROTO;
-        }
-        *type = out[n - 1];
-        *out_len = n - 1;
-        return 0;
-    }
-    {
-        size_t ex = tls12_explicit(k) ? 8 : 0;
-        unsigned char tag[TAG_LEN];
-
-        if (body_len < ex + TAG_LEN || out_cap < body_len - ex - TAG_LEN) {
-            return -EPROTO;
-        }
-        ct_len = body_len - ex - TAG_LEN;
-        nonce_for(k, seq, body, nonce);
-        for (int i = 0; i < 8; i++) {
-            aad[i] = (unsigned char)(seq >> (56 - 8 * i));
-        }
-        aad[8] = rec[0], aad[9] = rec[1], aad[10] = rec[2];
-        aad[11] = (unsigned char)(ct_len >> 8), aad[12] = (unsigned char)ct_len;
-        memcpy(tag, body + ex + ct_len, TAG_LEN);
-        if (aead(0, k, nonce, aad, 13, body + ex, ct_len, out, tag) != 0) {
-            return -EBADMSG;
-        }
-        *type = rec[0];
-        *out_len = ct_len;
-        return 0;
-    }
-}
 
 int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t len)
 {
@@ -250,7 +48,7 @@ int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t
 /* Feed one reassembled TLS 1.3 handshake record to OpenSSL (client NewSessionTicket). */
 static int reinject(struct tlsk_socket *s, int type, const unsigned char *msg, size_t len)
 {
-    unsigned char rec[5 + TLSK_MAX_PLAINTEXT + 1 + TAG_LEN];
+    unsigned char rec[5 + TLSK_MAX_PLAINTEXT + 1 + TLSK_TAG_LEN];
     struct tlsk__keys k;
     size_t rec_len;
     char dummy;
@@ -478,7 +276,7 @@ static int send_parked(struct tlsk_socket *s)
 int tlsk__bridge_flush_out(struct tlsk_socket *s)
 {
     BIO *w = SSL_get_wbio(s->ssl);
-    unsigned char rec[5 + TLSK_MAX_PLAINTEXT + 256 + TAG_LEN];
+    unsigned char rec[5 + TLSK_MAX_PLAINTEXT + 256 + TLSK_TAG_LEN];
     unsigned char pt[TLSK_MAX_PLAINTEXT + 256];
     struct tlsk__keys k;
     int rc = 0;

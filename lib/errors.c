@@ -202,6 +202,20 @@ int tlsk__alert_from_ossl_error(unsigned long e)
     return -1;
 }
 
+int tlsk__config_error(struct tlsk__detail *d, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (d->buf && d->len) {
+        va_start(ap, fmt);
+        vsnprintf(d->buf, d->len, fmt, ap);
+        va_end(ap);
+        tlsk__append_ossl_errors(d->buf, d->len);
+    }
+    ERR_clear_error();
+    return code;
+}
+
 int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
 {
     va_list ap;

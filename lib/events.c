@@ -75,8 +75,8 @@ static void finish_close(struct tlsk_socket *s)
     if (ev->secure && ev->cb.close) {
         ev->cb.close(s, s->data);
     }
-    if (ev->server) {
-        tlsk__server_conn_closed(ev->server, s);
+    if (ev->owner_cb) {
+        ev->owner_cb->closed(ev->owner, s);
     }
     tlsk__handle_close(&ev->h);
 }
@@ -89,15 +89,15 @@ static void fail_now(struct tlsk_socket *s, int err)
         return;
     }
     if (!ev->secure) {
-        if (ev->server) {
-            tlsk__server_client_error(ev->server, s, err);
+        if (ev->owner_cb) {
+            ev->owner_cb->client_error(ev->owner, s, err);
         } else if (ev->cb.error) {
             ev->cb.error(s, err, s->data);
         }
     } else {
-        if (err == TLSK_ERENEG_LIMIT && ev->server) {
+        if (err == TLSK_ERENEG_LIMIT && ev->owner_cb) {
             /* Node raises the renegotiation attack on the server as clientError. */
-            tlsk__server_client_error(ev->server, s, err);
+            ev->owner_cb->client_error(ev->owner, s, err);
         }
         if (ev->cb.error) {
             ev->cb.error(s, err, s->data);
@@ -226,8 +226,8 @@ static void on_event(struct tlsk_handle *h, int revents)
         ev->secure = true;
         x->hs_deadline = 0;
         tlsk__handle_timer(h, -1);
-        if (ev->server) {
-            tlsk__server_secure(ev->server, s);
+        if (ev->owner_cb) {
+            ev->owner_cb->secure(ev->owner, s);
         } else if (ev->cb.secure) {
             ev->cb.secure(s, s->data);
         }
@@ -255,8 +255,19 @@ static void release(struct tlsk_handle *h)
     tlsk_socket_free(s);
 }
 
-int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, struct tlsk_server *srv,
-                   int64_t handshake_timeout_ms)
+static void hook_wake(struct tlsk_socket *s)
+{
+    tlsk__handle_timer(&s->ev->h, 0);
+}
+
+/* The core's way up (struct tlsk__ev_hooks). */
+static const struct tlsk__ev_hooks core_hooks = {
+    .close = tlsk_socket_close,
+    .wake = hook_wake,
+};
+
+int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, const struct tlsk__ev_owner *ocb,
+                   void *owner, int64_t handshake_timeout_ms)
 {
     struct ev_ext *x;
     int fl;
@@ -273,7 +284,9 @@ int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, struct tlsk_serve
         return TLSK_ENOMEM;
     }
     s->ev = &x->ev;
-    x->ev.server = srv;
+    x->ev.hooks = &core_hooks;
+    x->ev.owner_cb = ocb;
+    x->ev.owner = owner;
     x->ev.secure = s->state == TLSK__OPEN;
     tlsk__handle_init(&x->ev.h, l, s->fd, on_event, release, s);
     if (handshake_timeout_ms > 0 && !x->ev.secure) {
@@ -292,7 +305,7 @@ TLSK_PUBLIC int tlsk_socket_start(struct tlsk_socket *s, struct tlsk_loop *loop,
     if (!s || !loop) {
         return TLSK_ECONFIG;
     }
-    rc = tlsk__ev_start(s, loop, NULL, 0);
+    rc = tlsk__ev_start(s, loop, NULL, NULL, 0);
     if (rc == 0 && cb) {
         s->ev->cb = *cb;
     }

@@ -77,10 +77,28 @@ struct tlsk_loop {
     uint64_t iter;
 };
 
+struct tlsk__ev;
+
+/* What the socket core asks of the evented layer, which fills this in (events.c): the core
+ * never calls up into the loop or the server. */
+struct tlsk__ev_hooks {
+    void (*close)(struct tlsk_socket *s); /* tlsk_socket_free() on an evented socket */
+    void (*wake)(struct tlsk_socket *s);  /* an asynchronous answer came: dispatch soon */
+};
+
+/* Who owns an evented connection and hears of it (the server registers these). */
+struct tlsk__ev_owner {
+    void (*secure)(void *owner, struct tlsk_socket *s);
+    void (*client_error)(void *owner, struct tlsk_socket *s, int err);
+    void (*closed)(void *owner, struct tlsk_socket *s);
+};
+
 /* The evented part of a socket (servers' connections and tlsk_socket_start()). */
 struct tlsk__ev {
     struct tlsk_handle h;
-    struct tlsk_server *server;
+    const struct tlsk__ev_hooks *hooks;
+    const struct tlsk__ev_owner *owner_cb; /* NULL: no owner */
+    void *owner;
     struct tlsk_socket_callbacks cb;
     unsigned char *wbuf;
     size_t wlen, woff, wcap;
@@ -217,6 +235,10 @@ enum tlsk__op {
 int tlsk__fail(struct tlsk_socket *s, int code);
 /* Map an OpenSSL failure (ret <= 0 from SSL_*) to a tlsk code, filling the detail. */
 int tlsk__ossl_error(struct tlsk_socket *s, int ret, enum tlsk__op op);
+struct tlsk__detail;
+/* A context option error: the message (with OpenSSL's reasons) into the caller's buffer. */
+int tlsk__config_error(struct tlsk__detail *d, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void tlsk__append_ossl_errors(char *buf, size_t len);
@@ -226,9 +248,39 @@ int tlsk__alert_from_ossl_error(unsigned long e);
 void tlsk__reneg_limits(const struct tlsk_context *c, int *limit, int *window_s);
 void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *ctx, bool server);
 void tlsk__apply_verify_flags(SSL *ssl, unsigned flags, bool server);
-int tlsk__client_hello(struct tlsk_socket *s, int *al);
 
-/* peer.c */
+/* socket.c */
+#define TLSK__PAIR_FD (-2) /* tlsk__socket_new(): a memory transport instead of an fd */
+int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd, bool server,
+                     const struct tlsk_socket_options *opts) TLSK_MUST_CHECK;
+/* Complete the handshake first if needed: 0 once open, else its result. */
+int tlsk__ensure_open(struct tlsk_socket *s);
+
+/* io.c */
+/* Open, nothing closed for writing, and any parked control record gone: 0 or a code. */
+int tlsk__check_writable(struct tlsk_socket *s);
+/* The result of a send-like syscall on a TX-offloaded socket, with its wire bytes counted. */
+ssize_t tlsk__kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what);
+/* Userspace write of one buffer through OpenSSL. */
+ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t len);
+
+void tlsk__keylog_cb(const SSL *ssl, const char *line);
+
+/* hello.c */
+int tlsk__hello_cb(SSL *ssl, int *al, void *arg);
+
+/* creds.c and session.c: parts of tlsk_context_new() (context.c) */
+struct tlsk__detail {
+    char *buf;
+    size_t len;
+};
+int tlsk__load_credentials(SSL_CTX *sc, const struct tlsk_context_options *o,
+                           struct tlsk__detail *d) TLSK_MUST_CHECK;
+int tlsk__context_sessions(struct tlsk_context *c, SSL_CTX *sc,
+                           const struct tlsk_context_options *o, struct tlsk__detail *d)
+    TLSK_MUST_CHECK;
+
+/* cert.c */
 int tlsk__cert_info_new(const X509 *x, struct tlsk_cert_info **out);
 
 /* loop.c */
@@ -242,12 +294,8 @@ void tlsk__handle_close(struct tlsk_handle *h);
 void tlsk__loop_reap(struct tlsk_loop *l);
 
 /* events.c */
-int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, struct tlsk_server *srv,
-                   int64_t handshake_timeout_ms);
-/* server.c */
-void tlsk__server_conn_closed(struct tlsk_server *srv, struct tlsk_socket *s);
-void tlsk__server_secure(struct tlsk_server *srv, struct tlsk_socket *s);
-void tlsk__server_client_error(struct tlsk_server *srv, struct tlsk_socket *s, int err);
+int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, const struct tlsk__ev_owner *ocb,
+                   void *owner, int64_t handshake_timeout_ms);
 
 /* sni.c */
 int tlsk__sni_normalize(const char *in, char *out, size_t cap);
@@ -272,13 +320,19 @@ void tlsk__user_tx_limit(struct tlsk_socket *s);
 int tlsk__kernel_rx_limit(struct tlsk_socket *s) TLSK_MUST_CHECK;
 ssize_t tlsk__kernel_budget(struct tlsk_socket *s, size_t want) TLSK_MUST_CHECK;
 
-/* bridge.c */
+/* record.c */
+/* One record sealed or opened with k at sequence seq (RFC 8446 5.2, RFC 5246 6.2.3.3).
+ * Seal: -EMSGSIZE past 2^14 bytes of plaintext, -ENOBUFS when out_cap is short.  Open: -EPROTO
+ * for a malformed record or a short out_cap, -EBADMSG when it does not authenticate. */
+#define TLSK_TAG_LEN 16 /* every AEAD tlsk offloads has a 16-byte tag */
 int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const unsigned char *pt,
                       size_t pt_len, unsigned char *out, size_t out_cap, size_t *out_len)
     TLSK_MUST_CHECK;
 int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned char *rec,
                       size_t rec_len, int *type, unsigned char *out, size_t out_cap,
                       size_t *out_len) TLSK_MUST_CHECK;
+
+/* bridge.c */
 int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char *msg,
                             size_t len) TLSK_MUST_CHECK;
 int tlsk__bridge_flush_out(struct tlsk_socket *s) TLSK_MUST_CHECK;

@@ -34,8 +34,6 @@ TLSK_PUBLIC int tlsk_loop_new(struct tlsk_loop **out)
     if (!l) {
         return TLSK_ENOMEM;
     }
-    /* Probe the kernel now, not lazily inside the first handshake on the loop thread. */
-    (void)tlsk_kernel_probe();
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (l->epfd < 0) {
         int e = -errno;
@@ -57,7 +55,6 @@ TLSK_PUBLIC int tlsk_loop_new_hooked(struct tlsk_loop **out, const struct tlsk_l
     if (!l) {
         return TLSK_ENOMEM;
     }
-    (void)tlsk_kernel_probe();
     l->epfd = -1;
     l->hooked = true;
     l->hooks = *hooks;

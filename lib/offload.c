@@ -548,7 +548,8 @@ int tlsk__offload(struct tlsk_socket *s)
         }
         if (!caps->cipher[vi][tcipher][1]) {
             NO(rx, TLSK_REASON_CIPHER, 0);
-        } else if (s->policy == TLSK_OFFLOAD_TX) {
+        } else if (s->policy == TLSK_OFFLOAD_TX ||
+                   (version == TLS1_3_VERSION && (s->ctx->flags & TLSK_NO_RX_TLS13))) {
             NO(rx, TLSK_REASON_POLICY, 0);
         } else if (SSL_has_pending(s->ssl)) {
             NO(rx, TLSK_REASON_PENDING_DATA, 0);

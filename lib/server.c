@@ -65,6 +65,9 @@ static void on_timer(struct tlsk_handle *h, int revents)
     }
 }
 
+/* How the evented layer tells the server about its connections (defined below). */
+static const struct tlsk__ev_owner conn_owner;
+
 static void on_accept(struct tlsk_handle *h, int revents)
 {
     struct tlsk_server *srv = h->owner;
@@ -88,7 +91,7 @@ static void on_accept(struct tlsk_handle *h, int revents)
             close(fd);
             continue;
         }
-        if (tlsk__ev_start(s, srv->loop, srv, srv->hs_timeout_ms) != 0) {
+        if (tlsk__ev_start(s, srv->loop, &conn_owner, srv, srv->hs_timeout_ms) != 0) {
             tlsk_socket_free(s);
             continue;
         }
@@ -102,8 +105,9 @@ static void on_accept(struct tlsk_handle *h, int revents)
     }
 }
 
-void tlsk__server_conn_closed(struct tlsk_server *srv, struct tlsk_socket *s)
+static void conn_closed(void *owner, struct tlsk_socket *s)
 {
+    struct tlsk_server *srv = owner;
     struct tlsk__ev *ev = s->ev;
 
     if (!ev->in_server_list) {
@@ -124,19 +128,29 @@ void tlsk__server_conn_closed(struct tlsk_server *srv, struct tlsk_socket *s)
     }
 }
 
-void tlsk__server_secure(struct tlsk_server *srv, struct tlsk_socket *s)
+static void conn_secure(void *owner, struct tlsk_socket *s)
 {
+    struct tlsk_server *srv = owner;
+
     if (srv->cb.secure_connection) {
         srv->cb.secure_connection(srv, s, srv->data);
     }
 }
 
-void tlsk__server_client_error(struct tlsk_server *srv, struct tlsk_socket *s, int err)
+static void conn_client_error(void *owner, struct tlsk_socket *s, int err)
 {
+    struct tlsk_server *srv = owner;
+
     if (srv->cb.client_error) {
         srv->cb.client_error(srv, err, s, srv->data);
     }
 }
+
+static const struct tlsk__ev_owner conn_owner = {
+    .secure = conn_secure,
+    .client_error = conn_client_error,
+    .closed = conn_closed,
+};
 
 TLSK_PUBLIC int tlsk_server_new(struct tlsk_server **out, struct tlsk_loop *loop,
                                 const struct tlsk_server_options *o,

@@ -82,7 +82,7 @@ static void usage(FILE *f)
         "  --ca FILE                  require a client certificate issued by FILE\n"
         "  --alpn PROTO               offer ALPN protocols (repeatable, server preference)\n"
         "  --offload auto|tx|off|require  kTLS policy (default auto)\n"
-        "  --no-tls13-rx              do not offload TLS 1.3 receive without kernel re-key\n"
+        "  --no-tls13-rx              keep TLS 1.3 receive in userspace on every kernel\n"
         "  --relay                    always relay (never hand PROGRAM the kTLS socket)\n"
         "  --max-conns N              concurrent connections (64); more wait in the backlog\n"
         "  --handshake-timeout S (30), --idle-timeout S (relay only, 0 = none)\n",
@@ -334,6 +334,7 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--no-tls13-rx") == 0) {
             o.flags &= ~(unsigned)TLSK_OFFLOAD_RX_TLS13;
+            o.flags |= TLSK_NO_RX_TLS13;
             continue;
         }
         if (!v) {

@@ -98,7 +98,9 @@ static const char *want_mode(int version, bool rx13)
     if (!p_ktls) {
         return "mode copy";
     }
-    return version == TLSK_TLS1_2 || rx13 ? "mode splice" : "mode splice tx, copy rx";
+    /* TLS 1.3 receive is in the kernel where it re-keys (6.14+), or with --tls13-rx. */
+    return version == TLSK_TLS1_2 || rx13 || h_kernel_rekey() ? "mode splice"
+                                                               : "mode splice tx, copy rx";
 }
 
 static void check_mode(const char *tn, struct proxy *p, unsigned long id, int version, bool rx13)
@@ -183,7 +185,7 @@ static void p1_sclient_echo(struct proxy *px, bool rx13, int version, size_t n)
     if (p_ktls) {
         long long tx1 = h_tls_stat("TlsTxSw"), rx1 = h_tls_stat("TlsRxSw");
         TAP_OK(tx1 > tx0, "%s: /proc/net/tls_stat TlsTxSw moved (%lld -> %lld)", tn, tx0, tx1);
-        if (version == TLSK_TLS1_2 || rx13) {
+        if (version == TLSK_TLS1_2 || rx13 || h_kernel_rekey()) {
             TAP_OK(rx1 > rx0, "%s: /proc/net/tls_stat TlsRxSw moved (%lld -> %lld)", tn, rx0,
                    rx1);
         }

@@ -183,7 +183,8 @@ static void expected(const struct tcase *tc, bool tx, enum tlsk_mode *m, enum tl
         *r = TLSK_REASON_NO_ULP;
     } else if (!tc->kernel_cipher) {
         *r = TLSK_REASON_CIPHER;
-    } else if (!tx && tc->version == TLSK_TLS1_3 && !(tc->flags & TLSK_OFFLOAD_RX_TLS13)) {
+    } else if (!tx && tc->version == TLSK_TLS1_3 && !(tc->flags & TLSK_OFFLOAD_RX_TLS13) &&
+               !caps->rekey) {
         *r = TLSK_REASON_NO_REKEY;
     } else {
         *m = TLSK_MODE_KERNEL;

@@ -29,112 +29,11 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "pair.h"
 #include "tap.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* One connection: a server end and a client end, each in its own thread                     */
-
-struct end;
-typedef int (*body_fn)(struct end *e, struct tlsk_socket *s);
-
-struct end {
-    struct tlsk_context *ctx;
-    int fd;
-    bool server;
-    enum tlsk_offload_policy policy; /* socket override */
-    body_fn body;
-    int arg; /* case parameter, kept across conn() */
-    bool nonblock; /* make the fd non-blocking first */
-    int hs_rc, rc;
-    struct tlsk_offload off;
-    bool kernel_tx, kernel_rx;
-    uint64_t key_updates;
-    int r[8];        /* body results */
-    long long v[8];  /* body values */
-    char detail[256];
-    char note[256];
-};
-
-static int wait_fd(struct tlsk_socket *s)
-{
-    struct pollfd p = { .fd = tlsk_socket_fd(s), .events = (short)tlsk_socket_events(s) };
-    int r = poll(&p, 1, 20000);
-    return r == 0 ? -ETIMEDOUT : r < 0 ? -errno : 0;
-}
-
-static void *run_end(void *arg)
-{
-    struct end *e = arg;
-    struct tlsk_socket *s = NULL;
-    struct tlsk_socket_options o = { .servername = "localhost", .offload = e->policy };
-    int rc;
-
-    rc = e->server ? tlsk_socket_new_server(&s, e->ctx, e->fd, &o)
-                   : tlsk_socket_new_client(&s, e->ctx, e->fd, &o);
-    if (rc) {
-        e->hs_rc = e->rc = rc;
-        return NULL;
-    }
-    e->hs_rc = h_handshake(s);
-    if (e->hs_rc != 0) {
-        e->rc = e->hs_rc;
-        snprintf(e->detail, sizeof e->detail, "%s", tlsk_socket_error_detail(s));
-        shutdown(e->fd, SHUT_RDWR);
-        tlsk_socket_free(s);
-        return NULL;
-    }
-    e->off = tlsk_socket_offload(s);
-    e->kernel_tx = h_kernel_has(e->fd, true, NULL, NULL);
-    e->kernel_rx = h_kernel_has(e->fd, false, NULL, NULL);
-    e->rc = e->body(e, s);
-    e->key_updates = tlsk_socket_key_updates(s);
-    if (e->rc) {
-        snprintf(e->detail, sizeof e->detail, "%s", tlsk_socket_error_detail(s));
-        shutdown(e->fd, SHUT_RDWR);
-    }
-    tlsk_socket_free(s);
-    return NULL;
-}
-
-static void conn(struct end *sv, struct end *cl)
-{
-    pthread_t a, b;
-
-    sv->server = true;
-    cl->server = false;
-    sv->rc = cl->rc = sv->hs_rc = cl->hs_rc = 0;
-    memset(sv->r, 0, sizeof sv->r);
-    memset(cl->r, 0, sizeof cl->r);
-    memset(sv->v, 0, sizeof sv->v);
-    memset(cl->v, 0, sizeof cl->v);
-    sv->detail[0] = cl->detail[0] = sv->note[0] = cl->note[0] = '\0';
-    if (h_tcp_pair(&cl->fd, &sv->fd) != 0) {
-        sv->rc = cl->rc = -EIO;
-        return;
-    }
-    if (sv->nonblock) {
-        h_set_nonblock(sv->fd, true);
-    }
-    if (cl->nonblock) {
-        h_set_nonblock(cl->fd, true);
-    }
-    pthread_create(&a, NULL, run_end, sv);
-    pthread_create(&b, NULL, run_end, cl);
-    pthread_join(a, NULL);
-    pthread_join(b, NULL);
-    close(sv->fd);
-    close(cl->fd);
-}
-
-static bool conn_ok(struct end *sv, struct end *cl, const char *what)
-{
-    if (!TAP_OK(sv->rc == 0 && cl->rc == 0, "%s: connection completed", what)) {
-        tap_diag("  server %s: %s %s; client %s: %s %s", tlsk_err_name(sv->rc), sv->detail,
-                 sv->note, tlsk_err_name(cl->rc), cl->detail, cl->note);
-        return false;
-    }
-    return true;
-}
 
 /* Re-key counters of /proc/net/tls_stat (6.14+). */
 struct rk {
@@ -158,62 +57,6 @@ static void rk_check(struct rk a, long long tx, long long rx, const char *what)
            what, b.tx - a.tx, tx, b.rx - a.rx, rx);
 }
 
-/* Blocking-style helpers over tlsk_socket_* calls that may return -EAGAIN. */
-static int expect_byte(struct tlsk_socket *s, char want)
-{
-    char b;
-    ssize_t n = h_read_full(s, &b, 1);
-    if (n < 0) {
-        return (int)n;
-    }
-    return n == 1 && b == want ? 0 : -EPROTO;
-}
-
-static int finish(struct tlsk_socket *s, bool server)
-{
-    char b[16];
-    int rc;
-    if (server) {
-        rc = (int)h_read_some(s, b, sizeof b);
-        if (rc != 0) {
-            return rc < 0 ? rc : -EPROTO;
-        }
-        return h_shutdown(s);
-    }
-    if ((rc = h_shutdown(s)) != 0) {
-        return rc;
-    }
-    rc = (int)h_read_some(s, b, sizeof b);
-    return rc > 0 ? -EPROTO : rc;
-}
-
-static struct tlsk_context *mkctx(bool server, int version, unsigned flags, const char *cert,
-                                  uint64_t ku_records, int reneg_limit, int reneg_window)
-{
-    struct tlsk_context_options o = { 0 };
-    struct tlsk_context *c = NULL;
-    char err[512], cf[256], kf[256];
-
-    if (cert) {
-        snprintf(cf, sizeof cf, "%s-cert.pem", cert);
-        snprintf(kf, sizeof kf, "%s-key.pem", cert);
-        o.cert_file = h_fixture(cf);
-        o.key_file = h_fixture(kf);
-    }
-    o.ca_file = h_fixture("ca1-cert.pem");
-    o.min_version = o.max_version = version;
-    o.flags = flags;
-    o.key_update_records = ku_records;
-    o.client_reneg_limit = reneg_limit;
-    o.client_reneg_window_s = reneg_window;
-    (void)server;
-    if (tlsk_context_new(&c, &o, err, sizeof err) != 0) {
-        tap_diag("context: %s", err);
-        return NULL;
-    }
-    return c;
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Key updates on demand                                                                    */
 
@@ -221,7 +64,7 @@ static int ku(struct tlsk_socket *s, int req)
 {
     int rc;
     while ((rc = tlsk_socket_key_update(s, req)) == -EAGAIN) {
-        if ((rc = wait_fd(s)) != 0) {
+        if ((rc = tp_wait(s)) != 0) {
             return rc;
         }
     }
@@ -229,56 +72,56 @@ static int ku(struct tlsk_socket *s, int req)
 }
 
 /* Server: a, KU(0), b, <c, KU(1), d, <e, end.  r[0], r[1]: the two key_update results. */
-static int ku_server_body(struct end *e, struct tlsk_socket *s)
+static int ku_server_body(struct tp_end *e, struct tlsk_socket *s)
 {
     int rc;
     if ((rc = h_write_all(s, "a", 1)) != 0) {
         return rc;
     }
     e->r[0] = ku(s, 0);
-    if ((rc = h_write_all(s, "b", 1)) != 0 || (rc = expect_byte(s, 'c')) != 0) {
+    if ((rc = h_write_all(s, "b", 1)) != 0 || (rc = tp_expect_byte(s, 'c')) != 0) {
         return rc;
     }
     e->v[0] = (long long)tlsk_socket_key_updates(s);
     e->r[1] = ku(s, 1);
-    if ((rc = h_write_all(s, "d", 1)) != 0 || (rc = expect_byte(s, 'e')) != 0) {
+    if ((rc = h_write_all(s, "d", 1)) != 0 || (rc = tp_expect_byte(s, 'e')) != 0) {
         return rc;
     }
-    return finish(s, true);
+    return tp_finish(s, true);
 }
 
 /* Client: <a, <b, KU(0) or KU(1) (arg), c, <d, e, end.  r[0]: its key_update result. */
-static int ku_client_body(struct end *e, struct tlsk_socket *s)
+static int ku_client_body(struct tp_end *e, struct tlsk_socket *s)
 {
     int rc;
-    if ((rc = expect_byte(s, 'a')) != 0 || (rc = expect_byte(s, 'b')) != 0) {
+    if ((rc = tp_expect_byte(s, 'a')) != 0 || (rc = tp_expect_byte(s, 'b')) != 0) {
         return rc;
     }
     e->v[0] = (long long)tlsk_socket_key_updates(s);
     e->r[0] = ku(s, e->arg);
-    if ((rc = h_write_all(s, "c", 1)) != 0 || (rc = expect_byte(s, 'd')) != 0) {
+    if ((rc = h_write_all(s, "c", 1)) != 0 || (rc = tp_expect_byte(s, 'd')) != 0) {
         return rc;
     }
     if ((rc = h_write_all(s, "e", 1)) != 0) {
         return rc;
     }
-    return finish(s, false);
+    return tp_finish(s, false);
 }
 
 static void ku_userspace(int client_req)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     char what[96];
 
     snprintf(what, sizeof what, "userspace KeyUpdate (client request_peer %d)", client_req);
-    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_3, 0, NULL, 0, 0, 0);
     sv.policy = cl.policy = TLSK_OFFLOAD_OFF;
     sv.body = ku_server_body;
     cl.body = ku_client_body;
     cl.arg = client_req;
-    conn(&sv, &cl);
-    conn_ok(&sv, &cl, what);
+    tp_conn(&sv, &cl);
+    tp_conn_ok(&sv, &cl, what);
     TAP_OK(sv.r[0] == 0 && sv.r[1] == 0 && cl.r[0] == 0,
            "%s: tlsk_socket_key_update returned 0 each time (server %s/%s, client %s)", what,
            tlsk_err_name(sv.r[0]), tlsk_err_name(sv.r[1]), tlsk_err_name(cl.r[0]));
@@ -299,16 +142,16 @@ static void ku_userspace(int client_req)
  * re-keys. */
 static void ku_auto(void)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     const char *what = "auto-policy KeyUpdate";
     struct rk before = rk_now();
 
-    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_3, 0, NULL, 0, 0, 0);
     sv.body = ku_server_body;
     cl.body = ku_client_body;
-    conn(&sv, &cl);
-    conn_ok(&sv, &cl, what);
+    tp_conn(&sv, &cl);
+    tp_conn_ok(&sv, &cl, what);
     if (h_kernel_rekey()) {
         TAP_OK(sv.kernel_tx && sv.kernel_rx && cl.kernel_tx && cl.kernel_rx &&
                    sv.off.rx.mode == TLSK_MODE_KERNEL && cl.off.rx.mode == TLSK_MODE_KERNEL,
@@ -347,7 +190,7 @@ static void ku_auto(void)
  * later data, with the kernel re-keyed after it. */
 #define PARK_TAIL (1u << 20)
 
-static int park_server_body(struct end *e, struct tlsk_socket *s)
+static int park_server_body(struct tp_end *e, struct tlsk_socket *s)
 {
     static _Thread_local unsigned char buf[65536];
     uint64_t off = 0;
@@ -385,7 +228,7 @@ static int park_server_body(struct end *e, struct tlsk_socket *s)
     return rc > 0 ? -EPROTO : rc;
 }
 
-static int park_client_body(struct end *e, struct tlsk_socket *s)
+static int park_client_body(struct tp_end *e, struct tlsk_socket *s)
 {
     static _Thread_local unsigned char buf[65536];
     uint64_t off = 0;
@@ -410,17 +253,17 @@ static int park_client_body(struct end *e, struct tlsk_socket *s)
 
 static void ku_parked(void)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     const char *what = "KeyUpdate meeting a full send buffer";
     struct rk before = rk_now();
 
-    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_3, 0, NULL, 0, 0, 0);
     sv.nonblock = true;
     sv.body = park_server_body;
     cl.body = park_client_body;
-    conn(&sv, &cl);
-    conn_ok(&sv, &cl, what);
+    tp_conn(&sv, &cl);
+    tp_conn_ok(&sv, &cl, what);
     TAP_IS(sv.r[0], 0, "%s: tlsk_socket_key_update() accepted it", what);
     TAP_OK(sv.v[1] > sv.v[0] && cl.v[0] == sv.v[1],
            "%s: every byte before and after it arrived intact (%lld of %lld)", what, cl.v[0],
@@ -435,51 +278,51 @@ static void ku_parked(void)
 
 /* A userspace client asks a TX-offloaded server to update (request_peer 1): the server's
  * answer cannot be sent and is not; the stream stays consistent. */
-static int req_server_body(struct end *e, struct tlsk_socket *s)
+static int req_server_body(struct tp_end *e, struct tlsk_socket *s)
 {
     int rc;
     (void)e;
     if ((rc = h_write_all(s, "a", 1)) != 0 || (rc = h_write_all(s, "b", 1)) != 0 ||
-        (rc = expect_byte(s, 'c')) != 0) {
+        (rc = tp_expect_byte(s, 'c')) != 0) {
         return rc;
     }
-    if ((rc = h_write_all(s, "d", 1)) != 0 || (rc = expect_byte(s, 'e')) != 0) {
+    if ((rc = h_write_all(s, "d", 1)) != 0 || (rc = tp_expect_byte(s, 'e')) != 0) {
         return rc;
     }
     if ((rc = h_send_pattern(s, 3, 300000)) != 0) {
         return rc;
     }
-    return finish(s, true);
+    return tp_finish(s, true);
 }
 
-static int req_client_body(struct end *e, struct tlsk_socket *s)
+static int req_client_body(struct tp_end *e, struct tlsk_socket *s)
 {
     int rc;
-    if ((rc = expect_byte(s, 'a')) != 0 || (rc = expect_byte(s, 'b')) != 0) {
+    if ((rc = tp_expect_byte(s, 'a')) != 0 || (rc = tp_expect_byte(s, 'b')) != 0) {
         return rc;
     }
     e->r[0] = ku(s, 1);
-    if ((rc = h_write_all(s, "c", 1)) != 0 || (rc = expect_byte(s, 'd')) != 0) {
+    if ((rc = h_write_all(s, "c", 1)) != 0 || (rc = tp_expect_byte(s, 'd')) != 0) {
         return rc;
     }
     if ((rc = h_write_all(s, "e", 1)) != 0 || (rc = h_recv_pattern(s, 3, 300000)) != 0) {
         return rc;
     }
-    return finish(s, false);
+    return tp_finish(s, false);
 }
 
 static void ku_request_to_offloaded(void)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     const char *what = "peer's update_requested to an auto-policy server";
 
-    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_3, 0, NULL, 0, 0, 0);
     cl.policy = TLSK_OFFLOAD_OFF;
     sv.body = req_server_body;
     cl.body = req_client_body;
-    conn(&sv, &cl);
-    conn_ok(&sv, &cl, what);
+    tp_conn(&sv, &cl);
+    tp_conn_ok(&sv, &cl, what);
     TAP_IS(cl.r[0], 0, "%s: the userspace client sent KeyUpdate(update_requested)", what);
     if (h_kernel_rekey()) {
         TAP_OK(sv.kernel_tx && sv.kernel_rx, "%s: server TX and RX in kTLS", what);
@@ -504,7 +347,7 @@ static void ku_request_to_offloaded(void)
 }
 
 /* TLSK_OFFLOAD_RX_TLS13 on the client; a userspace server sends KeyUpdate. */
-static int rx13_server_body(struct end *e, struct tlsk_socket *s)
+static int rx13_server_body(struct tp_end *e, struct tlsk_socket *s)
 {
     int rc;
     char b[16];
@@ -523,11 +366,11 @@ static int rx13_server_body(struct end *e, struct tlsk_socket *s)
     return 0;
 }
 
-static int rx13_client_body(struct end *e, struct tlsk_socket *s)
+static int rx13_client_body(struct tp_end *e, struct tlsk_socket *s)
 {
     char b[16];
     int rc;
-    if ((rc = expect_byte(s, 'a')) != 0) {
+    if ((rc = tp_expect_byte(s, 'a')) != 0) {
         return rc;
     }
     e->r[0] = (int)h_read_some(s, b, sizeof b);
@@ -537,21 +380,21 @@ static int rx13_client_body(struct end *e, struct tlsk_socket *s)
         shutdown(e->fd, SHUT_RDWR); /* the server is waiting for our end */
         return 0;
     }
-    return finish(s, false);
+    return tp_finish(s, false);
 }
 
 static void ku_rx13_forced(void)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     const char *what = "KeyUpdate to a client with TLSK_OFFLOAD_RX_TLS13";
 
-    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_3, TLSK_OFFLOAD_RX_TLS13, NULL, 0, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_3, TLSK_OFFLOAD_RX_TLS13, NULL, 0, 0, 0);
     sv.policy = TLSK_OFFLOAD_OFF;
     sv.body = rx13_server_body;
     cl.body = rx13_client_body;
-    conn(&sv, &cl);
-    conn_ok(&sv, &cl, what);
+    tp_conn(&sv, &cl);
+    tp_conn_ok(&sv, &cl, what);
     TAP_IS(sv.r[0], 0, "%s: the userspace server sent its KeyUpdate", what);
     if (h_kernel_rekey()) {
         TAP_OK(cl.off.rx.mode == TLSK_MODE_KERNEL && cl.kernel_rx, "%s: client RX in kTLS",
@@ -592,7 +435,7 @@ static void ku_rx13_forced(void)
 
 /* Server: LIM_RECS writes of LIM_SIZE bytes (one record each); r[0] = the first failure,
  * v[0] = bytes written. */
-static int lim_server_body(struct end *e, struct tlsk_socket *s)
+static int lim_server_body(struct tp_end *e, struct tlsk_socket *s)
 {
     unsigned char buf[LIM_SIZE];
     for (int i = 0; i < LIM_RECS; i++) {
@@ -606,12 +449,12 @@ static int lim_server_body(struct end *e, struct tlsk_socket *s)
         }
         e->v[0] += LIM_SIZE;
     }
-    return finish(s, true);
+    return tp_finish(s, true);
 }
 
 /* Client: read until 0 or an error; v[0] bytes, v[1] 1 when they match the pattern, r[0] the
  * last read's result. */
-static int lim_client_body(struct end *e, struct tlsk_socket *s)
+static int lim_client_body(struct tp_end *e, struct tlsk_socket *s)
 {
     static _Thread_local unsigned char buf[LIM_RECS * LIM_SIZE];
     ssize_t n;
@@ -622,7 +465,7 @@ static int lim_client_body(struct end *e, struct tlsk_socket *s)
         }
         e->v[0] += n;
         if ((size_t)e->v[0] == sizeof buf) {
-            n = (int)finish(s, false);
+            n = (int)tp_finish(s, false);
             break;
         }
     }
@@ -641,7 +484,7 @@ static int lim_client_body(struct end *e, struct tlsk_socket *s)
 
 static void key_limit(bool on_server, enum tlsk_offload_policy pol)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     char what[128];
     /* The end with the limit is the kernel one under auto; the other stays in userspace. */
     bool kernel_tx = h_expect_ktls() && pol != TLSK_OFFLOAD_OFF && on_server;
@@ -650,17 +493,17 @@ static void key_limit(bool on_server, enum tlsk_offload_policy pol)
 
     snprintf(what, sizeof what, "key_update_records 64 on the %s (%s)",
              on_server ? "sender" : "receiver", pol == TLSK_OFFLOAD_OFF ? "policy off" : "auto");
-    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", on_server ? 64 : 0, 0, 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, on_server ? 0 : 64, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_3, 0, "agent1", on_server ? 64 : 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_3, 0, NULL, on_server ? 0 : 64, 0, 0);
     /* Where the kernel re-keys, a receiving kernel end's request is answered by a kernel
      * sender, so both directions re-key; elsewhere the sender stays in userspace. */
     sv.policy = on_server || h_kernel_rekey() ? pol : TLSK_OFFLOAD_OFF;
     cl.policy = on_server ? TLSK_OFFLOAD_OFF : pol;
     sv.body = lim_server_body;
     cl.body = lim_client_body;
-    conn(&sv, &cl);
+    tp_conn(&sv, &cl);
     if (!ends) {
-        conn_ok(&sv, &cl, what);
+        tp_conn_ok(&sv, &cl, what);
         TAP_OK(sv.r[0] == 0 && sv.v[0] == LIM_RECS * LIM_SIZE,
                "%s: all %d records written (%s: %s)", what, LIM_RECS, tlsk_err_name(sv.r[0]),
                sv.note);
@@ -682,7 +525,7 @@ static void key_limit(bool on_server, enum tlsk_offload_policy pol)
         }
         if (h_kernel_rekey() && pol != TLSK_OFFLOAD_OFF) {
             struct rk after = rk_now();
-            const struct end *k = on_server ? &sv : &cl;
+            const struct tp_end *k = on_server ? &sv : &cl;
             TAP_OK(k->kernel_tx && k->kernel_rx, "%s: the limited end is in kTLS", what);
             /* Sender: one transmit re-key per 63 records.  Receiver: its request re-keys its
              * transmit key and the sender's receive key, the answer the other two. */
@@ -718,7 +561,7 @@ static void key_limit(bool on_server, enum tlsk_offload_policy pol)
 
 /* Send len pattern bytes, calling tlsk_socket_key_update(s, 0) BULK_UPDATES times evenly
  * spread; r[slot] = the first key_update failure. */
-static int bulk_send(struct end *e, struct tlsk_socket *s, uint32_t seed, size_t len, int slot)
+static int bulk_send(struct tp_end *e, struct tlsk_socket *s, uint32_t seed, size_t len, int slot)
 {
     static _Thread_local unsigned char buf[65536];
     size_t step = len / (BULK_UPDATES + 1), off = 0, next = step;
@@ -747,29 +590,29 @@ static int bulk_send(struct end *e, struct tlsk_socket *s, uint32_t seed, size_t
     return 0;
 }
 
-static int bulk_server_body(struct end *e, struct tlsk_socket *s)
+static int bulk_server_body(struct tp_end *e, struct tlsk_socket *s)
 {
     size_t len = (size_t)e->arg << 20;
     int rc;
     if ((rc = bulk_send(e, s, 31, len, 0)) != 0 || (rc = h_recv_pattern(s, 32, len)) != 0) {
         return rc;
     }
-    return finish(s, true);
+    return tp_finish(s, true);
 }
 
-static int bulk_client_body(struct end *e, struct tlsk_socket *s)
+static int bulk_client_body(struct tp_end *e, struct tlsk_socket *s)
 {
     size_t len = (size_t)e->arg << 20;
     int rc;
     if ((rc = h_recv_pattern(s, 31, len)) != 0 || (rc = bulk_send(e, s, 32, len, 0)) != 0) {
         return rc;
     }
-    return finish(s, false);
+    return tp_finish(s, false);
 }
 
 static void ku_bulk(void)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     char what[128];
     struct rk before = rk_now();
     /* On a kernel that cannot re-key, the same load runs in userspace (policy off). */
@@ -778,14 +621,14 @@ static void ku_bulk(void)
 
     snprintf(what, sizeof what, "%d key updates each way during 64 MiB each way (%s)",
              BULK_UPDATES, pol == TLSK_OFFLOAD_OFF ? "policy off" : "auto");
-    sv.ctx = mkctx(true, TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_3, 0, NULL, 0, 0, 0);
     sv.policy = cl.policy = pol;
     sv.arg = cl.arg = 64;
     sv.body = bulk_server_body;
     cl.body = bulk_client_body;
-    conn(&sv, &cl);
-    conn_ok(&sv, &cl, what);
+    tp_conn(&sv, &cl);
+    tp_conn_ok(&sv, &cl, what);
     TAP_OK(sv.r[0] == 0 && cl.r[0] == 0 && sv.v[0] == BULK_UPDATES && cl.v[0] == BULK_UPDATES,
            "%s: every update accepted (server %lld, %s; client %lld, %s)", what, sv.v[0],
            tlsk_err_name(sv.r[0]), cl.v[0], tlsk_err_name(cl.r[0]));

@@ -29,12 +29,11 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "contexts.h"
 #include "harness.h"
 #include "tap.h"
 
 #define NUL "<null>"
-
-enum { T_RSA = 0, T_EC = 1 };
 
 /* TAP_IS as an expression: returns whether got == want. */
 static bool tis(long long got, long long want, const char *fmt, ...)
@@ -59,29 +58,6 @@ static long long now_ms(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static const char *tree_name(int tree)
-{
-    return tree == T_EC ? "EC" : "RSA";
-}
-
-static const char *vname(int v)
-{
-    return v == TLSK_TLS1_3 ? "1.3" : v == TLSK_TLS1_2 ? "1.2" : "any";
-}
-
-/* Path of a fixture in the T_RSA or T_EC tree (rotating buffers, 8 live at once per thread). */
-static const char *fx(int tree, const char *name)
-{
-    static _Thread_local char path[64][512];
-    static _Thread_local int slot;
-    const char *dir = getenv(tree == T_EC ? "TLSK_FIXTURES_EC" : "TLSK_FIXTURES");
-    char *p = path[slot++ & 63];
-
-    snprintf(p, 512, "%s/%s", dir ? dir : tree == T_EC ? "build/fixtures/ec" : "build/fixtures/rsa",
-             name);
-    return p;
 }
 
 static char *slurp(const char *path, size_t *len)
@@ -127,47 +103,6 @@ static const char *cert_serial(const char *path)
         fclose(f);
     }
     return out;
-}
-
-static void ident(struct tlsk_context_options *o, int tree, const char *id)
-{
-    char c[64], k[64];
-    if (!id) {
-        return;
-    }
-    snprintf(c, sizeof c, "%s-cert.pem", id);
-    snprintf(k, sizeof k, "%s-key.pem", id);
-    o->cert_file = fx(tree, c);
-    o->key_file = fx(tree, k);
-}
-
-static struct tlsk_context *mk(const struct tlsk_context_options *o, const char *what)
-{
-    struct tlsk_context *c = NULL;
-    char err[512] = "";
-    int rc = tlsk_context_new(&c, o, err, sizeof err);
-    if (rc != 0) {
-        tap_diag("context %s: %s: %s", what, tlsk_err_name(rc), err);
-        return NULL;
-    }
-    return c;
-}
-
-/* A server context: identity id from tree, version v (0 any), flags. */
-static struct tlsk_context *srv(int tree, const char *id, int v, unsigned flags)
-{
-    struct tlsk_context_options o = { .min_version = v, .max_version = v, .flags = flags };
-    ident(&o, tree, id);
-    return mk(&o, id);
-}
-
-/* A client context trusting ca1 of tree, with an optional identity. */
-static struct tlsk_context *cli(int tree, const char *id, int v, unsigned flags)
-{
-    struct tlsk_context_options o = { .min_version = v, .max_version = v, .flags = flags,
-                                      .ca_file = fx(tree, "ca1-cert.pem") };
-    ident(&o, tree, id);
-    return mk(&o, "client");
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -452,10 +387,11 @@ static void verify_table(int tree, int v, size_t first_row)
         struct tlsk_context *sctx;
         size_t l1 = 0, l2 = 0;
 
-        ident(&so, tree, "agent2");
+        hc_identity(&so, tree, "agent2");
         if (rows[r].ca[1]) {
             /* Two CAs as one in-memory PEM. */
-            char *a = slurp(fx(tree, rows[r].ca[0]), &l1), *b = slurp(fx(tree, rows[r].ca[1]), &l2);
+            char *a = slurp(hc_fixture(tree, rows[r].ca[0]), &l1),
+                 *b = slurp(hc_fixture(tree, rows[r].ca[1]), &l2);
             ca_pem = a && b ? malloc(l1 + l2 + 1) : NULL;
             if (ca_pem) {
                 memcpy(ca_pem, a, l1);
@@ -465,20 +401,20 @@ static void verify_table(int tree, int v, size_t first_row)
             free(b);
             so.ca_pem = ca_pem;
         } else if (rows[r].ca[0]) {
-            so.ca_file = fx(tree, rows[r].ca[0]);
+            so.ca_file = hc_fixture(tree, rows[r].ca[0]);
         }
         if (rows[r].crl) {
-            so.crl_file = fx(tree, "ca2-crl.pem");
+            so.crl_file = hc_fixture(tree, "ca2-crl.pem");
         }
-        sctx = mk(&so, rows[r].name);
+        sctx = hc_new(&so, rows[r].name);
         for (int c = 0; c < NCLI; c++) {
             char label[200];
             struct tlsk_context *cctx;
             struct tlsk_context_options co = { .min_version = v, .max_version = v,
                                                .flags = TLSK_VERIFY_NONE_INSECURE };
-            ident(&co, tree, clients[c]);
-            cctx = mk(&co, "table client");
-            snprintf(label, sizeof label, "table %s %s [%s] %s", tree_name(tree), vname(v),
+            hc_identity(&co, tree, clients[c]);
+            cctx = hc_new(&co, "table client");
+            snprintf(label, sizeof label, "table %s %s [%s] %s", hc_tree_name(tree), hc_vname(v),
                      rows[r].name, clients[c] ? clients[c] : "no cert");
             conn(sctx, cctx, "localhost", &g_sv, &g_cl);
             check_cell(label, &rows[r].c[c], v, &g_sv, &g_cl);
@@ -493,15 +429,15 @@ static void verify_table(int tree, int v, size_t first_row)
 /* CA-1: no request flag with a ca list: the client is not asked.  CA-2: no ca: system store. */
 static void ca_cases(void)
 {
-    struct tlsk_context_options so = { .ca_file = fx(T_RSA, "ca1-cert.pem"),
+    struct tlsk_context_options so = { .ca_file = hc_fixture(T_RSA, "ca1-cert.pem"),
                                        .min_version = TLSK_TLS1_2, .max_version = TLSK_TLS1_2 };
     struct tlsk_context *sctx, *cctx = NULL;
     struct tlsk_context_options co = { .flags = TLSK_VERIFY_NONE_INSECURE };
 
-    ident(&so, T_RSA, "agent2");
-    ident(&co, T_RSA, "agent1");
-    sctx = mk(&so, "CA-1");
-    cctx = mk(&co, "agent1 client");
+    hc_identity(&so, T_RSA, "agent2");
+    hc_identity(&co, T_RSA, "agent1");
+    sctx = hc_new(&so, "CA-1");
+    cctx = hc_new(&co, "agent1 client");
     conn(sctx, cctx, "localhost", &g_sv, &g_cl);
     if (expect_ok("CA-1 ca [ca1] without requestCert, agent1", &g_sv, &g_cl)) {
         TAP_OK(g_sv.authorized == 0 && strcmp(g_sv.autherr, NUL) == 0 &&
@@ -515,10 +451,10 @@ static void ca_cases(void)
         char label[100];
         struct tlsk_context_options s2 = { .flags = TLSK_REQUIRE_PEER_CERT, .min_version = v,
                                            .max_version = v };
-        ident(&s2, T_RSA, "agent2");
-        sctx = mk(&s2, "CA-2");
+        hc_identity(&s2, T_RSA, "agent2");
+        sctx = hc_new(&s2, "CA-2");
         snprintf(label, sizeof label, "CA-2 %s requestCert, reject, ca omitted, agent1",
-                 vname(v));
+                 hc_vname(v));
         conn(sctx, cctx, "localhost", &g_sv, &g_cl);
         expect_rejected(label, &g_sv, &g_cl, 48);
         tlsk_context_free(sctx);
@@ -532,7 +468,7 @@ static void ca_cases(void)
 /* Serve with sctx; a client trusting ca1 of tree checks localhost; expect agent1 served. */
 static void serves_agent1(const char *label, int tree, struct tlsk_context *sctx)
 {
-    struct tlsk_context *cctx = cli(tree, NULL, 0, 0);
+    struct tlsk_context *cctx = hc_client(tree, NULL, 0, 0);
     conn(sctx, cctx, "localhost", &g_sv, &g_cl);
     if (expect_ok(label, &g_sv, &g_cl)) {
         TAP_OK(g_cl.authorized == 1 && strcmp(g_cl.peer_cn, "agent1") == 0,
@@ -608,16 +544,16 @@ static void key_cases(void)
     /* K-1 */
     for (int tree = T_RSA; tree <= T_EC; tree++) {
         size_t cl = 0, kl = 0;
-        char *cert = slurp(fx(tree, "agent1-cert.pem"), &cl);
-        char *key = slurp(fx(tree, "agent1-key.pem"), &kl);
-        if (!TAP_OK(cert && key, "K-1 %s: fixtures readable", tree_name(tree))) {
+        char *cert = slurp(hc_fixture(tree, "agent1-cert.pem"), &cl);
+        char *key = slurp(hc_fixture(tree, "agent1-key.pem"), &kl);
+        if (!TAP_OK(cert && key, "K-1 %s: fixtures readable", hc_tree_name(tree))) {
             free(cert);
             free(key);
             continue;
         }
         struct tlsk_context_options o = { .cert_pem = cert, .key_pem = key };
-        c = mk(&o, "K-1 NUL-terminated");
-        snprintf(label, sizeof label, "K-1 %s key/cert as NUL-terminated PEM", tree_name(tree));
+        c = hc_new(&o, "K-1 NUL-terminated");
+        snprintf(label, sizeof label, "K-1 %s key/cert as NUL-terminated PEM", hc_tree_name(tree));
         serves_agent1(label, tree, c);
         tlsk_context_free(c);
 
@@ -629,8 +565,8 @@ static void key_cases(void)
         memset(kb + kl, '#', 16);
         struct tlsk_context_options o2 = { .cert_pem = cb, .cert_pem_len = cl, .key_pem = kb,
                                            .key_pem_len = kl };
-        c = mk(&o2, "K-1 buffer");
-        snprintf(label, sizeof label, "K-1 %s key/cert as buffer and length", tree_name(tree));
+        c = hc_new(&o2, "K-1 buffer");
+        snprintf(label, sizeof label, "K-1 %s key/cert as buffer and length", hc_tree_name(tree));
         serves_agent1(label, tree, c);
         tlsk_context_free(c);
         free(cb);
@@ -641,10 +577,10 @@ static void key_cases(void)
 
     /* K-3 */
     {
-        struct tlsk_context_options o = { .cert_file = fx(T_RSA, "agent1-cert.pem"),
-                                          .key_file = fx(T_RSA, "agent1-key-enc.pem"),
+        struct tlsk_context_options o = { .cert_file = hc_fixture(T_RSA, "agent1-cert.pem"),
+                                          .key_file = hc_fixture(T_RSA, "agent1-key-enc.pem"),
                                           .passphrase = "password" };
-        c = mk(&o, "K-3");
+        c = hc_new(&o, "K-3");
         TAP_OK(c != NULL, "K-3 encrypted key with passphrase: context built");
         if (c) {
             serves_agent1("K-3 encrypted key with passphrase", T_RSA, c);
@@ -674,10 +610,10 @@ static void key_cases(void)
         }
         tlsk_context_free(c);
 
-        struct tlsk_context_options o3 = { .cert_file = fx(T_RSA, "agent1-cert.pem"),
-                                           .key_file = fx(T_RSA, "agent1-key.pem"),
+        struct tlsk_context_options o3 = { .cert_file = hc_fixture(T_RSA, "agent1-cert.pem"),
+                                           .key_file = hc_fixture(T_RSA, "agent1-key.pem"),
                                            .passphrase = "password" };
-        c = mk(&o3, "K-3 passphrase with plain key");
+        c = hc_new(&o3, "K-3 passphrase with plain key");
         TAP_OK(c != NULL, "K-3 passphrase with an unencrypted key is ignored");
         if (c) {
             serves_agent1("K-3 passphrase with an unencrypted key", T_RSA, c);
@@ -688,17 +624,17 @@ static void key_cases(void)
     /* K-4 */
     {
         size_t pl = 0;
-        char *pfx = slurp(fx(T_RSA, "agent1.pfx"), &pl);
-        struct tlsk_context_options o = { .pfx_file = fx(T_RSA, "agent1.pfx"),
+        char *pfx = slurp(hc_fixture(T_RSA, "agent1.pfx"), &pl);
+        struct tlsk_context_options o = { .pfx_file = hc_fixture(T_RSA, "agent1.pfx"),
                                           .passphrase = "sample" };
-        c = mk(&o, "K-4 pfx file");
+        c = hc_new(&o, "K-4 pfx file");
         TAP_OK(c != NULL, "K-4 pfx file with passphrase: context built");
         if (c) {
             serves_agent1("K-4 pfx file", T_RSA, c);
         }
         tlsk_context_free(c);
         struct tlsk_context_options ob = { .pfx = pfx, .pfx_len = pl, .passphrase = "sample" };
-        c = pfx ? mk(&ob, "K-4 pfx bytes") : NULL;
+        c = pfx ? hc_new(&ob, "K-4 pfx bytes") : NULL;
         TAP_OK(c != NULL, "K-4 pfx bytes with passphrase: context built");
         if (c) {
             serves_agent1("K-4 pfx bytes", T_RSA, c);
@@ -716,9 +652,9 @@ static void key_cases(void)
         o.passphrase = "sample";
 
         struct tlsk_context_options ok = o, oc = o, oa = o;
-        ok.key_file = fx(T_RSA, "agent1-key.pem");
-        oc.cert_file = fx(T_RSA, "agent1-cert.pem");
-        oa.ca_file = fx(T_RSA, "ca1-cert.pem");
+        ok.key_file = hc_fixture(T_RSA, "agent1-key.pem");
+        oc.cert_file = hc_fixture(T_RSA, "agent1-cert.pem");
+        oa.ca_file = hc_fixture(T_RSA, "ca1-cert.pem");
         rc = tlsk_context_new(&c, &ok, err, sizeof err);
         tis(rc, TLSK_ECONFIG, "K-4 pfx together with key: ECONFIG");
         tlsk_context_free(c);
@@ -736,14 +672,15 @@ static void key_cases(void)
 
     /* K-5: the pfx's CA certificates verify client certificates. */
     {
-        struct tlsk_context_options o = { .pfx_file = fx(T_RSA, "agent1.pfx"),
+        struct tlsk_context_options o = { .pfx_file = hc_fixture(T_RSA, "agent1.pfx"),
                                           .passphrase = "sample",
                                           .flags = TLSK_REQUEST_PEER_CERT };
-        struct tlsk_context *sctx = mk(&o, "K-5");
-        struct tlsk_context *c1 = cli(T_RSA, "agent1", 0, 0), *c2 = cli(T_RSA, "agent2", 0, 0);
+        struct tlsk_context *sctx = hc_new(&o, "K-5");
+        struct tlsk_context *c1 = hc_client(T_RSA, "agent1", 0, 0),
+                            *c2 = hc_client(T_RSA, "agent2", 0, 0);
         char serial[128];
 
-        snprintf(serial, sizeof serial, "%s", cert_serial(fx(T_RSA, "agent1-cert.pem")));
+        snprintf(serial, sizeof serial, "%s", cert_serial(hc_fixture(T_RSA, "agent1-cert.pem")));
         conn(sctx, c1, "localhost", &g_sv, &g_cl);
         if (expect_ok("K-5 pfx server, requestCert, client agent1", &g_sv, &g_cl)) {
             TAP_OK(g_sv.authorized == 1 && strcmp(g_sv.autherr, NUL) == 0,
@@ -773,10 +710,10 @@ static void pair(int tree, struct tlsk_context_options sopt, struct tlsk_context
                  const char *servername)
 {
     struct tlsk_context *s, *c;
-    ident(&sopt, tree, "agent1");
-    copt.ca_file = fx(tree, "ca1-cert.pem");
-    s = mk(&sopt, "server");
-    c = mk(&copt, "client");
+    hc_identity(&sopt, tree, "agent1");
+    copt.ca_file = hc_fixture(tree, "ca1-cert.pem");
+    s = hc_new(&sopt, "server");
+    c = hc_new(&copt, "client");
     conn(s, c, servername, &g_sv, &g_cl);
     tlsk_context_free(s);
     tlsk_context_free(c);
@@ -805,7 +742,7 @@ static void cipher_cases(void)
                  (struct tlsk_context_options){ .ciphers = cl, .min_version = TLSK_TLS1_2,
                                                 .max_version = TLSK_TLS1_2 },
                  "localhost");
-            snprintf(label, sizeof label, "CO-1 %s %s honorCipherOrder", tree_name(tree),
+            snprintf(label, sizeof label, "CO-1 %s %s honorCipherOrder", hc_tree_name(tree),
                      honor ? "with" : "without");
             if (expect_ok(label, &g_sv, &g_cl)) {
                 TAP_OK(strcmp(g_sv.cipher, want) == 0 && strcmp(g_cl.cipher, want) == 0,
@@ -903,7 +840,7 @@ static void cipher_cases(void)
             struct tlsk_context_options o = { .ciphers = bad[i] };
             struct tlsk_context *c = NULL;
             char err[512] = "";
-            ident(&o, T_RSA, "agent1");
+            hc_identity(&o, T_RSA, "agent1");
             int rc = tlsk_context_new(&c, &o, err, sizeof err);
             tis(rc, TLSK_ECONFIG, "CO-4 ciphers %s: creation fails with ECONFIG (%s)", bad[i],
                    err);
@@ -954,7 +891,7 @@ static void group_cases(void)
                                                 .max_version = v },
                  "localhost");
             snprintf(label, sizeof label, "EC-%d %s server groups %s, client %s",
-                     strcmp(g[i].server, "prime256v1") == 0 ? 1 : 2, vname(v), g[i].server,
+                     strcmp(g[i].server, "prime256v1") == 0 ? 1 : 2, hc_vname(v), g[i].server,
                      g[i].client);
             if (g[i].ok) {
                 expect_ok(label, &g_sv, &g_cl);
@@ -967,7 +904,7 @@ static void group_cases(void)
         struct tlsk_context_options o = { .groups = "nosuchcurve" };
         struct tlsk_context *c = NULL;
         char err[512] = "";
-        ident(&o, T_RSA, "agent1");
+        hc_identity(&o, T_RSA, "agent1");
         int rc = tlsk_context_new(&c, &o, err, sizeof err);
         tis(rc, TLSK_ECONFIG, "EC-5 unknown curve: creation fails with ECONFIG (%s)", err);
         tlsk_context_free(c);
@@ -1009,7 +946,7 @@ static void protocol_cases(void)
             pair(T_RSA, (struct tlsk_context_options){ .secure_protocol = any[i] },
                  (struct tlsk_context_options){ .min_version = v, .max_version = v },
                  "localhost");
-            snprintf(label, sizeof label, "SP-2 %s: TLS %s client", any[i], vname(v));
+            snprintf(label, sizeof label, "SP-2 %s: TLS %s client", any[i], hc_vname(v));
             if (expect_ok(label, &g_sv, &g_cl)) {
                 TAP_OK(strcmp(g_sv.version, v == TLSK_TLS1_3 ? "TLSv1.3" : "TLSv1.2") == 0,
                        "%s: %s", label, g_sv.version);
@@ -1021,7 +958,7 @@ static void protocol_cases(void)
         struct tlsk_context_options o = { .secure_protocol = old[i] };
         struct tlsk_context *c = NULL;
         char err[512] = "";
-        ident(&o, T_RSA, "agent1");
+        hc_identity(&o, T_RSA, "agent1");
         int rc = tlsk_context_new(&c, &o, err, sizeof err);
         if (!tis(rc, TLSK_EUNSUPPORTED_PROTOCOL, "SP-3 %s: EUNSUPPORTED_PROTOCOL", old[i])) {
             tap_diag("  %s", err);
@@ -1034,7 +971,7 @@ static void protocol_cases(void)
         struct tlsk_context_options o = { .secure_protocol = "Bogus_method" };
         struct tlsk_context *c = NULL;
         char err[512] = "";
-        ident(&o, T_RSA, "agent1");
+        hc_identity(&o, T_RSA, "agent1");
         int rc = tlsk_context_new(&c, &o, err, sizeof err);
         TAP_OK(rc < 0 && rc != TLSK_EUNSUPPORTED_PROTOCOL,
                "SP-3 unknown method name: creation fails (%s: %s)", tlsk_err_name(rc), err);
@@ -1047,20 +984,20 @@ static void protocol_cases(void)
 
 static void connect_cases(void)
 {
-    struct tlsk_context *agent1 = srv(T_RSA, "agent1", 0, 0);
-    struct tlsk_context *agent2 = srv(T_RSA, "agent2", 0, 0);
-    struct tlsk_context *snia = srv(T_RSA, "sni-a", 0, 0);
-    struct tlsk_context *ca1 = cli(T_RSA, NULL, 0, 0);
-    struct tlsk_context *ca1_insecure = cli(T_RSA, NULL, 0, TLSK_VERIFY_NONE_INSECURE);
+    struct tlsk_context *agent1 = hc_server(T_RSA, "agent1", 0, NULL, 0);
+    struct tlsk_context *agent2 = hc_server(T_RSA, "agent2", 0, NULL, 0);
+    struct tlsk_context *snia = hc_server(T_RSA, "sni-a", 0, NULL, 0);
+    struct tlsk_context *ca1 = hc_client(T_RSA, NULL, 0, 0);
+    struct tlsk_context *ca1_insecure = hc_client(T_RSA, NULL, 0, TLSK_VERIFY_NONE_INSECURE);
     struct tlsk_context_options so = { 0 }, si = { .flags = TLSK_VERIFY_NONE_INSECURE };
-    struct tlsk_context *sys = mk(&so, "system store client");
-    struct tlsk_context *sys_insecure = mk(&si, "system store insecure client");
+    struct tlsk_context *sys = hc_new(&so, "system store client");
+    struct tlsk_context *sys_insecure = hc_new(&si, "system store insecure client");
 
     /* CN-2 */
     for (int v = TLSK_TLS1_2; v <= TLSK_TLS1_3; v++) {
-        struct tlsk_context *c = cli(T_RSA, NULL, v, 0);
+        struct tlsk_context *c = hc_client(T_RSA, NULL, v, 0);
         char label[100];
-        snprintf(label, sizeof label, "CN-2 %s servername 127.0.0.1 against agent1", vname(v));
+        snprintf(label, sizeof label, "CN-2 %s servername 127.0.0.1 against agent1", hc_vname(v));
         conn(agent1, c, "127.0.0.1", &g_sv, &g_cl);
         if (expect_ok(label, &g_sv, &g_cl)) {
             TAP_OK(g_cl.authorized == 1 && strcmp(g_cl.autherr, NUL) == 0,
@@ -1098,10 +1035,10 @@ static void connect_cases(void)
     /* CN-7 */
     for (int v = TLSK_TLS1_2; v <= TLSK_TLS1_3; v++) {
         struct tlsk_context_options co = { .min_version = v, .max_version = v };
-        struct tlsk_context *c = mk(&co, "CN-7 client"), *ci;
+        struct tlsk_context *c = hc_new(&co, "CN-7 client"), *ci;
         char label[160];
 
-        snprintf(label, sizeof label, "CN-7 %s default client against agent2", vname(v));
+        snprintf(label, sizeof label, "CN-7 %s default client against agent2", hc_vname(v));
         conn(agent2, c, "localhost", &g_sv, &g_cl);
         if (!TAP_OK(g_cl.hs == TLSK_EVERIFY && g_sv.hs == TLSK_EALERT(48),
                     "%s: client EVERIFY, server ALERT_48 (client %s, server %s)", label,
@@ -1110,9 +1047,9 @@ static void connect_cases(void)
         }
         tlsk_context_free(c);
 
-        c = cli(T_RSA, NULL, v, 0);
+        c = hc_client(T_RSA, NULL, v, 0);
         snprintf(label, sizeof label, "CN-7 %s servername wrong.example, ca [ca1], agent1",
-                 vname(v));
+                 hc_vname(v));
         conn(agent1, c, "wrong.example", &g_sv, &g_cl);
         if (!TAP_OK(g_cl.hs == TLSK_EVERIFY && g_sv.hs == TLSK_EALERT(42),
                     "%s: client EVERIFY, server ALERT_42 (client %s, server %s)", label,
@@ -1122,8 +1059,8 @@ static void connect_cases(void)
         tlsk_context_free(c);
 
         co.flags = TLSK_VERIFY_NONE_INSECURE;
-        ci = mk(&co, "CN-7 insecure client");
-        snprintf(label, sizeof label, "CN-7 %s insecure client against agent2", vname(v));
+        ci = hc_new(&co, "CN-7 insecure client");
+        snprintf(label, sizeof label, "CN-7 %s insecure client against agent2", hc_vname(v));
         conn(agent2, ci, "localhost", &g_sv, &g_cl);
         if (expect_ok(label, &g_sv, &g_cl)) {
             TAP_OK(g_cl.authorized == 0 &&
@@ -1132,8 +1069,9 @@ static void connect_cases(void)
                    g_cl.autherr);
         }
         tlsk_context_free(ci);
-        c = cli(T_RSA, NULL, v, TLSK_VERIFY_NONE_INSECURE);
-        snprintf(label, sizeof label, "CN-7 %s insecure client, wrong.example, agent1", vname(v));
+        c = hc_client(T_RSA, NULL, v, TLSK_VERIFY_NONE_INSECURE);
+        snprintf(label, sizeof label, "CN-7 %s insecure client, wrong.example, agent1",
+                 hc_vname(v));
         conn(agent1, c, "wrong.example", &g_sv, &g_cl);
         if (expect_ok(label, &g_sv, &g_cl)) {
             TAP_OK(g_cl.authorized == 0 && strcmp(g_cl.autherr, "HOSTNAME_MISMATCH") == 0,
@@ -1186,22 +1124,22 @@ static void proto_cases(void)
     char label[160];
 
     for (int v = TLSK_TLS1_2; v <= TLSK_TLS1_3; v++) {
-        snprintf(label, sizeof label, "AL-1 %s C [a,b,c]", vname(v));
+        snprintf(label, sizeof label, "AL-1 %s C [a,b,c]", hc_vname(v));
         proto_pair(v, abc, NULL, abc, NULL);
         expect_proto(label, false, "a");
-        snprintf(label, sizeof label, "AL-1 %s C [c,b,e]", vname(v));
+        snprintf(label, sizeof label, "AL-1 %s C [c,b,e]", hc_vname(v));
         proto_pair(v, abc, NULL, cbe, NULL);
         expect_proto(label, false, "b");
-        snprintf(label, sizeof label, "AL-1 %s client without ALPN", vname(v));
+        snprintf(label, sizeof label, "AL-1 %s client without ALPN", hc_vname(v));
         proto_pair(v, abc, NULL, NULL, NULL);
         expect_proto(label, false, NULL);
-        snprintf(label, sizeof label, "AL-1 %s server without ALPN", vname(v));
+        snprintf(label, sizeof label, "AL-1 %s server without ALPN", hc_vname(v));
         proto_pair(v, NULL, NULL, abc, NULL);
         expect_proto(label, false, NULL);
         proto_pair(v, abc, NULL, xy, NULL);
         if (!TAP_OK(g_sv.hs == TLSK_ENO_APPLICATION_PROTOCOL && g_cl.hs == TLSK_EALERT(120),
                     "AL-1 %s C [x,y]: server ENO_APPLICATION_PROTOCOL, client ALERT_120 "
-                    "(server %s, client %s)", vname(v), tlsk_err_name(g_sv.hs),
+                    "(server %s, client %s)", hc_vname(v), tlsk_err_name(g_sv.hs),
                     tlsk_err_name(g_cl.hs))) {
             diag_ends(&g_sv, &g_cl);
         }
@@ -1239,7 +1177,7 @@ static void proto_cases(void)
                 struct tlsk_context_options o = { 0 };
                 struct tlsk_context *c = NULL;
                 char err[512] = "";
-                ident(&o, T_RSA, "agent1");
+                hc_identity(&o, T_RSA, "agent1");
                 if (alpn) {
                     o.alpn = bad[i];
                 } else {
@@ -1255,8 +1193,8 @@ static void proto_cases(void)
         memset(big, 'z', 255);
         big[255] = 0;
         struct tlsk_context_options o = { .npn = ok255, .alpn = ok255 };
-        ident(&o, T_RSA, "agent1");
-        struct tlsk_context *c = mk(&o, "255-byte protocol");
+        hc_identity(&o, T_RSA, "agent1");
+        struct tlsk_context *c = hc_new(&o, "255-byte protocol");
         TAP_OK(c != NULL, "NPN-5 a 255-byte name is accepted");
         tlsk_context_free(c);
     }
@@ -1347,12 +1285,12 @@ static void si2_shared(struct tlsk_context *c)
             oa.session_store = ob.session_store = oa2.session_store = &store;
             oa.flags = ob.flags = oa2.flags = TLSK_NO_TICKETS;
         }
-        ident(&oa, T_RSA, "agent1");
-        ident(&ob, T_RSA, "agent1");
-        ident(&oa2, T_RSA, "agent1");
-        a = mk(&oa, "SI-2 A");
-        b = mk(&ob, "SI-2 B");
-        a2 = mk(&oa2, "SI-2 A'");
+        hc_identity(&oa, T_RSA, "agent1");
+        hc_identity(&ob, T_RSA, "agent1");
+        hc_identity(&oa2, T_RSA, "agent1");
+        a = hc_new(&oa, "SI-2 A");
+        b = hc_new(&ob, "SI-2 B");
+        a2 = hc_new(&oa2, "SI-2 A'");
         g_store.n = g_store.resumes = 0;
         session_conn(a, c, NULL, &s1, &c1);
         snprintf(label, sizeof label, "SI-2 %s: first connection to A", hn);
@@ -1389,34 +1327,34 @@ static void session_cases(void)
     /* ST-1 */
     for (int v = TLSK_TLS1_2; v <= TLSK_TLS1_3; v++) {
         struct tlsk_context_options o = { .session_timeout = 1 };
-        struct tlsk_context *st, *def, *c = cli(T_RSA, NULL, v, 0);
-        ident(&o, T_RSA, "agent1");
-        st = mk(&o, "session_timeout 1");
-        def = srv(T_RSA, "agent1", 0, 0);
+        struct tlsk_context *st, *def, *c = hc_client(T_RSA, NULL, v, 0);
+        hc_identity(&o, T_RSA, "agent1");
+        st = hc_new(&o, "session_timeout 1");
+        def = hc_server(T_RSA, "agent1", 0, NULL, 0);
 
         session_conn(st, c, NULL, &s1, &c1);
-        snprintf(label, sizeof label, "ST-1 %s first connection (timeout 1)", vname(v));
+        snprintf(label, sizeof label, "ST-1 %s first connection (timeout 1)", hc_vname(v));
         expect_ok(label, &s1, &c1);
-        TAP_OK(c1.sess_len > 0, "ST-1 %s: client holds a session (%zd)", vname(v), c1.sess_len);
+        TAP_OK(c1.sess_len > 0, "ST-1 %s: client holds a session (%zd)", hc_vname(v), c1.sess_len);
         session_conn(def, c, NULL, &sd1, &cd1);
-        snprintf(label, sizeof label, "ST-1 %s first connection (default timeout)", vname(v));
+        snprintf(label, sizeof label, "ST-1 %s first connection (default timeout)", hc_vname(v));
         expect_ok(label, &sd1, &cd1);
 
         session_conn(st, c, &c1, &s2, &c2);
-        snprintf(label, sizeof label, "ST-1 %s resume at once", vname(v));
+        snprintf(label, sizeof label, "ST-1 %s resume at once", hc_vname(v));
         if (expect_ok(label, &s2, &c2)) {
             TAP_OK(s2.reused == 1 && c2.reused == 1, "%s: reused (server %d, client %d)", label,
                    s2.reused, c2.reused);
         }
         usleep(2200 * 1000);
         session_conn(st, c, &c1, &s3, &c3);
-        snprintf(label, sizeof label, "ST-1 %s resume after 2 s (timeout 1)", vname(v));
+        snprintf(label, sizeof label, "ST-1 %s resume after 2 s (timeout 1)", hc_vname(v));
         if (expect_ok(label, &s3, &c3)) {
             TAP_OK(s3.reused == 0 && c3.reused == 0, "%s: new session (server %d, client %d)",
                    label, s3.reused, c3.reused);
         }
         session_conn(def, c, &cd1, &sd3, &cd3);
-        snprintf(label, sizeof label, "ST-1 %s resume after 2 s (default 300)", vname(v));
+        snprintf(label, sizeof label, "ST-1 %s resume after 2 s (default 300)", hc_vname(v));
         if (expect_ok(label, &sd3, &cd3)) {
             TAP_OK(sd3.reused == 1 && cd3.reused == 1, "%s: reused (server %d, client %d)", label,
                    sd3.reused, cd3.reused);
@@ -1429,11 +1367,11 @@ static void session_cases(void)
     /* SI-1: requestCert without session_id_context still resumes (TLS 1.2), and the resumed
      * connection reports the full handshake's verification (A3). */
     {
-        struct tlsk_context_options o = { .ca_file = fx(T_RSA, "ca1-cert.pem"),
+        struct tlsk_context_options o = { .ca_file = hc_fixture(T_RSA, "ca1-cert.pem"),
                                           .flags = TLSK_REQUEST_PEER_CERT };
-        struct tlsk_context *s, *c = cli(T_RSA, "agent1", TLSK_TLS1_2, 0);
-        ident(&o, T_RSA, "agent1");
-        s = mk(&o, "SI-1");
+        struct tlsk_context *s, *c = hc_client(T_RSA, "agent1", TLSK_TLS1_2, 0);
+        hc_identity(&o, T_RSA, "agent1");
+        s = hc_new(&o, "SI-1");
         session_conn(s, c, NULL, &s1, &c1);
         expect_ok("SI-1 requestCert, agent1, first connection", &s1, &c1);
         session_conn(s, c, &c1, &s2, &c2);
@@ -1453,13 +1391,13 @@ static void session_cases(void)
                                     ob = { .session_id_context = "ctxB" },
                                     ol = { .session_id_context =
                                                "0123456789abcdef0123456789abcdefX" };
-        struct tlsk_context *a, *b, *c = cli(T_RSA, NULL, TLSK_TLS1_2, 0), *x = NULL;
+        struct tlsk_context *a, *b, *c = hc_client(T_RSA, NULL, TLSK_TLS1_2, 0), *x = NULL;
         char err[512] = "";
-        ident(&oa, T_RSA, "agent1");
-        ident(&ob, T_RSA, "agent1");
-        ident(&ol, T_RSA, "agent1");
-        a = mk(&oa, "SI-2 A");
-        b = mk(&ob, "SI-2 B");
+        hc_identity(&oa, T_RSA, "agent1");
+        hc_identity(&ob, T_RSA, "agent1");
+        hc_identity(&ol, T_RSA, "agent1");
+        a = hc_new(&oa, "SI-2 A");
+        b = hc_new(&ob, "SI-2 B");
         session_conn(a, c, NULL, &s1, &c1);
         expect_ok("SI-2 TLS 1.2 first connection to A", &s1, &c1);
         session_conn(b, c, &c1, &s2, &c2);
@@ -1477,7 +1415,7 @@ static void session_cases(void)
         tis(rc, TLSK_ECONFIG, "SI-2 session_id_context of 33 bytes: ECONFIG");
         tlsk_context_free(x);
         ol.session_id_context = "0123456789abcdef0123456789abcdef";
-        x = mk(&ol, "32-byte sid ctx");
+        x = hc_new(&ol, "32-byte sid ctx");
         TAP_OK(x != NULL, "SI-2 session_id_context of 32 bytes accepted");
         tlsk_context_free(x);
         tlsk_context_free(a);

@@ -12,181 +12,19 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "pair.h"
 #include "tap.h"
-
-/* ---------------------------------------------------------------------------------------- */
-/* One connection: a server end and a client end, each in its own thread                     */
-
-struct end;
-typedef int (*body_fn)(struct end *e, struct tlsk_socket *s);
-
-struct end {
-    struct tlsk_context *ctx;
-    int fd;
-    bool server;
-    enum tlsk_offload_policy policy; /* socket override */
-    body_fn body;
-    int arg; /* case parameter, kept across conn() */
-    bool nonblock; /* make the fd non-blocking first */
-    int hs_rc, rc;
-    struct tlsk_offload off;
-    bool kernel_tx, kernel_rx;
-    uint64_t key_updates;
-    int r[8];        /* body results */
-    long long v[8];  /* body values */
-    char detail[256];
-    char note[256];
-};
-
-static int wait_fd(struct tlsk_socket *s)
-{
-    struct pollfd p = { .fd = tlsk_socket_fd(s), .events = (short)tlsk_socket_events(s) };
-    int r = poll(&p, 1, 20000);
-    return r == 0 ? -ETIMEDOUT : r < 0 ? -errno : 0;
-}
-
-static void *run_end(void *arg)
-{
-    struct end *e = arg;
-    struct tlsk_socket *s = NULL;
-    struct tlsk_socket_options o = { .servername = "localhost", .offload = e->policy };
-    int rc;
-
-    rc = e->server ? tlsk_socket_new_server(&s, e->ctx, e->fd, &o)
-                   : tlsk_socket_new_client(&s, e->ctx, e->fd, &o);
-    if (rc) {
-        e->hs_rc = e->rc = rc;
-        return NULL;
-    }
-    e->hs_rc = h_handshake(s);
-    if (e->hs_rc != 0) {
-        e->rc = e->hs_rc;
-        snprintf(e->detail, sizeof e->detail, "%s", tlsk_socket_error_detail(s));
-        shutdown(e->fd, SHUT_RDWR);
-        tlsk_socket_free(s);
-        return NULL;
-    }
-    e->off = tlsk_socket_offload(s);
-    e->kernel_tx = h_kernel_has(e->fd, true, NULL, NULL);
-    e->kernel_rx = h_kernel_has(e->fd, false, NULL, NULL);
-    e->rc = e->body(e, s);
-    e->key_updates = tlsk_socket_key_updates(s);
-    if (e->rc) {
-        snprintf(e->detail, sizeof e->detail, "%s", tlsk_socket_error_detail(s));
-        shutdown(e->fd, SHUT_RDWR);
-    }
-    tlsk_socket_free(s);
-    return NULL;
-}
-
-static void conn(struct end *sv, struct end *cl)
-{
-    pthread_t a, b;
-
-    sv->server = true;
-    cl->server = false;
-    sv->rc = cl->rc = sv->hs_rc = cl->hs_rc = 0;
-    memset(sv->r, 0, sizeof sv->r);
-    memset(cl->r, 0, sizeof cl->r);
-    memset(sv->v, 0, sizeof sv->v);
-    memset(cl->v, 0, sizeof cl->v);
-    sv->detail[0] = cl->detail[0] = sv->note[0] = cl->note[0] = '\0';
-    if (h_tcp_pair(&cl->fd, &sv->fd) != 0) {
-        sv->rc = cl->rc = -EIO;
-        return;
-    }
-    if (sv->nonblock) {
-        h_set_nonblock(sv->fd, true);
-    }
-    if (cl->nonblock) {
-        h_set_nonblock(cl->fd, true);
-    }
-    pthread_create(&a, NULL, run_end, sv);
-    pthread_create(&b, NULL, run_end, cl);
-    pthread_join(a, NULL);
-    pthread_join(b, NULL);
-    close(sv->fd);
-    close(cl->fd);
-}
-
-static bool conn_ok(struct end *sv, struct end *cl, const char *what)
-{
-    if (!TAP_OK(sv->rc == 0 && cl->rc == 0, "%s: connection completed", what)) {
-        tap_diag("  server %s: %s %s; client %s: %s %s", tlsk_err_name(sv->rc), sv->detail,
-                 sv->note, tlsk_err_name(cl->rc), cl->detail, cl->note);
-        return false;
-    }
-    return true;
-}
-
-/* Blocking-style helpers over tlsk_socket_* calls that may return -EAGAIN. */
-static int expect_byte(struct tlsk_socket *s, char want)
-{
-    char b;
-    ssize_t n = h_read_full(s, &b, 1);
-    if (n < 0) {
-        return (int)n;
-    }
-    return n == 1 && b == want ? 0 : -EPROTO;
-}
-
-static int finish(struct tlsk_socket *s, bool server)
-{
-    char b[16];
-    int rc;
-    if (server) {
-        rc = (int)h_read_some(s, b, sizeof b);
-        if (rc != 0) {
-            return rc < 0 ? rc : -EPROTO;
-        }
-        return h_shutdown(s);
-    }
-    if ((rc = h_shutdown(s)) != 0) {
-        return rc;
-    }
-    rc = (int)h_read_some(s, b, sizeof b);
-    return rc > 0 ? -EPROTO : rc;
-}
-
-static struct tlsk_context *mkctx(bool server, int version, unsigned flags, const char *cert,
-                                  uint64_t ku_records, int reneg_limit, int reneg_window)
-{
-    struct tlsk_context_options o = { 0 };
-    struct tlsk_context *c = NULL;
-    char err[512], cf[256], kf[256];
-
-    if (cert) {
-        snprintf(cf, sizeof cf, "%s-cert.pem", cert);
-        snprintf(kf, sizeof kf, "%s-key.pem", cert);
-        o.cert_file = h_fixture(cf);
-        o.key_file = h_fixture(kf);
-    }
-    o.ca_file = h_fixture("ca1-cert.pem");
-    o.min_version = o.max_version = version;
-    o.flags = flags;
-    o.key_update_records = ku_records;
-    o.client_reneg_limit = reneg_limit;
-    o.client_reneg_window_s = reneg_window;
-    (void)server;
-    if (tlsk_context_new(&c, &o, err, sizeof err) != 0) {
-        tap_diag("context: %s", err);
-        return NULL;
-    }
-    return c;
-}
 
 /* Server: r[0] authorized before, r[1] renegotiate's result, r[2] authorized after,
  * note = authorization error after, then x and the echo of the client's y. */
-static int rn_server_body(struct end *e, struct tlsk_socket *s)
+static int rn_server_body(struct tp_end *e, struct tlsk_socket *s)
 {
     int rc;
     const char *ae;
@@ -194,7 +32,7 @@ static int rn_server_body(struct end *e, struct tlsk_socket *s)
     e->r[0] = tlsk_socket_authorized(s);
     while ((rc = tlsk_socket_renegotiate(s, TLSK_REQUEST_PEER_CERT)) == -EAGAIN) {
         e->v[0]++;
-        if ((rc = wait_fd(s)) != 0) {
+        if ((rc = tp_wait(s)) != 0) {
             break;
         }
     }
@@ -205,15 +43,15 @@ static int rn_server_body(struct end *e, struct tlsk_socket *s)
     e->r[2] = tlsk_socket_authorized(s);
     ae = tlsk_socket_authorization_error(s);
     snprintf(e->note, sizeof e->note, "%s", ae ? ae : "(null)");
-    if ((rc = h_write_all(s, "x", 1)) != 0 || (rc = expect_byte(s, 'y')) != 0) {
+    if ((rc = h_write_all(s, "x", 1)) != 0 || (rc = tp_expect_byte(s, 'y')) != 0) {
         return rc;
     }
-    return finish(s, true);
+    return tp_finish(s, true);
 }
 
 /* Client (non-blocking fd): wait at most 5 s for x; on a timeout shut the TCP connection so
  * that a server stuck in a blocking read comes back. */
-static int rn_client_body(struct end *e, struct tlsk_socket *s)
+static int rn_client_body(struct tp_end *e, struct tlsk_socket *s)
 {
     char b;
     int rc;
@@ -238,19 +76,19 @@ static int rn_client_body(struct end *e, struct tlsk_socket *s)
     if ((rc = h_write_all(s, "y", 1)) != 0) {
         return rc;
     }
-    return finish(s, false);
+    return tp_finish(s, false);
 }
 
 static void rn1(const char *client_cert, int limit, bool server_nonblock)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     char what[160];
 
     snprintf(what, sizeof what, "RN-1 client %s, client_reneg_limit %d, %s server fd",
              client_cert ? client_cert : "without cert", limit,
              server_nonblock ? "non-blocking" : "blocking");
-    sv.ctx = mkctx(true, TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, "agent1", 0, limit, limit ? 600 : 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, client_cert, 0, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, "agent1", 0, limit, limit ? 600 : 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, client_cert, 0, 0, 0);
     if (!TAP_OK(sv.ctx && cl.ctx, "%s: contexts", what)) {
         return;
     }
@@ -258,8 +96,8 @@ static void rn1(const char *client_cert, int limit, bool server_nonblock)
     cl.body = rn_client_body;
     sv.nonblock = server_nonblock;
     cl.nonblock = true;
-    conn(&sv, &cl);
-    conn_ok(&sv, &cl, what);
+    tp_conn(&sv, &cl);
+    tp_conn_ok(&sv, &cl, what);
     if (cl.r[0] == -ETIMEDOUT) {
         tap_diag("  the client waited 5 s for the server's data after the renegotiation");
     }
@@ -287,68 +125,68 @@ static void rn1(const char *client_cert, int limit, bool server_nonblock)
 }
 
 /* RN-2 / RN-3: renegotiate must fail at once, the connection unharmed. */
-static int un_server_body(struct end *e, struct tlsk_socket *s)
+static int un_server_body(struct tp_end *e, struct tlsk_socket *s)
 {
     int rc;
     e->r[1] = tlsk_socket_renegotiate(s, TLSK_REQUEST_PEER_CERT);
     while (e->r[1] == -EAGAIN) {
-        if ((rc = wait_fd(s)) != 0) {
+        if ((rc = tp_wait(s)) != 0) {
             return rc;
         }
         e->r[1] = tlsk_socket_renegotiate(s, TLSK_REQUEST_PEER_CERT);
     }
     snprintf(e->note, sizeof e->note, "%s", tlsk_socket_error_detail(s));
-    if ((rc = h_write_all(s, "x", 1)) != 0 || (rc = expect_byte(s, 'y')) != 0) {
+    if ((rc = h_write_all(s, "x", 1)) != 0 || (rc = tp_expect_byte(s, 'y')) != 0) {
         return rc;
     }
     if ((rc = h_send_pattern(s, 5, 200000)) != 0) {
         return rc;
     }
-    return finish(s, true);
+    return tp_finish(s, true);
 }
 
-static int un_client_body(struct end *e, struct tlsk_socket *s)
+static int un_client_body(struct tp_end *e, struct tlsk_socket *s)
 {
     int rc;
     (void)e;
-    if ((rc = expect_byte(s, 'x')) != 0 || (rc = h_write_all(s, "y", 1)) != 0 ||
+    if ((rc = tp_expect_byte(s, 'x')) != 0 || (rc = h_write_all(s, "y", 1)) != 0 ||
         (rc = h_recv_pattern(s, 5, 200000)) != 0) {
         return rc;
     }
-    return finish(s, false);
+    return tp_finish(s, false);
 }
 
 static void rn2(void)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     const char *what = "RN-2 TLS 1.3";
 
-    sv.ctx = mkctx(true, TLSK_TLS1_3, TLSK_ALLOW_RENEGOTIATION, "agent1", 0, 0, 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_3, TLSK_ALLOW_RENEGOTIATION, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_3, 0, NULL, 0, 0, 0);
     sv.body = un_server_body;
     cl.body = un_client_body;
-    conn(&sv, &cl);
+    tp_conn(&sv, &cl);
     TAP_OK(sv.r[1] == TLSK_ERENEG_UNAVAILABLE, "%s: TLSK_ERENEG_UNAVAILABLE (%s: %s)", what,
            tlsk_err_name(sv.r[1]), sv.note);
     TAP_OK(strstr(sv.note, "TLS 1.3") != NULL, "%s: the detail names TLS 1.3", what);
-    conn_ok(&sv, &cl, "RN-2: the connection keeps working (echo, 200 kB, close_notify)");
+    tp_conn_ok(&sv, &cl, "RN-2: the connection keeps working (echo, 200 kB, close_notify)");
     tlsk_context_free(sv.ctx);
     tlsk_context_free(cl.ctx);
 }
 
 static void rn3(void)
 {
-    struct end sv = { 0 }, cl = { 0 };
+    struct tp_end sv = { 0 }, cl = { 0 };
     const char *what = "RN-3 TLS 1.2 without TLSK_ALLOW_RENEGOTIATION";
 
-    sv.ctx = mkctx(true, TLSK_TLS1_2, 0, "agent1", 0, 0, 0);
-    cl.ctx = mkctx(false, TLSK_TLS1_2, 0, "agent1", 0, 0, 0);
+    sv.ctx = tp_ctx(TLSK_TLS1_2, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_2, 0, "agent1", 0, 0, 0);
     sv.body = un_server_body;
     cl.body = un_client_body;
     /* Natively the renegotiation runs: non-blocking fds (a blocking server deadlocks, see
      * the RN-1 blocking case). */
     sv.nonblock = cl.nonblock = true;
-    conn(&sv, &cl);
+    tp_conn(&sv, &cl);
     if (h_expect_ktls()) {
         TAP_OK(sv.off.tx.mode == TLSK_MODE_KERNEL && sv.off.rx.mode == TLSK_MODE_KERNEL &&
                    sv.kernel_tx && sv.kernel_rx,
@@ -363,7 +201,7 @@ static void rn3(void)
         TAP_OK(sv.r[1] == 0, "%s: userspace: the server's renegotiation succeeds (%s: %s)", what,
                tlsk_err_name(sv.r[1]), sv.note);
     }
-    conn_ok(&sv, &cl, "RN-3: the connection keeps working (echo, 200 kB, close_notify)");
+    tp_conn_ok(&sv, &cl, "RN-3: the connection keeps working (echo, 200 kB, close_notify)");
     tlsk_context_free(sv.ctx);
     tlsk_context_free(cl.ctx);
 }

@@ -31,12 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "contexts.h"
 #include "harness.h"
 #include "tap.h"
 
 #define NUL "<null>"
-
-enum { T_RSA = 0, T_EC = 1 };
 
 static bool tis(long long got, long long want, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -55,77 +54,11 @@ static bool tis(long long got, long long want, const char *fmt, ...)
     return true;
 }
 
-static const char *tree_name(int tree)
-{
-    return tree == T_EC ? "EC" : "RSA";
-}
-
-static const char *vname(int v)
-{
-    return v == TLSK_TLS1_3 ? "1.3" : v == TLSK_TLS1_2 ? "1.2" : "any";
-}
-
 static long long now_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static const char *fx(int tree, const char *name)
-{
-    static _Thread_local char path[64][512];
-    static _Thread_local int slot;
-    const char *dir = getenv(tree == T_EC ? "TLSK_FIXTURES_EC" : "TLSK_FIXTURES");
-    char *p = path[slot++ & 63];
-
-    snprintf(p, 512, "%s/%s", dir ? dir : tree == T_EC ? "build/fixtures/ec" : "build/fixtures/rsa",
-             name);
-    return p;
-}
-
-static void ident(struct tlsk_context_options *o, int tree, const char *id)
-{
-    char c[64], k[64];
-    if (!id) {
-        return;
-    }
-    snprintf(c, sizeof c, "%s-cert.pem", id);
-    snprintf(k, sizeof k, "%s-key.pem", id);
-    o->cert_file = fx(tree, c);
-    o->key_file = fx(tree, k);
-}
-
-static struct tlsk_context *mk(const struct tlsk_context_options *o, const char *what)
-{
-    struct tlsk_context *c = NULL;
-    char err[512] = "";
-    int rc = tlsk_context_new(&c, o, err, sizeof err);
-    if (rc != 0) {
-        tap_diag("context %s: %s: %s", what, tlsk_err_name(rc), err);
-        return NULL;
-    }
-    return c;
-}
-
-/* Server context: identity id, optional ca file name, flags. */
-static struct tlsk_context *srv(int tree, const char *id, const char *ca, unsigned flags)
-{
-    struct tlsk_context_options o = { .flags = flags };
-    ident(&o, tree, id);
-    if (ca) {
-        o.ca_file = fx(tree, ca);
-    }
-    return mk(&o, id);
-}
-
-/* Client context trusting ca1, version v (0 any), optional identity. */
-static struct tlsk_context *cli(int tree, const char *id, int v, unsigned flags)
-{
-    struct tlsk_context_options o = { .min_version = v, .max_version = v, .flags = flags,
-                                      .ca_file = fx(tree, "ca1-cert.pem") };
-    ident(&o, tree, id);
-    return mk(&o, "client");
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -347,7 +280,7 @@ static void patterns(void)
 {
     struct tlsk_sni *t = NULL;
     struct tlsk_context_options o = { .flags = TLSK_VERIFY_NONE_INSECURE };
-    struct tlsk_context *c = mk(&o, "plain");
+    struct tlsk_context *c = hc_new(&o, "plain");
     char label64[100], name254[300], label63[100], name253[300];
     const char *const bad[] = {
         "", "*", "*.", "a.*.com", "**.a.com", "*a.com", "a*.com", "a.com.*", "*.*.com", "a..b",
@@ -394,8 +327,8 @@ static void patterns(void)
 static void lookups(void)
 {
     struct tlsk_context_options o = { .flags = TLSK_VERIFY_NONE_INSECURE };
-    struct tlsk_context *A = mk(&o, "A"), *A2 = mk(&o, "A2"), *W = mk(&o, "W"), *W2 = mk(&o, "W2"),
-                        *X = mk(&o, "X"), *X2 = mk(&o, "X2");
+    struct tlsk_context *A = hc_new(&o, "A"), *A2 = hc_new(&o, "A2"), *W = hc_new(&o, "W"),
+                        *W2 = hc_new(&o, "W2"), *X = hc_new(&o, "X"), *X2 = hc_new(&o, "X2");
     struct tlsk_sni *t1 = NULL, *t2 = NULL;
 
     if (!TAP_OK(A && A2 && W && W2 && X && X2 && tlsk_sni_new(&t1) == 0 && tlsk_sni_new(&t2) == 0,
@@ -455,9 +388,10 @@ static void lookups(void)
 
 static void live_table(int tree)
 {
-    struct tlsk_context *def = srv(tree, "sni-default", NULL, 0);
-    struct tlsk_context *a = srv(tree, "sni-a", NULL, 0), *w = srv(tree, "sni-wild", NULL, 0),
-                        *x = srv(tree, "sni-x", NULL, 0);
+    struct tlsk_context *def = hc_server(tree, "sni-default", 0, NULL, 0);
+    struct tlsk_context *a = hc_server(tree, "sni-a", 0, NULL, 0),
+                        *w = hc_server(tree, "sni-wild", 0, NULL, 0),
+                        *x = hc_server(tree, "sni-x", 0, NULL, 0);
     struct tlsk_sni *t = NULL;
     static const struct {
         const char *sni;
@@ -472,7 +406,7 @@ static void live_table(int tree)
     };
 
     if (!TAP_OK(def && a && w && x && tlsk_sni_new(&t) == 0, "%s live table: setup",
-                tree_name(tree))) {
+                hc_tree_name(tree))) {
         return;
     }
     tlsk_sni_add(t, "a.example.com", a);
@@ -483,10 +417,10 @@ static void live_table(int tree)
     tlsk_context_free(w);
     tlsk_context_free(x);
     for (int v = TLSK_TLS1_2; v <= TLSK_TLS1_3; v++) {
-        struct tlsk_context *c = cli(tree, NULL, v, TLSK_VERIFY_NONE_INSECURE);
+        struct tlsk_context *c = hc_client(tree, NULL, v, TLSK_VERIFY_NONE_INSECURE);
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             char label[200];
-            snprintf(label, sizeof label, "table %s %s SNI %s", tree_name(tree), vname(v),
+            snprintf(label, sizeof label, "table %s %s SNI %s", hc_tree_name(tree), hc_vname(v),
                      cases[i].sni ? cases[i].sni : "(none)");
             conn(def, t, NULL, NULL, c, cases[i].sni);
             if (!expect_ok(label, &g_sv, &g_cl)) {
@@ -507,17 +441,17 @@ static void live_table(int tree)
         }
         tlsk_context_free(c);
         /* AC-1: the default client (verification on) */
-        c = cli(tree, NULL, v, 0);
+        c = hc_client(tree, NULL, v, 0);
         conn(def, t, NULL, NULL, c, "x.test.com");
         char label[100];
-        snprintf(label, sizeof label, "AC-1 %s %s default client to x.test.com", tree_name(tree),
-                 vname(v));
+        snprintf(label, sizeof label, "AC-1 %s %s default client to x.test.com", hc_tree_name(tree),
+                 hc_vname(v));
         if (expect_ok(label, &g_sv, &g_cl)) {
             TAP_OK(g_cl.authorized == 1, "%s: authorized", label);
         }
         conn(def, t, NULL, NULL, c, "a.b.test.com");
         tis(g_cl.hs, TLSK_EVERIFY, "AC-1 %s %s default client to a.b.test.com: EVERIFY "
-            "(served the default)", tree_name(tree), vname(v));
+            "(served the default)", hc_tree_name(tree), hc_vname(v));
         tlsk_context_free(c);
     }
     tlsk_sni_free(t);
@@ -612,9 +546,9 @@ static void cfg_init(struct sni_cfg *cfg, int tree, enum cb_mode mode)
     struct tlsk_context_options o = { .flags = TLSK_VERIFY_NONE_INSECURE };
     memset(cfg, 0, sizeof *cfg);
     cfg->mode = mode;
-    cfg->a = srv(tree, "sni-a", NULL, 0);
-    cfg->w = srv(tree, "sni-wild", NULL, 0);
-    cfg->nocert = mk(&o, "no certificate");
+    cfg->a = hc_server(tree, "sni-a", 0, NULL, 0);
+    cfg->w = hc_server(tree, "sni-wild", 0, NULL, 0);
+    cfg->nocert = hc_new(&o, "no certificate");
     pthread_mutex_init(&cfg->mu, NULL);
     if (pipe2(cfg->pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         cfg->pipe[0] = cfg->pipe[1] = -1;
@@ -672,7 +606,7 @@ static void cb_conn(struct tlsk_context *def, const struct tlsk_sni *t, struct s
 
 static void callbacks(int tree)
 {
-    struct tlsk_context *def = srv(tree, "sni-default", NULL, 0);
+    struct tlsk_context *def = hc_server(tree, "sni-default", 0, NULL, 0);
     struct sni_cfg cfg;
     char label[200];
     static const struct {
@@ -682,14 +616,14 @@ static void callbacks(int tree)
 
     cfg_init(&cfg, tree, CB_ASYNC);
     if (!TAP_OK(def && cfg.a && cfg.w && cfg.nocert && cfg.pipe[0] >= 0, "%s callbacks: setup",
-                tree_name(tree))) {
+                hc_tree_name(tree))) {
         cfg_free(&cfg);
         tlsk_context_free(def);
         return;
     }
     /* SC-1 */
     for (int v = TLSK_TLS1_2; v <= TLSK_TLS1_3; v++) {
-        struct tlsk_context *c = cli(tree, NULL, v, TLSK_VERIFY_NONE_INSECURE);
+        struct tlsk_context *c = hc_client(tree, NULL, v, TLSK_VERIFY_NONE_INSECURE);
         for (size_t i = 0; i < sizeof sc1 / sizeof sc1[0]; i++) {
             long long t0 = now_ms(), dt;
             cfg.mode = CB_ASYNC;
@@ -698,7 +632,7 @@ static void callbacks(int tree)
             cb_conn(def, NULL, &cfg, c, sc1[i].sni);
             dt = now_ms() - t0;
             snprintf(label, sizeof label, "SC-1 %s %s SNI %s answered after 100 ms",
-                     tree_name(tree), vname(v), sc1[i].sni);
+                     hc_tree_name(tree), hc_vname(v), sc1[i].sni);
             if (!expect_ok(label, &g_sv, &g_cl)) {
                 continue;
             }
@@ -720,15 +654,15 @@ static void callbacks(int tree)
 
     /* SC-2, SC-3 */
     for (int v = TLSK_TLS1_2; v <= TLSK_TLS1_3; v++) {
-        struct tlsk_context *c = cli(tree, NULL, v, TLSK_VERIFY_NONE_INSECURE);
+        struct tlsk_context *c = hc_client(tree, NULL, v, TLSK_VERIFY_NONE_INSECURE);
         for (int m = CB_SYNC; m <= CB_ASYNC; m++) {
             const char *mn = m == CB_SYNC ? "returned" : "answered later";
             cfg.mode = (enum cb_mode)m;
             cfg.bad_ctx = false;
             cfg.err = m == CB_SYNC ? TLSK_ESNI : -EACCES;
             cb_conn(def, NULL, &cfg, c, "a.example.com");
-            snprintf(label, sizeof label, "SC-2 %s %s error %s by the callback", tree_name(tree),
-                     vname(v), mn);
+            snprintf(label, sizeof label, "SC-2 %s %s error %s by the callback", hc_tree_name(tree),
+                     hc_vname(v), mn);
             if (!TAP_OK(g_sv.hs == cfg.err && g_cl.rc == TLSK_EALERT(80),
                         "%s: server fails with it (%s), client ALERT_80 (%s)", label,
                         tlsk_err_name(g_sv.hs), tlsk_err_name(g_cl.rc))) {
@@ -738,7 +672,7 @@ static void callbacks(int tree)
             cfg.bad_ctx = true;
             cb_conn(def, NULL, &cfg, c, "a.example.com");
             snprintf(label, sizeof label, "SC-3 %s %s context without certificate %s",
-                     tree_name(tree), vname(v), mn);
+                     hc_tree_name(tree), hc_vname(v), mn);
             if (!TAP_OK(g_sv.hs == TLSK_EINVALID_SNI_CONTEXT && g_cl.rc == TLSK_EALERT(80),
                         "%s: server EINVALID_SNI_CONTEXT (%s), client ALERT_80 (%s)", label,
                         tlsk_err_name(g_sv.hs), tlsk_err_name(g_cl.rc))) {
@@ -751,12 +685,12 @@ static void callbacks(int tree)
 
     /* SC-5: no SNI (NULL servername, and an IP literal): no callback, servername null. */
     {
-        struct tlsk_context *c = cli(tree, NULL, 0, TLSK_VERIFY_NONE_INSECURE);
+        struct tlsk_context *c = hc_client(tree, NULL, 0, TLSK_VERIFY_NONE_INSECURE);
         const char *names[] = { NULL, "127.0.0.1" };
         for (int i = 0; i < 2; i++) {
             cfg.mode = CB_ASYNC;
             cb_conn(def, NULL, &cfg, c, names[i]);
-            snprintf(label, sizeof label, "SC-5 %s client servername %s", tree_name(tree),
+            snprintf(label, sizeof label, "SC-5 %s client servername %s", hc_tree_name(tree),
                      names[i] ? names[i] : "NULL");
             if (expect_ok(label, &g_sv, &g_cl)) {
                 TAP_OK(cfg.calls == 0 && strcmp(g_sv.sn, NUL) == 0 &&
@@ -771,7 +705,7 @@ static void callbacks(int tree)
     /* SC-6: with a callback the table is not consulted. */
     {
         struct tlsk_sni *t = NULL;
-        struct tlsk_context *c = cli(tree, NULL, 0, TLSK_VERIFY_NONE_INSECURE);
+        struct tlsk_context *c = hc_client(tree, NULL, 0, TLSK_VERIFY_NONE_INSECURE);
         tlsk_sni_new(&t);
         tlsk_sni_add(t, "x.test.com", cfg.a); /* would serve a.example.com */
         tlsk_sni_add(t, "a.example.com", cfg.w);
@@ -779,7 +713,7 @@ static void callbacks(int tree)
             cfg.mode = (enum cb_mode)m;
             cb_conn(def, t, &cfg, c, "x.test.com");
             snprintf(label, sizeof label, "SC-6 %s table and callback (%s), SNI x.test.com",
-                     tree_name(tree), m == CB_SYNC ? "sync" : "async");
+                     hc_tree_name(tree), m == CB_SYNC ? "sync" : "async");
             if (expect_ok(label, &g_sv, &g_cl)) {
                 TAP_OK(cfg.calls == 1 && strcmp(g_cl.peer_cn, "localhost") == 0,
                        "%s: the callback decided (calls %d), default served (%s)", label,
@@ -787,7 +721,7 @@ static void callbacks(int tree)
             }
             cb_conn(def, t, &cfg, c, "a.example.com");
             snprintf(label, sizeof label, "SC-6 %s table and callback (%s), SNI a.example.com",
-                     tree_name(tree), m == CB_SYNC ? "sync" : "async");
+                     hc_tree_name(tree), m == CB_SYNC ? "sync" : "async");
             if (expect_ok(label, &g_sv, &g_cl)) {
                 TAP_OK(cfg.calls == 1 && strcmp(g_cl.peer_cn, "a.example.com") == 0,
                        "%s: the callback's context served (calls %d, %s)", label, cfg.calls,
@@ -804,8 +738,9 @@ static void callbacks(int tree)
 /* SC-4 / AC-4: client certificates are checked with the CA of the context SNI chose. */
 static void client_certs(int tree)
 {
-    struct tlsk_context *def = srv(tree, "sni-default", "ca1-cert.pem", TLSK_REQUEST_PEER_CERT);
-    struct tlsk_context *a2 = srv(tree, "sni-a", "ca2-cert.pem", TLSK_REQUEST_PEER_CERT);
+    struct tlsk_context *def =
+        hc_server(tree, "sni-default", 0, "ca1-cert.pem", TLSK_REQUEST_PEER_CERT);
+    struct tlsk_context *a2 = hc_server(tree, "sni-a", 0, "ca2-cert.pem", TLSK_REQUEST_PEER_CERT);
     struct sni_cfg cfg;
     struct tlsk_sni *t = NULL;
     char label[200];
@@ -816,8 +751,8 @@ static void client_certs(int tree)
     tlsk_sni_new(&t);
     tlsk_sni_add(t, "a.example.com", a2);
     for (int v = TLSK_TLS1_2; v <= TLSK_TLS1_3; v++) {
-        struct tlsk_context *ag1 = cli(tree, "agent1", v, TLSK_VERIFY_NONE_INSECURE);
-        struct tlsk_context *ag3 = cli(tree, "agent3", v, TLSK_VERIFY_NONE_INSECURE);
+        struct tlsk_context *ag1 = hc_client(tree, "agent1", v, TLSK_VERIFY_NONE_INSECURE);
+        struct tlsk_context *ag3 = hc_client(tree, "agent3", v, TLSK_VERIFY_NONE_INSECURE);
         for (int how = 0; how < 2; how++) {
             const char *hn = how ? "table" : "callback";
             for (int k = 0; k < 3; k++) {
@@ -832,8 +767,9 @@ static void client_certs(int tree)
                     cfg.bad_ctx = false;
                     cb_conn(def, NULL, &cfg, c, sni);
                 }
-                snprintf(label, sizeof label, "SC-4 %s %s %s: SNI %s, client %s", tree_name(tree),
-                         vname(v), hn, sni ? sni : "(none)", k == 1 ? "agent3" : "agent1");
+                snprintf(label, sizeof label, "SC-4 %s %s %s: SNI %s, client %s",
+                         hc_tree_name(tree), hc_vname(v), hn, sni ? sni : "(none)",
+                         k == 1 ? "agent3" : "agent1");
                 if (!expect_ok(label, &g_sv, &g_cl)) {
                     continue;
                 }

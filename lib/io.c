@@ -1,0 +1,498 @@
+/*
+ * io.c - data on an open connection: read, write, writev, shutdown, in both modes.
+ *
+ * Kernel direction: plain syscalls; reads go through recvmsg with a record-type control
+ * buffer so control records reach the bridge (docs/KERNEL.md §3).  Userspace direction:
+ * SSL_read/SSL_write.  Also the descriptor handed over to code that knows nothing of TLS
+ * (tlsk_socket_detach, tlsk_fd_read).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "internal.h"
+#include "kconst.h"
+
+/* Kernel RX: recvmsg with a record-type control buffer (docs/KERNEL.md §3.2). */
+static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
+{
+    for (;;) {
+        char cbuf[CMSG_SPACE(sizeof(unsigned char))];
+        struct iovec iov;
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+        struct cmsghdr *cm;
+        int type = TLSK_REC_APPDATA;
+        bool in_ctrl = s->ctrl_len > 0;
+        ssize_t n;
+
+        if (in_ctrl) {
+            /* Finish a control record that arrived in pieces. */
+            iov.iov_base = s->ctrl + s->ctrl_len;
+            iov.iov_len = TLSK_MAX_PLAINTEXT + 256 - s->ctrl_len;
+        } else {
+            iov.iov_base = buf;
+            iov.iov_len = len;
+        }
+        msg.msg_control = cbuf;
+        msg.msg_controllen = sizeof cbuf;
+        n = recvmsg(s->fd, &msg, 0);
+        if (n < 0) {
+            int e = errno;
+            if (e == EINTR) {
+                continue;
+            }
+            if (e == EAGAIN || e == EWOULDBLOCK) {
+                s->want = POLLIN;
+                return -EAGAIN;
+            }
+            /* The kernel sends no alert of its own: send the one OpenSSL would have sent
+             * for the same record (docs/KERNEL.md §8). */
+            if (e == EBADMSG) {
+                tlsk__bridge_fatal_alert(s, SSL_AD_BAD_RECORD_MAC);
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_EBADRECORD,
+                                                "kernel: record failed authentication (EBADMSG)"));
+            }
+            if (e == EMSGSIZE || e == EINVAL) {
+                tlsk__bridge_fatal_alert(s, e == EMSGSIZE ? SSL_AD_RECORD_OVERFLOW
+                                            : SSL_version(s->ssl) == TLS1_3_VERSION
+                                                ? SSL_AD_DECODE_ERROR
+                                                : SSL_AD_PROTOCOL_VERSION);
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_EPROTO, "kernel: malformed record (%s)",
+                                                strerror(e)));
+            }
+            if (e == EKEYEXPIRED) {
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_EKEYUPDATE, "kernel: receive key expired"));
+            }
+            return tlsk__fail(s, tlsk__set_detail(s, -e, "recvmsg: %s", strerror(e)));
+        }
+        if (n == 0) {
+            if (in_ctrl) {
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED, "EOF inside a control record"));
+            }
+            if (s->got_close_notify) {
+                return 0;
+            }
+            return tlsk__fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED,
+                                            "peer closed TCP without close_notify"));
+        }
+        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level == TLSK_SOL_TLS && cm->cmsg_type == TLSK_TLS_GET_RECORD_TYPE) {
+                type = *CMSG_DATA(cm);
+            }
+        }
+        if (type == TLSK_REC_APPDATA && !in_ctrl) {
+            uint64_t limit = tlsk__key_limit(s);
+            /* One read may return many records: the kernel's own sequence number counts
+             * them.  Asked for every read when the limit is near enough to matter. */
+            if (limit != UINT64_MAX && (limit < ((uint64_t)1 << 20) || ++s->rx_reads % 64 == 0)) {
+                uint64_t seq;
+                if (tlsk__kernel_seq(s->fd, false, &seq) == 0) {
+                    s->krx_recs = seq - s->rx_seq0;
+                }
+            }
+            if (s->krx_recs >= limit) {
+                int rc = tlsk__kernel_rx_limit(s);
+                if (rc != 0) {
+                    return tlsk__fail(s, rc);
+                }
+            }
+            /* Plaintext only: the records' overhead is added from the kernel's sequence
+             * number by tlsk_socket_bytes_read(), since one read may span many records. */
+            s->bytes_read += (size_t)n;
+            return n;
+        }
+        if (!in_ctrl) {
+            /* A control record landed in the caller's buffer: move it to ours. */
+            if (!s->ctrl) {
+                s->ctrl = malloc(TLSK_MAX_PLAINTEXT + 256);
+                if (!s->ctrl) {
+                    return tlsk__fail(s, TLSK_ENOMEM);
+                }
+            }
+            memcpy(s->ctrl, buf, (size_t)n);
+            s->ctrl_type = type;
+            s->ctrl_len = (size_t)n;
+        } else {
+            s->ctrl_len += (size_t)n;
+        }
+        if (!(msg.msg_flags & MSG_EOR) && s->ctrl_len < TLSK_MAX_PLAINTEXT + 256) {
+            continue;
+        }
+        s->bytes_read += s->ctrl_len;
+        {
+            int rc = tlsk__bridge_control_in(s, s->ctrl_type, s->ctrl, s->ctrl_len);
+            OPENSSL_cleanse(s->ctrl, s->ctrl_len);
+            s->ctrl_len = 0;
+            if (rc == 2) {
+                /* A renegotiation attempt: a client's count against the limit. */
+                rc = s->is_server ? tlsk__reneg_attempt(s) : 0;
+                if (rc == 0) {
+                    rc = tlsk__bridge_refuse_renegotiation(s);
+                }
+            }
+            if (rc < 0) {
+                return tlsk__fail(s, rc);
+            }
+            if (rc == 1) {
+                return 0;
+            }
+        }
+    }
+}
+
+TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t len)
+{
+    size_t got = 0;
+    int r, rc;
+
+    if ((rc = tlsk__ensure_open(s)) != 0) {
+        return rc;
+    }
+    if (len == 0) {
+        return -EINVAL;
+    }
+    if (s->held_off < s->held_len) {
+        /* Application data that arrived while renegotiating. */
+        size_t n = s->held_len - s->held_off < len ? s->held_len - s->held_off : len;
+        memcpy(buf, s->held + s->held_off, n);
+        s->held_off += n;
+        if (s->held_off == s->held_len) {
+            s->held_off = s->held_len = 0;
+        }
+        return (ssize_t)n;
+    }
+    if (s->got_close_notify) {
+        return 0;
+    }
+    if (s->pend_len && (rc = tlsk__bridge_flush_out(s)) != 0) {
+        return tlsk__fail(s, rc);
+    }
+    if (s->rx_kernel) {
+        return kernel_read(s, buf, len);
+    }
+    tlsk__user_rx_limit(s);
+    ERR_clear_error();
+    errno = 0;
+    r = SSL_read_ex(s->ssl, buf, len, &got);
+    if (s->reneg_err) {
+        return tlsk__fail(s, s->reneg_err);
+    }
+    if (r == 1) {
+        rc = tlsk__bridge_answer_key_update(s);
+        if (rc == 0) {
+            rc = tlsk__bridge_flush_out(s);
+        }
+        if (rc != 0) {
+            return tlsk__fail(s, rc);
+        }
+        return (ssize_t)got;
+    }
+    rc = tlsk__ossl_error(s, r, TLSK__OP_READ);
+    if (rc == -EAGAIN || rc == 0) {
+        int frc = tlsk__bridge_answer_key_update(s);
+        if (frc == 0) {
+            frc = tlsk__bridge_flush_out(s);
+        }
+        if (frc != 0) {
+            return tlsk__fail(s, frc);
+        }
+        if (rc == 0) {
+            SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_RECEIVED_SHUTDOWN);
+        }
+        return rc;
+    }
+    {
+        /* Best effort: forward the alert OpenSSL wrote, if any; the failure is rc. */
+        int ignored = tlsk__bridge_flush_out(s);
+        (void)ignored;
+    }
+    return tlsk__fail(s, rc);
+}
+
+/* The outcome of a send-like syscall on a TX-offloaded socket: -EAGAIN with the wait noted,
+ * a named error, or the count (with the TLS bytes it becomes on the wire: one header, tag
+ * and, for TLS 1.3, inner type byte, or TLS 1.2 explicit nonce per 16 KiB record). */
+ssize_t tlsk__kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what)
+{
+    size_t recs, per;
+
+    if (n < 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK) {
+            s->want = POLLOUT;
+            return -EAGAIN;
+        }
+        return tlsk__set_detail(s, -e, "%s: %s", what, strerror(e));
+    }
+    recs = ((size_t)n + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
+    per = tlsk__record_overhead(s);
+    s->bytes_written += (size_t)n + recs * per;
+    s->ktx_recs += recs;
+    return n;
+}
+
+static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
+    ssize_t n;
+
+    do {
+        n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return tlsk__kernel_sent(s, n, "send");
+}
+
+/* Userspace write of one buffer: OpenSSL in partial-write mode returns after each record. */
+ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t len)
+{
+    size_t done = 0;
+
+    tlsk__user_tx_limit(s);
+
+    while (done < len) {
+        size_t w = 0;
+        int r;
+
+        ERR_clear_error();
+        errno = 0;
+        r = SSL_write_ex(s->ssl, buf + done, len - done, &w);
+        if (r == 1) {
+            done += w;
+            continue;
+        }
+        r = tlsk__ossl_error(s, r, TLSK__OP_WRITE);
+        if (done > 0 && r == -EAGAIN) {
+            break;
+        }
+        if (r == -EAGAIN || r == -EPIPE) {
+            return r;
+        }
+        return tlsk__fail(s, r == 0 ? TLSK_ECLOSED : r);
+    }
+    return (ssize_t)done;
+}
+
+/* A control record parked on a full send buffer (a KeyUpdate, a ticket) goes before any data
+ * the kernel sends, and a KeyUpdate's new key with it.  0, -EAGAIN or the failure. */
+static int tx_unparked(struct tlsk_socket *s)
+{
+    int rc;
+
+    if (s->pend_len == 0) {
+        return 0;
+    }
+    if ((rc = tlsk__bridge_flush_out(s)) != 0) {
+        return tlsk__fail(s, rc);
+    }
+    if (s->pend_len) {
+        s->want = POLLOUT;
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+int tlsk__check_writable(struct tlsk_socket *s)
+{
+    int rc = tlsk__ensure_open(s);
+    if (rc != 0) {
+        return rc;
+    }
+    if (s->sent_close_notify) {
+        return TLSK_ECLOSED;
+    }
+    return tx_unparked(s);
+}
+
+TLSK_PUBLIC ssize_t tlsk_socket_write(struct tlsk_socket *s, const void *buf, size_t len)
+{
+    int rc = tlsk__check_writable(s);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    if (s->tx_kernel) {
+        ssize_t budget = tlsk__kernel_budget(s, len);
+        struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+        if (budget < 0) {
+            return budget;
+        }
+        iov.iov_len = (size_t)budget < len ? (size_t)budget : len;
+        return kernel_write_iov(s, &iov, 1);
+    }
+    return tlsk__user_write(s, buf, len);
+}
+
+TLSK_PUBLIC ssize_t tlsk_socket_writev(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
+{
+    unsigned char small[TLSK_MAX_PLAINTEXT];
+    size_t total = 0, off = 0;
+    ssize_t done = 0;
+    int rc = tlsk__check_writable(s);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (iovcnt < 0 || (iovcnt > 0 && !iov)) {
+        return -EINVAL;
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        total += iov[i].iov_len;
+    }
+    if (s->tx_kernel) {
+        ssize_t budget = tlsk__kernel_budget(s, total);
+        if (budget < 0) {
+            return budget;
+        }
+        if ((size_t)budget < total) {
+            /* Rare: only near the key limit.  Send the first piece alone. */
+            struct iovec one = { iov[0].iov_base,
+                                 iov[0].iov_len < (size_t)budget ? iov[0].iov_len : (size_t)budget };
+            return kernel_write_iov(s, &one, 1);
+        }
+        return kernel_write_iov(s, iov, iovcnt);
+    }
+    if (total <= sizeof small) {
+        /* Small pieces in one record, not one record each. */
+        for (int i = 0; i < iovcnt; i++) {
+            memcpy(small + off, iov[i].iov_base, iov[i].iov_len);
+            off += iov[i].iov_len;
+        }
+        return total ? tlsk__user_write(s, small, total) : 0;
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        ssize_t n;
+        if (iov[i].iov_len == 0) {
+            continue;
+        }
+        n = tlsk__user_write(s, iov[i].iov_base, iov[i].iov_len);
+        if (n < 0) {
+            return done > 0 && n == -EAGAIN ? done : n;
+        }
+        done += n;
+        if ((size_t)n < iov[i].iov_len) {
+            break;
+        }
+    }
+    return done;
+}
+
+TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
+{
+    static const unsigned char close_notify[2] = { SSL3_AL_WARNING, SSL_AD_CLOSE_NOTIFY };
+    int rc = tlsk__ensure_open(s);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (s->sent_close_notify) {
+        return 0;
+    }
+    if (s->tx_kernel) {
+        if ((rc = tx_unparked(s)) != 0) {
+            return rc;
+        }
+        /* The kernel never sends close_notify (docs/KERNEL.md §4.4). */
+        rc = tlsk__send_control(s, TLSK_REC_ALERT, close_notify, sizeof close_notify);
+        if (rc == -EAGAIN || rc == -EWOULDBLOCK) {
+            s->want = POLLOUT;
+            return -EAGAIN;
+        }
+        if (rc != 0) {
+            return tlsk__set_detail(s, rc, "sending close_notify: %s", strerror(-rc));
+        }
+        SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_SENT_SHUTDOWN);
+    } else {
+        int r;
+        ERR_clear_error();
+        errno = 0;
+        r = SSL_shutdown(s->ssl);
+        if (r < 0) {
+            rc = tlsk__ossl_error(s, r, TLSK__OP_WRITE);
+            return rc == 0 ? 0 : rc;
+        }
+    }
+    s->sent_close_notify = true;
+    return 0;
+}
+
+TLSK_PUBLIC int tlsk_socket_detach(struct tlsk_socket *s)
+{
+    int fd;
+
+    if (!s || s->state != TLSK__OPEN || !s->tx_kernel || !s->rx_kernel) {
+        return TLSK_ESTATE;
+    }
+    fd = s->fd;
+    s->flags &= ~(unsigned)TLSK_SOCKET_OWN_FD;
+    tlsk_socket_free(s);
+    return fd;
+}
+
+TLSK_PUBLIC ssize_t tlsk_fd_read(int fd, void *buf, size_t len)
+{
+    for (;;) {
+        char cbuf[CMSG_SPACE(sizeof(unsigned char))];
+        unsigned char ctrl[TLSK_MAX_PLAINTEXT + 256];
+        struct iovec iov = { .iov_base = buf, .iov_len = len };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                              .msg_controllen = sizeof cbuf };
+        struct cmsghdr *cm;
+        int type = TLSK_REC_APPDATA;
+        size_t have;
+        ssize_t n;
+
+        if (len == 0) {
+            return -EINVAL;
+        }
+        n = recvmsg(fd, &msg, 0);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+        }
+        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level == TLSK_SOL_TLS && cm->cmsg_type == TLSK_TLS_GET_RECORD_TYPE) {
+                type = *CMSG_DATA(cm);
+            }
+        }
+        if (n == 0 || type == TLSK_REC_APPDATA) {
+            return n;
+        }
+        /* A control record: gather it whole (it may have been cut by a small buffer). */
+        have = (size_t)n < sizeof ctrl ? (size_t)n : sizeof ctrl;
+        memcpy(ctrl, buf, have);
+        while (!(msg.msg_flags & MSG_EOR) && have < sizeof ctrl) {
+            iov.iov_base = ctrl + have;
+            iov.iov_len = sizeof ctrl - have;
+            msg.msg_control = cbuf;
+            msg.msg_controllen = sizeof cbuf;
+            n = recvmsg(fd, &msg, 0);
+            if (n <= 0) {
+                return n < 0 ? -errno : TLSK_ETRUNCATED;
+            }
+            have += (size_t)n;
+        }
+        if (type == TLSK_REC_ALERT && have == 2) {
+            if (ctrl[1] == SSL_AD_CLOSE_NOTIFY) {
+                return 0;
+            }
+            if (ctrl[0] == SSL3_AL_FATAL) {
+                return TLSK_EALERT(ctrl[1]);
+            }
+            continue; /* a warning alert */
+        }
+        return TLSK_ECONTROL;
+    }
+}

@@ -1,0 +1,215 @@
+/*
+ * session.c - a context's sessions: the session id context, the internal cache or the
+ * application's store (Node's newSession/resumeSession), and ticket keys that can be set,
+ * read and rotated (the previous key still decrypts).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/sha.h>
+#include <openssl/rand.h>
+#include <openssl/core_names.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "internal.h"
+
+
+/* The seed derives the default session id context from the command line. */
+static void default_sid_ctx(unsigned char out[SSL_MAX_SID_CTX_LENGTH])
+{
+    char buf[4096];
+    ssize_t n = 0;
+    FILE *f = fopen("/proc/self/cmdline", "r");
+
+    if (f) {
+        n = (ssize_t)fread(buf, 1, sizeof buf, f);
+        fclose(f);
+    }
+    SHA256((const unsigned char *)buf, n > 0 ? (size_t)n : 0, out);
+}
+
+/* Servers: a session to keep (external store); clients: a session the server issued. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    struct tlsk_socket *s = SSL_get_app_data(ssl);
+    unsigned char *der = NULL;
+    int len;
+
+    if (!s) {
+        return 0;
+    }
+    if (s->is_server ? !s->ctx->has_store && !(s->sni_ctx && s->sni_ctx->has_store)
+                     : !s->on_session) {
+        return 0;
+    }
+    len = i2d_SSL_SESSION(sess, &der);
+    if (len > 0) {
+        if (s->is_server) {
+            const struct tlsk_context *c = s->sni_ctx && s->sni_ctx->has_store ? s->sni_ctx : s->ctx;
+            unsigned int idlen;
+            const unsigned char *id = SSL_SESSION_get_id(sess, &idlen);
+            c->store.new_session(s, id, idlen, der, (size_t)len, c->store.ud);
+        } else if (SSL_SESSION_is_resumable(sess)) {
+            s->on_session(s, der, (size_t)len, s->on_session_data);
+        }
+    }
+    OPENSSL_free(der);
+    return 0; /* we keep no reference */
+}
+
+static SSL_SESSION *get_session_cb(SSL *ssl, const unsigned char *id, int idlen, int *copy)
+{
+    struct tlsk_socket *s = SSL_get_app_data(ssl);
+    const unsigned char *p;
+    SSL_SESSION *sess;
+
+    *copy = 0;
+    if (!s || !s->resume_data || (size_t)idlen != s->resume_id_len ||
+        memcmp(id, s->resume_id, (size_t)idlen) != 0) {
+        return NULL;
+    }
+    p = s->resume_data;
+    sess = d2i_SSL_SESSION(NULL, &p, (long)s->resume_data_len);
+    ERR_clear_error();
+    return sess; /* NULL for garbage: a full handshake (SS-5) */
+}
+
+/* Ticket keys: AES-128-CBC and HMAC-SHA256, as OpenSSL's own default, but with keys the
+ * application can set, rotate and share across processes. */
+static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
+                     EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc)
+{
+    struct tlsk_socket *s = SSL_get_app_data(ssl);
+    struct tlsk_context *c = s && s->sni_ctx ? s->sni_ctx : s ? s->ctx : NULL;
+    unsigned char k[48];
+    int which = -1, rc = -1;
+
+    if (!c) {
+        return -1;
+    }
+    pthread_mutex_lock(&c->tk_lock);
+    if (enc) {
+        memcpy(k, c->tk[0], 48);
+        which = 0;
+    } else if (memcmp(key_name, c->tk[0], 16) == 0) {
+        memcpy(k, c->tk[0], 48);
+        which = 0;
+    } else if (c->tk_prev && memcmp(key_name, c->tk[1], 16) == 0) {
+        memcpy(k, c->tk[1], 48);
+        which = 1;
+    }
+    pthread_mutex_unlock(&c->tk_lock);
+    if (which < 0) {
+        return 0; /* unknown key: full handshake */
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k + 16, 16),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (enc) {
+        memcpy(key_name, k, 16);
+        if (RAND_bytes(iv, 16) != 1 ||
+            EVP_EncryptInit_ex(ectx, EVP_aes_128_cbc(), NULL, k + 32, iv) != 1) {
+            goto out;
+        }
+    } else if (EVP_DecryptInit_ex(ectx, EVP_aes_128_cbc(), NULL, k + 32, iv) != 1) {
+        goto out;
+    }
+    if (EVP_MAC_CTX_set_params(hctx, params) != 1) {
+        goto out;
+    }
+    /* A ticket under the previous keys resumes and is renewed under the current ones.  In
+     * TLS 1.3 every resumption gets a fresh ticket (OpenSSL sends one only when asked to
+     * renew), so a client always holds an unused ticket (SS-8). */
+    rc = which == 1 || SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
+out:
+    OPENSSL_cleanse(k, sizeof k);
+    return rc;
+}
+
+TLSK_PUBLIC int tlsk_context_set_ticket_keys(struct tlsk_context *ctx, const unsigned char keys[48])
+{
+    if (!ctx || !keys) {
+        return TLSK_ECONFIG;
+    }
+    pthread_mutex_lock(&ctx->tk_lock);
+    if (memcmp(ctx->tk[0], keys, 48) != 0) {
+        memcpy(ctx->tk[1], ctx->tk[0], 48);
+        ctx->tk_prev = true;
+        memcpy(ctx->tk[0], keys, 48);
+    }
+    pthread_mutex_unlock(&ctx->tk_lock);
+    return 0;
+}
+
+TLSK_PUBLIC int tlsk_context_get_ticket_keys(const struct tlsk_context *ctx, unsigned char keys[48])
+{
+    if (!ctx || !keys) {
+        return TLSK_ECONFIG;
+    }
+    if (ctx->flags & TLSK_NO_TICKETS) {
+        return TLSK_ESTATE;
+    }
+    pthread_mutex_lock((pthread_mutex_t *)&ctx->tk_lock);
+    memcpy(keys, ctx->tk[0], 48);
+    pthread_mutex_unlock((pthread_mutex_t *)&ctx->tk_lock);
+    return 0;
+}
+
+/* The session settings of a new context: id context, timeout, ticket keys and kinds, the
+ * internal cache or the application's store. */
+int tlsk__context_sessions(struct tlsk_context *c, SSL_CTX *sc,
+                           const struct tlsk_context_options *o, struct tlsk__detail *d)
+{
+    unsigned char sid[SSL_MAX_SID_CTX_LENGTH];
+    size_t sid_len = SSL_MAX_SID_CTX_LENGTH;
+
+    if (o->session_id_context) {
+        sid_len = strlen(o->session_id_context);
+        memcpy(sid, o->session_id_context, sid_len);
+    } else {
+        default_sid_ctx(sid);
+    }
+    SSL_CTX_set_session_id_context(sc, sid, (unsigned)sid_len);
+    SSL_CTX_set_timeout(sc, o->session_timeout ? o->session_timeout : 300);
+    if (o->ticket_keys) {
+        memcpy(c->tk[0], o->ticket_keys, 48);
+    } else if (RAND_bytes(c->tk[0], 48) != 1) {
+        return tlsk__config_error(d, TLSK_EINTERNAL, "no randomness for ticket keys");
+    }
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(sc, ticket_cb);
+    if (o->flags & (TLSK_NO_TICKETS | TLSK_STATEFUL_TICKETS)) {
+        /* In TLS 1.3 NO_TICKET means stateful tickets; no tickets at all is num_tickets 0. */
+        SSL_CTX_set_options(sc, SSL_OP_NO_TICKET);
+        if (o->flags & TLSK_NO_TICKETS) {
+            SSL_CTX_set_num_tickets(sc, 0);
+        }
+    }
+    if (o->session_store) {
+        if (!o->session_store->new_session || !o->session_store->resume_session) {
+            return tlsk__config_error(d, TLSK_ECONFIG,
+                                      "session_store: both callbacks are required");
+        }
+        c->store = *o->session_store;
+        c->has_store = true;
+    }
+    /* Servers cache internally unless there is a store (A5); clients get new_session_cb
+     * for the 'session' event. */
+    SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_BOTH |
+                                           (c->has_store ? SSL_SESS_CACHE_NO_INTERNAL_LOOKUP |
+                                                               SSL_SESS_CACHE_NO_INTERNAL_STORE
+                                                         : 0));
+    SSL_CTX_sess_set_new_cb(sc, new_session_cb);
+    SSL_CTX_sess_set_get_cb(sc, get_session_cb);
+    if (o->session_cache_size > 0) {
+        SSL_CTX_sess_set_cache_size(sc, o->session_cache_size);
+    }
+    return 0;
+}
