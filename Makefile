@@ -1,6 +1,6 @@
 # tlsk - one plain GNU Makefile.
 #
-#   make                 libtlsk.so.0 and libtlsk.a in build/
+#   make                 libtlsk.so.0 and libtlsk.a in build/, and the tools
 #   make test            native tier, then the real-kernel tier in user-mode Linux
 #   make check           native tier only
 #   make check-ktls      real-kernel tier only (user-mode Linux with tls.ko)
@@ -22,7 +22,8 @@ SONAME := libtlsk.so.0
 CC ?= cc
 B := build$(if $(SANITIZE),-san)
 PKG_CFLAGS := $(shell pkg-config --cflags openssl libmnl 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs openssl libmnl 2>/dev/null || echo -lssl -lcrypto -lmnl)
+SSL_LIBS := $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
+MNL_LIBS := $(shell pkg-config --libs libmnl 2>/dev/null || echo -lmnl)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers
 ifeq ($(CI),true)
@@ -31,7 +32,7 @@ endif
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(WERROR) $(CFLAGS) \
               -Iinclude -Ilib -Ikmod-helpers $(PKG_CFLAGS) -MMD -MP
-LDLIBS := $(PKG_LIBS) -lpthread
+LDLIBS := $(SSL_LIBS) -lpthread
 
 ifneq ($(SANITIZE),)
 ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -46,6 +47,14 @@ endif
 
 LIB_SRC := $(wildcard lib/*.c) $(wildcard kmod-helpers/*.c)
 LIB_OBJ := $(patsubst %.c,$(B)/%.o,$(LIB_SRC))
+
+# The kTLS diagnostics (/proc/net/tls_stat, inet_diag, ethtool netlink; kmod-helpers/diag/):
+# a static library for tlsk-stat and the tests, never part of libtlsk.  Nothing libtlsk exports
+# reaches them, and only they need libmnl.  Not installed (tlsk-stat is).
+DIAG_SRC := $(wildcard kmod-helpers/diag/*.c)
+DIAG_OBJ := $(patsubst %.c,$(B)/%.o,$(DIAG_SRC))
+DIAG_LIB := $(B)/libtlsk-diag.a
+DIAG_CFLAGS := -Ikmod-helpers/diag
 
 TEST_LIB_SRC := $(wildcard tests/lib/*.c)
 TEST_LIB_OBJ := $(patsubst %.c,$(B)/%.o,$(TEST_LIB_SRC))
@@ -82,31 +91,39 @@ $(B)/libtlsk.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+$(DIAG_LIB): $(DIAG_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 # Regenerated on every build and install, so it names the PREFIX actually used.
 .PHONY: $(B)/tlsk.pc
 $(B)/tlsk.pc:
 	@mkdir -p $(B)
 	$(Q)printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
 	    'Name: tlsk' 'Description: TLS for C with the record layer in the kernel (kTLS)' \
-	    'Version: $(VERSION)' 'Requires.private: openssl libmnl' \
+	    'Version: $(VERSION)' 'Requires.private: openssl' \
 	    'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -ltlsk' > $@
 
 # Tests and tools link the static library: tests may reach internal (tlsk__) functions.
+# Every test may use the diagnostics; of the tools, tlsk-stat does.
 # The libuv adapter's test also links libuv (Debian libuv1-dev).
 UV_LIBS := $(shell pkg-config --libs libuv 2>/dev/null || echo -luv)
 $(B)/tests/unit/test_uv: EXTRA_LIBS = $(UV_LIBS)
 
-$(B)/tests/%: tests/%.c $(B)/libtlsk.a $(TEST_LIB_OBJ)
+$(B)/tests/%: tests/%.c $(B)/libtlsk.a $(DIAG_LIB) $(TEST_LIB_OBJ)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(ALL_CFLAGS) -Itests/lib $(SAN_LDFLAGS) -o $@ $< $(TEST_LIB_OBJ) $(B)/libtlsk.a \
-	    $(LDLIBS) $(EXTRA_LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(DIAG_CFLAGS) -Itests/lib $(SAN_LDFLAGS) -o $@ $< $(TEST_LIB_OBJ) \
+	    $(DIAG_LIB) $(B)/libtlsk.a $(LDLIBS) $(MNL_LIBS) $(EXTRA_LIBS)
+
+$(B)/tools/tlsk-stat: $(DIAG_LIB)
+$(B)/tools/tlsk-stat: TOOL_DIAG = $(DIAG_CFLAGS) $(DIAG_LIB) $(MNL_LIBS)
 
 $(B)/tools/%: tools/%.c $(B)/libtlsk.a $(TOOL_COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TOOL    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -Itools/common $(SAN_LDFLAGS) -o $@ $< $(TOOL_COMMON_OBJ) \
-	    $(B)/libtlsk.a $(LDLIBS)
+	    $(TOOL_DIAG) $(B)/libtlsk.a $(LDLIBS)
 
 tests: $(TEST_BIN) $(TEST_HELPERS) tools
 
@@ -145,21 +162,25 @@ install: lib tools $(B)/tlsk.pc
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so \
 	    $(DESTDIR)$(LIBDIR)/libtlsk.a $(DESTDIR)$(INCLUDEDIR)/tlsk.h \
-	    $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc
+	    $(patsubst include/%,$(DESTDIR)$(INCLUDEDIR)/%,$(wildcard include/tlsk/*.h)) \
+	    $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc $(DESTDIR)$(BINDIR)/tlsk-modprobe \
+	    $(patsubst $(B)/tools/%,$(DESTDIR)$(BINDIR)/%,$(TOOLS))
+	rmdir --ignore-fail-on-non-empty $(DESTDIR)$(INCLUDEDIR)/tlsk 2>/dev/null || true
 
 bench: all
 	$(Q)bench/serve.sh
 
 # libFuzzer targets for every parser (clang with libclang-rt); FUZZ_SECONDS per target.
 fuzz:
-	$(Q)tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30)
+	$(Q)FUZZ_OUT=$(B)/fuzz tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30)
 
 analyze:
 	cppcheck --quiet --enable=warning,portability --error-exitcode=1 -Iinclude -Ilib \
-	    -Ikmod-helpers lib kmod-helpers
+	    -Ikmod-helpers -Ikmod-helpers/diag lib kmod-helpers
 
 format:
-	clang-format -i include/*.h lib/*.[ch] kmod-helpers/*.[ch] tests/*/*.[ch] tools/*.c
+	clang-format -i include/*.h lib/*.[ch] kmod-helpers/*.[ch] kmod-helpers/diag/*.[ch] \
+	    tests/*/*.[ch] tools/*.c
 
 clean:
 	rm -rf build build-san

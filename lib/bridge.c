@@ -21,24 +21,10 @@
 
 int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t len)
 {
-    char cbuf[CMSG_SPACE(1)];
-    struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                          .msg_controllen = sizeof cbuf };
-    struct cmsghdr *cm;
-    ssize_t n;
+    ssize_t n = tlsk__ksend(s->fd, type, data, len);
 
-    memset(cbuf, 0, sizeof cbuf);
-    cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = TLSK_SOL_TLS;
-    cm->cmsg_type = TLSK_TLS_SET_RECORD_TYPE;
-    cm->cmsg_len = CMSG_LEN(1);
-    *CMSG_DATA(cm) = (unsigned char)type;
-    do {
-        n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
     if (n < 0) {
-        return -errno;
+        return (int)n;
     }
     /* A control record goes whole or not at all (docs/KERNEL.md §4.3). */
     s->bytes_written += len + tlsk__record_overhead(s);
@@ -55,7 +41,7 @@ static int reinject(struct tlsk_socket *s, int type, const unsigned char *msg, s
     int rc, r, err;
 
     rc = SSL_version(s->ssl) == TLS1_3_VERSION ? tlsk__derive_keys_from(s, &s->orx_secret, &k)
-                                               : tlsk__derive_keys(s, 0, s->is_server, &k);
+                                               : tlsk__derive_keys(s, s->is_server, &k);
     if (rc != 0) {
         return rc;
     }
@@ -289,7 +275,7 @@ int tlsk__bridge_flush_out(struct tlsk_socket *s)
         return rc == -EAGAIN ? 0 : rc;
     }
     rc = SSL_version(s->ssl) == TLS1_3_VERSION ? tlsk__derive_keys_from(s, &s->otx_secret, &k)
-                                               : tlsk__derive_keys(s, 1, !s->is_server, &k);
+                                               : tlsk__derive_keys(s, !s->is_server, &k);
     if (rc != 0) {
         return rc;
     }

@@ -128,6 +128,31 @@ out:
     return rc;
 }
 
+/* Every PEM certificate (or CRL) in b into the store; b is freed.  Returns how many. */
+static int add_pem_objects(X509_STORE *st, BIO *b, bool crls)
+{
+    int n = 0;
+
+    for (;;) {
+        X509_CRL *crl = crls ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
+        X509 *x = crls ? NULL : PEM_read_bio_X509(b, NULL, NULL, NULL);
+
+        if (!crl && !x) {
+            break;
+        }
+        if (crl) {
+            X509_STORE_add_crl(st, crl);
+        } else {
+            X509_STORE_add_cert(st, x);
+        }
+        X509_CRL_free(crl);
+        X509_free(x);
+        n++;
+    }
+    BIO_free(b);
+    return n;
+}
+
 static int load_trust(SSL_CTX *sc, const struct tlsk_context_options *o, struct tlsk__detail *d)
 {
     if (o->ca_file) {
@@ -138,20 +163,11 @@ static int load_trust(SSL_CTX *sc, const struct tlsk_context_options *o, struct 
     }
     if (o->ca_pem) {
         BIO *b = BIO_new_mem_buf(o->ca_pem, o->ca_pem_len ? (int)o->ca_pem_len : -1);
-        X509_STORE *st = SSL_CTX_get_cert_store(sc);
-        X509 *x;
-        int n = 0;
 
         if (!b) {
             return tlsk__config_error(d, TLSK_ENOMEM, "ca: out of memory");
         }
-        while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-            X509_STORE_add_cert(st, x);
-            X509_free(x);
-            n++;
-        }
-        BIO_free(b);
-        if (n == 0) {
+        if (add_pem_objects(SSL_CTX_get_cert_store(sc), b, false) == 0) {
             return tlsk__config_error(d, TLSK_ECERT, "ca: no PEM certificate in the ca string");
         }
         ERR_clear_error();
@@ -216,19 +232,11 @@ static int load_crl(SSL_CTX *sc, const struct tlsk_context_options *o, struct tl
     BIO *b = o->crl_file ? BIO_new_file(o->crl_file, "r")
                          : BIO_new_mem_buf(o->crl_pem, o->crl_pem_len ? (int)o->crl_pem_len : -1);
     X509_STORE *st = SSL_CTX_get_cert_store(sc);
-    X509_CRL *crl;
-    int n = 0;
 
     if (!b) {
         return tlsk__config_error(d, TLSK_ECERT, "crl: cannot open %s", o->crl_file ? o->crl_file : "PEM");
     }
-    while ((crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
-        X509_STORE_add_crl(st, crl);
-        X509_CRL_free(crl);
-        n++;
-    }
-    BIO_free(b);
-    if (n == 0) {
+    if (add_pem_objects(st, b, true) == 0) {
         return tlsk__config_error(d, TLSK_ECERT, "crl: no PEM CRL in %s", o->crl_file ? o->crl_file : "crl_pem");
     }
     ERR_clear_error();

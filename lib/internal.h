@@ -173,6 +173,7 @@ struct tlsk_socket {
     int sni_err;                   /* the SNI callback's failure, reported by the handshake */
     struct tlsk_context *sni_ctx;  /* the context SNI chose (a reference), or NULL */
     char *servername;
+    char alpn[256], npn[256]; /* negotiated protocols ("" none), tlsk__peer_opened() */
 
     /* Sessions. */
     void (*on_session)(struct tlsk_socket *, const unsigned char *, size_t, void *);
@@ -219,13 +220,9 @@ struct tlsk_socket {
     char detail[256];
 };
 
-/* offload.c: bytes a record adds around its plaintext on the wire (header, tag, TLS 1.3
- * inner type or TLS 1.2 explicit nonce). */
-size_t tlsk__record_overhead(const struct tlsk_socket *s);
+/* ---- Internal functions, by file, from the bottom layer up (docs/ARCHITECTURE.md) ---- */
 
-int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq);
-
-/* errors.c */
+/* errors.c: one table of codes; OpenSSL's errors classified. */
 enum tlsk__op {
     TLSK__OP_HANDSHAKE,
     TLSK__OP_READ,
@@ -235,7 +232,10 @@ enum tlsk__op {
 int tlsk__fail(struct tlsk_socket *s, int code);
 /* Map an OpenSSL failure (ret <= 0 from SSL_*) to a tlsk code, filling the detail. */
 int tlsk__ossl_error(struct tlsk_socket *s, int ret, enum tlsk__op op);
-struct tlsk__detail;
+struct tlsk__detail {
+    char *buf;
+    size_t len;
+};
 /* A context option error: the message (with OpenSSL's reasons) into the caller's buffer. */
 int tlsk__config_error(struct tlsk__detail *d, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -244,46 +244,7 @@ int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
 void tlsk__append_ossl_errors(char *buf, size_t len);
 int tlsk__alert_from_ossl_error(unsigned long e);
 
-/* context.c */
-void tlsk__reneg_limits(const struct tlsk_context *c, int *limit, int *window_s);
-void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *ctx, bool server);
-void tlsk__apply_verify_flags(SSL *ssl, unsigned flags, bool server);
-
-/* socket.c */
-#define TLSK__PAIR_FD (-2) /* tlsk__socket_new(): a memory transport instead of an fd */
-int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd, bool server,
-                     const struct tlsk_socket_options *opts) TLSK_MUST_CHECK;
-/* Complete the handshake first if needed: 0 once open, else its result. */
-int tlsk__ensure_open(struct tlsk_socket *s);
-
-/* io.c */
-/* Open, nothing closed for writing, and any parked control record gone: 0 or a code. */
-int tlsk__check_writable(struct tlsk_socket *s);
-/* The result of a send-like syscall on a TX-offloaded socket, with its wire bytes counted. */
-ssize_t tlsk__kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what);
-/* Userspace write of one buffer through OpenSSL. */
-ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t len);
-
-void tlsk__keylog_cb(const SSL *ssl, const char *line);
-
-/* hello.c */
-int tlsk__hello_cb(SSL *ssl, int *al, void *arg);
-
-/* creds.c and session.c: parts of tlsk_context_new() (context.c) */
-struct tlsk__detail {
-    char *buf;
-    size_t len;
-};
-int tlsk__load_credentials(SSL_CTX *sc, const struct tlsk_context_options *o,
-                           struct tlsk__detail *d) TLSK_MUST_CHECK;
-int tlsk__context_sessions(struct tlsk_context *c, SSL_CTX *sc,
-                           const struct tlsk_context_options *o, struct tlsk__detail *d)
-    TLSK_MUST_CHECK;
-
-/* cert.c */
-int tlsk__cert_info_new(const X509 *x, struct tlsk_cert_info **out);
-
-/* loop.c */
+/* loop.c: handles on the built-in epoll loop or the application's hooks. */
 int64_t tlsk__now_ms(void);
 void tlsk__handle_init(struct tlsk_handle *h, struct tlsk_loop *l, int fd,
                        void (*cb)(struct tlsk_handle *, int), void (*release)(struct tlsk_handle *),
@@ -293,37 +254,10 @@ int tlsk__handle_timer(struct tlsk_handle *h, int64_t ms);
 void tlsk__handle_close(struct tlsk_handle *h);
 void tlsk__loop_reap(struct tlsk_loop *l);
 
-/* events.c */
-int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, const struct tlsk__ev_owner *ocb,
-                   void *owner, int64_t handshake_timeout_ms);
-
-/* sni.c */
-int tlsk__sni_normalize(const char *in, char *out, size_t cap);
-
-/* offload.c */
-int tlsk__offload(struct tlsk_socket *s) TLSK_MUST_CHECK;
-int tlsk__derive_keys(struct tlsk_socket *s, int write_dir, int for_client_side,
-                      struct tlsk__keys *k) TLSK_MUST_CHECK;
-int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec,
-                           struct tlsk__keys *k) TLSK_MUST_CHECK;
-int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec) TLSK_MUST_CHECK;
-/* Install the next TLS 1.3 key of one direction (the bridge's secret, already advanced) in
- * the kernel with sequence 0 (Linux 6.14+).  0 or TLSK_EKEYUPDATE. */
-int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx) TLSK_MUST_CHECK;
-int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t *key_len);
-
-/* rekey.c */
-uint64_t tlsk__key_limit(const struct tlsk_socket *s);
-int tlsk__reneg_attempt(struct tlsk_socket *s) TLSK_MUST_CHECK;
-void tlsk__user_rx_limit(struct tlsk_socket *s);
-void tlsk__user_tx_limit(struct tlsk_socket *s);
-int tlsk__kernel_rx_limit(struct tlsk_socket *s) TLSK_MUST_CHECK;
-ssize_t tlsk__kernel_budget(struct tlsk_socket *s, size_t want) TLSK_MUST_CHECK;
-
-/* record.c */
-/* One record sealed or opened with k at sequence seq (RFC 8446 5.2, RFC 5246 6.2.3.3).
- * Seal: -EMSGSIZE past 2^14 bytes of plaintext, -ENOBUFS when out_cap is short.  Open: -EPROTO
- * for a malformed record or a short out_cap, -EBADMSG when it does not authenticate. */
+/* record.c: one record sealed or opened with k at sequence seq (RFC 8446 5.2, RFC 5246
+ * 6.2.3.3).  Seal: -EMSGSIZE past 2^14 bytes of plaintext, -ENOBUFS when out_cap is short.
+ * Open: -EPROTO for a malformed record or a short out_cap, -EBADMSG when it does not
+ * authenticate. */
 #define TLSK_TAG_LEN 16 /* every AEAD tlsk offloads has a 16-byte tag */
 int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const unsigned char *pt,
                       size_t pt_len, unsigned char *out, size_t out_cap, size_t *out_len)
@@ -332,7 +266,35 @@ int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned c
                       size_t rec_len, int *type, unsigned char *out, size_t out_cap,
                       size_t *out_len) TLSK_MUST_CHECK;
 
-/* bridge.c */
+/* kmsg.c: a record with its type on a kTLS socket.  Both return bytes or -errno (-EAGAIN for
+ * would-block); *eor is false while a control record continues in the next read. */
+ssize_t tlsk__krecv(int fd, void *buf, size_t len, int *type, bool *eor);
+ssize_t tlsk__ksend(int fd, int type, const void *data, size_t len);
+
+/* keys.c: traffic keys from OpenSSL's secrets. */
+/* OpenSSL cipher -> tlsk and kernel cipher: 0, or -1 when the kernel has no such cipher. */
+int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t *key_len);
+/* Bytes a record adds around its plaintext on the wire (header, tag, TLS 1.3 inner type or
+ * TLS 1.2 explicit nonce). */
+size_t tlsk__record_overhead(const struct tlsk_socket *s);
+/* The client's (client_keys) or the server's write keys of the current epoch. */
+int tlsk__derive_keys(struct tlsk_socket *s, int client_keys, struct tlsk__keys *k)
+    TLSK_MUST_CHECK;
+int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec,
+                           struct tlsk__keys *k) TLSK_MUST_CHECK;
+/* RFC 8446 7.2: sec becomes the next application traffic secret. */
+int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec) TLSK_MUST_CHECK;
+
+/* offload.c: the decision, the install, the kernel's state. */
+int tlsk__offload(struct tlsk_socket *s) TLSK_MUST_CHECK;
+/* Install the next TLS 1.3 key of one direction (the bridge's secret, already advanced) in
+ * the kernel with sequence 0 (Linux 6.14+).  0 or TLSK_EKEYUPDATE. */
+int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx) TLSK_MUST_CHECK;
+int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq);
+
+/* bridge.c: control records between the kernel and OpenSSL. */
+/* A control record from kernel RX: 0 to read on, 1 close_notify, 2 a TLS 1.2 renegotiation
+ * attempt (the caller counts it, then refuses), or a negative code. */
 int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char *msg,
                             size_t len) TLSK_MUST_CHECK;
 int tlsk__bridge_flush_out(struct tlsk_socket *s) TLSK_MUST_CHECK;
@@ -344,5 +306,57 @@ int tlsk__bridge_answer_key_update(struct tlsk_socket *s) TLSK_MUST_CHECK;
 /* Send a fatal alert through kernel TX after the kernel rejected a record (consuming the
  * socket error first).  Best effort: the connection is failing anyway. */
 void tlsk__bridge_fatal_alert(struct tlsk_socket *s, int desc);
+
+/* rekey.c: key limits, key updates, renegotiation. */
+uint64_t tlsk__key_limit(const struct tlsk_socket *s);
+int tlsk__reneg_attempt(struct tlsk_socket *s) TLSK_MUST_CHECK;
+void tlsk__user_rx_limit(struct tlsk_socket *s);
+void tlsk__user_tx_limit(struct tlsk_socket *s);
+int tlsk__kernel_rx_limit(struct tlsk_socket *s) TLSK_MUST_CHECK;
+ssize_t tlsk__kernel_budget(struct tlsk_socket *s, size_t want) TLSK_MUST_CHECK;
+
+/* context.c, with creds.c and session.c (parts of tlsk_context_new()). */
+void tlsk__reneg_limits(const struct tlsk_context *c, int *limit, int *window_s);
+void tlsk__apply_verify(SSL *ssl, const struct tlsk_context *ctx, bool server);
+void tlsk__apply_verify_flags(SSL *ssl, unsigned flags, bool server);
+int tlsk__load_credentials(SSL_CTX *sc, const struct tlsk_context_options *o,
+                           struct tlsk__detail *d) TLSK_MUST_CHECK;
+int tlsk__context_sessions(struct tlsk_context *c, SSL_CTX *sc,
+                           const struct tlsk_context_options *o, struct tlsk__detail *d)
+    TLSK_MUST_CHECK;
+
+/* sni.c */
+int tlsk__sni_normalize(const char *in, char *out, size_t cap);
+
+/* peer.c: what the handshake negotiated, kept for the getters. */
+void tlsk__peer_opened(struct tlsk_socket *s);
+
+/* cert.c */
+int tlsk__cert_info_new(const X509 *x, struct tlsk_cert_info **out);
+
+/* socket.c: a connection's life. */
+#define TLSK__PAIR_FD (-2) /* tlsk__socket_new(): a memory transport instead of an fd */
+int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd, bool server,
+                     const struct tlsk_socket_options *opts) TLSK_MUST_CHECK;
+/* Complete the handshake first if needed: 0 once open, else its result. */
+int tlsk__ensure_open(struct tlsk_socket *s);
+/* The key log callback of every context: TLS 1.3 traffic secrets for the install. */
+void tlsk__keylog_cb(const SSL *ssl, const char *line);
+
+/* hello.c: OpenSSL's ClientHello callback of every server context. */
+int tlsk__hello_cb(SSL *ssl, int *al, void *arg);
+
+/* io.c */
+/* How much of want may be sent now: the failure (closed, failed, a parked control record
+ * waiting: -EAGAIN), 0 for nothing, or a count within the kernel key's record budget. */
+ssize_t tlsk__tx_allowance(struct tlsk_socket *s, size_t want);
+/* The result of a send-like syscall on a TX-offloaded socket, with its wire bytes counted. */
+ssize_t tlsk__kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what);
+/* Userspace write of one buffer through OpenSSL. */
+ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t len);
+
+/* events.c: a socket joins a loop; ocb/owner hear of it (the server), or NULL. */
+int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, const struct tlsk__ev_owner *ocb,
+                   void *owner, int64_t handshake_timeout_ms);
 
 #endif

@@ -21,129 +21,119 @@
 #include "internal.h"
 #include "kconst.h"
 
-/* Kernel RX: recvmsg with a record-type control buffer (docs/KERNEL.md §3.2). */
+#define CTRL_CAP (TLSK_MAX_PLAINTEXT + 256) /* a reassembled control record */
+
+/* A failed kernel read.  The kernel sends no alert of its own: send the one OpenSSL would have
+ * sent for the same record (docs/KERNEL.md §8). */
+static ssize_t kernel_read_error(struct tlsk_socket *s, int e)
+{
+    if (e == EAGAIN) {
+        s->want = POLLIN;
+        return -EAGAIN;
+    }
+    if (e == EBADMSG) {
+        tlsk__bridge_fatal_alert(s, SSL_AD_BAD_RECORD_MAC);
+        return tlsk__fail(s, tlsk__set_detail(s, TLSK_EBADRECORD,
+                                              "kernel: record failed authentication (EBADMSG)"));
+    }
+    if (e == EMSGSIZE || e == EINVAL) {
+        tlsk__bridge_fatal_alert(s, e == EMSGSIZE                             ? SSL_AD_RECORD_OVERFLOW
+                                    : SSL_version(s->ssl) == TLS1_3_VERSION ? SSL_AD_DECODE_ERROR
+                                                                             : SSL_AD_PROTOCOL_VERSION);
+        return tlsk__fail(s, tlsk__set_detail(s, TLSK_EPROTO, "kernel: malformed record (%s)",
+                                              strerror(e)));
+    }
+    if (e == EKEYEXPIRED) {
+        return tlsk__fail(s, tlsk__set_detail(s, TLSK_EKEYUPDATE, "kernel: receive key expired"));
+    }
+    return tlsk__fail(s, tlsk__set_detail(s, -e, "recvmsg: %s", strerror(e)));
+}
+
+/* n bytes of application data arrived through the kernel. */
+static ssize_t kernel_data(struct tlsk_socket *s, ssize_t n)
+{
+    uint64_t limit = tlsk__key_limit(s);
+
+    /* One read may return many records: the kernel's own sequence number counts them.  Asked
+     * for every read when the limit is near enough to matter. */
+    if (limit != UINT64_MAX && (limit < ((uint64_t)1 << 20) || ++s->rx_reads % 64 == 0)) {
+        uint64_t seq;
+        if (tlsk__kernel_seq(s->fd, false, &seq) == 0) {
+            s->krx_recs = seq - s->rx_seq0;
+        }
+    }
+    if (s->krx_recs >= limit) {
+        int rc = tlsk__kernel_rx_limit(s);
+        if (rc != 0) {
+            return tlsk__fail(s, rc);
+        }
+    }
+    /* Plaintext only: the records' overhead is added from the kernel's sequence number by
+     * tlsk_socket_bytes_read(), since one read may span many records. */
+    s->bytes_read += (size_t)n;
+    return n;
+}
+
+/* A whole control record in s->ctrl goes to the bridge: 0 to read on, 1 for close_notify,
+ * or the failure. */
+static int kernel_control(struct tlsk_socket *s)
+{
+    int rc;
+
+    s->bytes_read += s->ctrl_len;
+    rc = tlsk__bridge_control_in(s, s->ctrl_type, s->ctrl, s->ctrl_len);
+    OPENSSL_cleanse(s->ctrl, s->ctrl_len);
+    s->ctrl_len = 0;
+    if (rc == 2) {
+        /* A renegotiation attempt: a client's count against the limit. */
+        rc = s->is_server ? tlsk__reneg_attempt(s) : 0;
+        if (rc == 0) {
+            rc = tlsk__bridge_refuse_renegotiation(s);
+        }
+    }
+    return rc < 0 ? tlsk__fail(s, rc) : rc;
+}
+
+/* Kernel RX: data, or control records reassembled up to MSG_EOR for the bridge. */
 static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
 {
     for (;;) {
-        char cbuf[CMSG_SPACE(sizeof(unsigned char))];
-        struct iovec iov;
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-        struct cmsghdr *cm;
-        int type = TLSK_REC_APPDATA;
-        bool in_ctrl = s->ctrl_len > 0;
-        ssize_t n;
+        bool in_ctrl = s->ctrl_len > 0, eor;
+        int type, rc;
+        ssize_t n = in_ctrl ? tlsk__krecv(s->fd, s->ctrl + s->ctrl_len, CTRL_CAP - s->ctrl_len,
+                                          &type, &eor)
+                            : tlsk__krecv(s->fd, buf, len, &type, &eor);
 
-        if (in_ctrl) {
-            /* Finish a control record that arrived in pieces. */
-            iov.iov_base = s->ctrl + s->ctrl_len;
-            iov.iov_len = TLSK_MAX_PLAINTEXT + 256 - s->ctrl_len;
-        } else {
-            iov.iov_base = buf;
-            iov.iov_len = len;
-        }
-        msg.msg_control = cbuf;
-        msg.msg_controllen = sizeof cbuf;
-        n = recvmsg(s->fd, &msg, 0);
         if (n < 0) {
-            int e = errno;
-            if (e == EINTR) {
-                continue;
-            }
-            if (e == EAGAIN || e == EWOULDBLOCK) {
-                s->want = POLLIN;
-                return -EAGAIN;
-            }
-            /* The kernel sends no alert of its own: send the one OpenSSL would have sent
-             * for the same record (docs/KERNEL.md §8). */
-            if (e == EBADMSG) {
-                tlsk__bridge_fatal_alert(s, SSL_AD_BAD_RECORD_MAC);
-                return tlsk__fail(s, tlsk__set_detail(s, TLSK_EBADRECORD,
-                                                "kernel: record failed authentication (EBADMSG)"));
-            }
-            if (e == EMSGSIZE || e == EINVAL) {
-                tlsk__bridge_fatal_alert(s, e == EMSGSIZE ? SSL_AD_RECORD_OVERFLOW
-                                            : SSL_version(s->ssl) == TLS1_3_VERSION
-                                                ? SSL_AD_DECODE_ERROR
-                                                : SSL_AD_PROTOCOL_VERSION);
-                return tlsk__fail(s, tlsk__set_detail(s, TLSK_EPROTO, "kernel: malformed record (%s)",
-                                                strerror(e)));
-            }
-            if (e == EKEYEXPIRED) {
-                return tlsk__fail(s, tlsk__set_detail(s, TLSK_EKEYUPDATE, "kernel: receive key expired"));
-            }
-            return tlsk__fail(s, tlsk__set_detail(s, -e, "recvmsg: %s", strerror(e)));
+            return kernel_read_error(s, (int)-n);
         }
         if (n == 0) {
-            if (in_ctrl) {
-                return tlsk__fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED, "EOF inside a control record"));
+            if (in_ctrl || !s->got_close_notify) {
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED,
+                                                      in_ctrl ? "EOF inside a control record"
+                                                              : "peer closed TCP without "
+                                                                "close_notify"));
             }
-            if (s->got_close_notify) {
-                return 0;
-            }
-            return tlsk__fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED,
-                                            "peer closed TCP without close_notify"));
+            return 0;
         }
-        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level == TLSK_SOL_TLS && cm->cmsg_type == TLSK_TLS_GET_RECORD_TYPE) {
-                type = *CMSG_DATA(cm);
-            }
-        }
-        if (type == TLSK_REC_APPDATA && !in_ctrl) {
-            uint64_t limit = tlsk__key_limit(s);
-            /* One read may return many records: the kernel's own sequence number counts
-             * them.  Asked for every read when the limit is near enough to matter. */
-            if (limit != UINT64_MAX && (limit < ((uint64_t)1 << 20) || ++s->rx_reads % 64 == 0)) {
-                uint64_t seq;
-                if (tlsk__kernel_seq(s->fd, false, &seq) == 0) {
-                    s->krx_recs = seq - s->rx_seq0;
-                }
-            }
-            if (s->krx_recs >= limit) {
-                int rc = tlsk__kernel_rx_limit(s);
-                if (rc != 0) {
-                    return tlsk__fail(s, rc);
-                }
-            }
-            /* Plaintext only: the records' overhead is added from the kernel's sequence
-             * number by tlsk_socket_bytes_read(), since one read may span many records. */
-            s->bytes_read += (size_t)n;
-            return n;
-        }
-        if (!in_ctrl) {
+        if (in_ctrl) {
+            s->ctrl_len += (size_t)n;
+        } else if (type == TLSK_REC_APPDATA) {
+            return kernel_data(s, n);
+        } else {
             /* A control record landed in the caller's buffer: move it to ours. */
-            if (!s->ctrl) {
-                s->ctrl = malloc(TLSK_MAX_PLAINTEXT + 256);
-                if (!s->ctrl) {
-                    return tlsk__fail(s, TLSK_ENOMEM);
-                }
+            if (!s->ctrl && !(s->ctrl = malloc(CTRL_CAP))) {
+                return tlsk__fail(s, TLSK_ENOMEM);
             }
             memcpy(s->ctrl, buf, (size_t)n);
             s->ctrl_type = type;
             s->ctrl_len = (size_t)n;
-        } else {
-            s->ctrl_len += (size_t)n;
         }
-        if (!(msg.msg_flags & MSG_EOR) && s->ctrl_len < TLSK_MAX_PLAINTEXT + 256) {
+        if (!eor && s->ctrl_len < CTRL_CAP) {
             continue;
         }
-        s->bytes_read += s->ctrl_len;
-        {
-            int rc = tlsk__bridge_control_in(s, s->ctrl_type, s->ctrl, s->ctrl_len);
-            OPENSSL_cleanse(s->ctrl, s->ctrl_len);
-            s->ctrl_len = 0;
-            if (rc == 2) {
-                /* A renegotiation attempt: a client's count against the limit. */
-                rc = s->is_server ? tlsk__reneg_attempt(s) : 0;
-                if (rc == 0) {
-                    rc = tlsk__bridge_refuse_renegotiation(s);
-                }
-            }
-            if (rc < 0) {
-                return tlsk__fail(s, rc);
-            }
-            if (rc == 1) {
-                return 0;
-            }
+        if ((rc = kernel_control(s)) != 0) {
+            return rc == 1 ? 0 : rc;
         }
     }
 }
@@ -299,7 +289,8 @@ static int tx_unparked(struct tlsk_socket *s)
     return 0;
 }
 
-int tlsk__check_writable(struct tlsk_socket *s)
+/* Open, nothing closed for writing, and any parked control record gone: 0 or a code. */
+static int check_writable(struct tlsk_socket *s)
 {
     int rc = tlsk__ensure_open(s);
     if (rc != 0) {
@@ -311,23 +302,31 @@ int tlsk__check_writable(struct tlsk_socket *s)
     return tx_unparked(s);
 }
 
-TLSK_PUBLIC ssize_t tlsk_socket_write(struct tlsk_socket *s, const void *buf, size_t len)
+ssize_t tlsk__tx_allowance(struct tlsk_socket *s, size_t want)
 {
-    int rc = tlsk__check_writable(s);
+    int rc = check_writable(s);
 
     if (rc != 0) {
         return rc;
     }
-    if (len == 0) {
+    if (want == 0) {
         return 0;
     }
     if (s->tx_kernel) {
-        ssize_t budget = tlsk__kernel_budget(s, len);
-        struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-        if (budget < 0) {
-            return budget;
-        }
-        iov.iov_len = (size_t)budget < len ? (size_t)budget : len;
+        return tlsk__kernel_budget(s, want);
+    }
+    return (ssize_t)(want > SSIZE_MAX ? SSIZE_MAX : want);
+}
+
+TLSK_PUBLIC ssize_t tlsk_socket_write(struct tlsk_socket *s, const void *buf, size_t len)
+{
+    ssize_t n = tlsk__tx_allowance(s, len);
+
+    if (n <= 0) {
+        return n;
+    }
+    if (s->tx_kernel) {
+        struct iovec iov = { .iov_base = (void *)buf, .iov_len = (size_t)n };
         return kernel_write_iov(s, &iov, 1);
     }
     return tlsk__user_write(s, buf, len);
@@ -337,27 +336,27 @@ TLSK_PUBLIC ssize_t tlsk_socket_writev(struct tlsk_socket *s, const struct iovec
 {
     unsigned char small[TLSK_MAX_PLAINTEXT];
     size_t total = 0, off = 0;
-    ssize_t done = 0;
-    int rc = tlsk__check_writable(s);
+    ssize_t done = 0, allowed;
 
-    if (rc != 0) {
-        return rc;
-    }
     if (iovcnt < 0 || (iovcnt > 0 && !iov)) {
         return -EINVAL;
     }
     for (int i = 0; i < iovcnt; i++) {
+        /* As writev(2): a total that does not fit ssize_t is EINVAL (and never wraps). */
+        if (iov[i].iov_len > (size_t)SSIZE_MAX - total) {
+            return -EINVAL;
+        }
         total += iov[i].iov_len;
     }
+    if ((allowed = tlsk__tx_allowance(s, total)) <= 0) {
+        return allowed;
+    }
     if (s->tx_kernel) {
-        ssize_t budget = tlsk__kernel_budget(s, total);
-        if (budget < 0) {
-            return budget;
-        }
-        if ((size_t)budget < total) {
+        if ((size_t)allowed < total) {
             /* Rare: only near the key limit.  Send the first piece alone. */
-            struct iovec one = { iov[0].iov_base,
-                                 iov[0].iov_len < (size_t)budget ? iov[0].iov_len : (size_t)budget };
+            struct iovec one = { iov[0].iov_base, iov[0].iov_len < (size_t)allowed
+                                                      ? iov[0].iov_len
+                                                      : (size_t)allowed };
             return kernel_write_iov(s, &one, 1);
         }
         return kernel_write_iov(s, iov, iovcnt);
@@ -441,46 +440,26 @@ TLSK_PUBLIC int tlsk_socket_detach(struct tlsk_socket *s)
 
 TLSK_PUBLIC ssize_t tlsk_fd_read(int fd, void *buf, size_t len)
 {
+    if (len == 0) {
+        return -EINVAL;
+    }
     for (;;) {
-        char cbuf[CMSG_SPACE(sizeof(unsigned char))];
-        unsigned char ctrl[TLSK_MAX_PLAINTEXT + 256];
-        struct iovec iov = { .iov_base = buf, .iov_len = len };
-        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                              .msg_controllen = sizeof cbuf };
-        struct cmsghdr *cm;
-        int type = TLSK_REC_APPDATA;
+        unsigned char ctrl[CTRL_CAP];
+        int type;
+        bool eor;
         size_t have;
-        ssize_t n;
+        ssize_t n = tlsk__krecv(fd, buf, len, &type, &eor);
 
-        if (len == 0) {
-            return -EINVAL;
-        }
-        n = recvmsg(fd, &msg, 0);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-        }
-        for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level == TLSK_SOL_TLS && cm->cmsg_type == TLSK_TLS_GET_RECORD_TYPE) {
-                type = *CMSG_DATA(cm);
-            }
-        }
-        if (n == 0 || type == TLSK_REC_APPDATA) {
+        if (n <= 0 || type == TLSK_REC_APPDATA) {
             return n;
         }
         /* A control record: gather it whole (it may have been cut by a small buffer). */
         have = (size_t)n < sizeof ctrl ? (size_t)n : sizeof ctrl;
         memcpy(ctrl, buf, have);
-        while (!(msg.msg_flags & MSG_EOR) && have < sizeof ctrl) {
-            iov.iov_base = ctrl + have;
-            iov.iov_len = sizeof ctrl - have;
-            msg.msg_control = cbuf;
-            msg.msg_controllen = sizeof cbuf;
-            n = recvmsg(fd, &msg, 0);
+        while (!eor && have < sizeof ctrl) {
+            n = tlsk__krecv(fd, ctrl + have, sizeof ctrl - have, &type, &eor);
             if (n <= 0) {
-                return n < 0 ? -errno : TLSK_ETRUNCATED;
+                return n < 0 ? n : TLSK_ETRUNCATED;
             }
             have += (size_t)n;
         }

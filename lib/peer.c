@@ -172,40 +172,29 @@ TLSK_PUBLIC const char *tlsk_socket_servername(const struct tlsk_socket *s)
     return s ? s->servername : NULL;
 }
 
-TLSK_PUBLIC const char *tlsk_socket_alpn_protocol(const struct tlsk_socket *s)
+/* What the handshake negotiated, copied into the socket: borrowed until it is freed. */
+void tlsk__peer_opened(struct tlsk_socket *s)
 {
-    static _Thread_local char buf[256];
     const unsigned char *p = NULL;
     unsigned n = 0;
 
-    if (!s || s->state != TLSK__OPEN) {
-        return NULL;
-    }
     SSL_get0_alpn_selected(s->ssl, &p, &n);
-    if (!p || n == 0) {
-        return NULL;
-    }
-    memcpy(buf, p, n);
-    buf[n] = '\0';
-    return buf;
+    memcpy(s->alpn, p ? p : (const unsigned char *)"", p ? n : 0);
+    s->alpn[p ? n : 0] = '\0';
+    p = NULL, n = 0;
+    SSL_get0_next_proto_negotiated(s->ssl, &p, &n);
+    memcpy(s->npn, p ? p : (const unsigned char *)"", p ? n : 0);
+    s->npn[p ? n : 0] = '\0';
+}
+
+TLSK_PUBLIC const char *tlsk_socket_alpn_protocol(const struct tlsk_socket *s)
+{
+    return s && s->state == TLSK__OPEN && s->alpn[0] ? s->alpn : NULL;
 }
 
 TLSK_PUBLIC const char *tlsk_socket_npn_protocol(const struct tlsk_socket *s)
 {
-    static _Thread_local char buf[256];
-    const unsigned char *p = NULL;
-    unsigned n = 0;
-
-    if (!s || s->state != TLSK__OPEN) {
-        return NULL;
-    }
-    SSL_get0_next_proto_negotiated(s->ssl, &p, &n);
-    if (!p || n == 0) {
-        return NULL;
-    }
-    memcpy(buf, p, n);
-    buf[n] = '\0';
-    return buf;
+    return s && s->state == TLSK__OPEN && s->npn[0] ? s->npn : NULL;
 }
 
 TLSK_PUBLIC int tlsk_socket_peer_certificate(const struct tlsk_socket *s, size_t index,

@@ -155,20 +155,13 @@ static ssize_t user_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, 
 TLSK_PUBLIC ssize_t tlsk_socket_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset,
                                          size_t count)
 {
-    int rc = tlsk__check_writable(s);
+    ssize_t n = tlsk__tx_allowance(s, count);
 
-    if (rc != 0) {
-        return rc;
-    }
-    if (count == 0) {
-        return 0;
+    if (n <= 0) {
+        return n;
     }
     if (s->tx_kernel) {
-        ssize_t budget = tlsk__kernel_budget(s, count);
-        if (budget < 0) {
-            return budget;
-        }
-        return kernel_sendfile(s, file_fd, offset, (size_t)budget < count ? (size_t)budget : count);
+        return kernel_sendfile(s, file_fd, offset, (size_t)n);
     }
     return user_sendfile(s, file_fd, offset, count);
 }

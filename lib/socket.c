@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
@@ -181,6 +182,55 @@ static int identity_verify_cb(int ok, X509_STORE_CTX *x)
     return (s->ctx->flags & TLSK_VERIFY_NONE_INSECURE) ? 1 : ok;
 }
 
+/* A client's server name (SNI and the name the certificate must carry) and identity check:
+ * 0, or -1 for a name that cannot be used. */
+static int client_setup(struct tlsk_socket *s, const struct tlsk_socket_options *o)
+{
+    if (o->servername) {
+        /* The name is checked even with TLSK_VERIFY_NONE_INSECURE, so that
+         * tlsk_socket_authorization_error() can say HOSTNAME_MISMATCH. */
+        X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
+        int ok;
+        s->servername = strdup(o->servername);
+        if (o->check_identity) {
+            /* The application's check replaces the name match. */
+            ok = is_ip_literal(o->servername) ||
+                 SSL_set_tlsext_host_name(s->ssl, o->servername) == 1;
+        } else if (is_ip_literal(o->servername)) {
+            /* RFC 6066 3: no SNI for IP literals; match IP SANs instead. */
+            ok = X509_VERIFY_PARAM_set1_ip_asc(vp, o->servername) == 1;
+        } else {
+            ok = SSL_set_tlsext_host_name(s->ssl, o->servername) == 1 &&
+                 SSL_set1_host(s->ssl, o->servername) == 1;
+        }
+        if (!ok || !s->servername) {
+            return -1;
+        }
+    }
+    if (o->check_identity) {
+        s->check_identity = o->check_identity;
+        s->check_identity_data = o->check_identity_data;
+        SSL_set_verify(s->ssl, SSL_VERIFY_PEER, identity_verify_cb);
+    }
+    return 0;
+}
+
+/* A client's session to resume (tlsk_socket_session() bytes): 0, or -1. */
+static int set_session(struct tlsk_socket *s, const struct tlsk_socket_options *o)
+{
+    const unsigned char *p = o->session;
+    SSL_SESSION *sess;
+    int ok;
+
+    if (s->is_server || o->session_len == 0 || o->session_len > LONG_MAX ||
+        !(sess = d2i_SSL_SESSION(NULL, &p, (long)o->session_len))) {
+        return -1;
+    }
+    ok = SSL_set_session(s->ssl, sess) == 1;
+    SSL_SESSION_free(sess);
+    return ok ? 0 : -1;
+}
+
 int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd, bool server,
                       const struct tlsk_socket_options *o)
 {
@@ -267,52 +317,11 @@ int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
         SSL_set_accept_state(s->ssl);
     } else {
         SSL_set_connect_state(s->ssl);
-        if (o->servername) {
-            /* The name is checked even with TLSK_VERIFY_NONE_INSECURE, so that
-             * tlsk_socket_authorization_error() can say HOSTNAME_MISMATCH. */
-            X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
-            int ok;
-            s->servername = strdup(o->servername);
-            if (o->check_identity) {
-                /* The application's check replaces the name match. */
-                ok = is_ip_literal(o->servername) ||
-                     SSL_set_tlsext_host_name(s->ssl, o->servername) == 1;
-            } else if (is_ip_literal(o->servername)) {
-                /* RFC 6066 3: no SNI for IP literals; match IP SANs instead. */
-                ok = X509_VERIFY_PARAM_set1_ip_asc(vp, o->servername) == 1;
-            } else {
-                ok = SSL_set_tlsext_host_name(s->ssl, o->servername) == 1 &&
-                     SSL_set1_host(s->ssl, o->servername) == 1;
-            }
-            if (!ok || !s->servername) {
-                ERR_clear_error();
-                tlsk_socket_free(s);
-                return TLSK_ECONFIG;
-            }
-        }
     }
-    if (!server && o->check_identity) {
-        s->check_identity = o->check_identity;
-        s->check_identity_data = o->check_identity_data;
-        SSL_set_verify(s->ssl, SSL_VERIFY_PEER, identity_verify_cb);
-    }
-    if (o->session) {
-        const unsigned char *p = o->session;
-        SSL_SESSION *sess;
-
-        if (server || o->session_len == 0 || o->session_len > LONG_MAX ||
-            !(sess = d2i_SSL_SESSION(NULL, &p, (long)o->session_len))) {
-            ERR_clear_error();
-            tlsk_socket_free(s);
-            return TLSK_ECONFIG;
-        }
-        if (SSL_set_session(s->ssl, sess) != 1) {
-            ERR_clear_error();
-            SSL_SESSION_free(sess);
-            tlsk_socket_free(s);
-            return TLSK_ECONFIG;
-        }
-        SSL_SESSION_free(sess);
+    if ((!server && client_setup(s, o) != 0) || (o->session && set_session(s, o) != 0)) {
+        ERR_clear_error();
+        tlsk_socket_free(s);
+        return TLSK_ECONFIG;
     }
     *out = s;
     return 0;
@@ -413,6 +422,7 @@ TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
     if (rc != 0) {
         return tlsk__fail(s, rc);
     }
+    tlsk__peer_opened(s);
     s->state = TLSK__OPEN;
     s->detail[0] = '\0';
     return 0;
@@ -434,6 +444,14 @@ TLSK_PUBLIC int tlsk_socket_events(const struct tlsk_socket *s)
     return s ? s->want | (s->pend_len ? POLLOUT : 0) : 0;
 }
 
+static void wipe_free(void *p, size_t len)
+{
+    if (p) {
+        OPENSSL_cleanse(p, len);
+        free(p);
+    }
+}
+
 TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
 {
     if (!s) {
@@ -453,10 +471,7 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
         SSL_free(s->ssl);
     }
     BIO_free(s->sock_bio);
-    if (s->pend) {
-        OPENSSL_cleanse(s->pend, s->pend_len);
-        free(s->pend);
-    }
+    wipe_free(s->pend, s->pend_len);
     if (s->flags & TLSK_SOCKET_OWN_FD) {
         close(s->fd);
     }
@@ -466,10 +481,7 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
     free(s->sf_buf);
     free(s->servername);
     free(s->held);
-    if (s->resume_data) {
-        OPENSSL_cleanse(s->resume_data, s->resume_data_len);
-        free(s->resume_data);
-    }
+    wipe_free(s->resume_data, s->resume_data_len);
     OPENSSL_cleanse(&s->otx_secret, sizeof s->otx_secret);
     OPENSSL_cleanse(&s->orx_secret, sizeof s->orx_secret);
     tlsk_context_free(s->sni_ctx);

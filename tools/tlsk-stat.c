@@ -16,7 +16,7 @@
  *
  * Counters and sockets are read before the probe runs: the probe installs dummy keys on
  * throwaway sockets, which would show up in the counters.  Socket TLS details need
- * CAP_NET_ADMIN (see kmod.h, struct tlsk__tls_sock).
+ * CAP_NET_ADMIN (see kmod-helpers/diag/diag.h, struct tlsk__tls_sock).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -29,7 +29,7 @@
 
 #include <linux/tls.h>
 
-#include "kmod.h"
+#include "diag.h"
 #include "tlsk.h"
 
 #define CAP_NET_ADMIN_BIT 12

@@ -1,5 +1,5 @@
 /*
- * fuzz_diag.c - libFuzzer target for tlsk__diag_parse() (kmod-helpers/sock_diag.c).
+ * fuzz_diag.c - libFuzzer target for tlsk__diag_parse() (kmod-helpers/diag/sock_diag.c).
  *
  * The input is copied so that it ends at a PROT_NONE page (rounded up to 4 bytes, as netlink
  * buffers are aligned): an overread faults even inside libmnl, which ASan does not instrument.
@@ -15,7 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "kmod.h"
+#include "diag.h"
 
 #define GUARDED_BYTES 65536
 

@@ -1,6 +1,6 @@
 /*
- * fuzz_ethtool.c - libFuzzer target for the ethtool netlink parsers (kmod-helpers/ethtool.c):
- * tlsk__ethtool_parse_features() and tlsk__genl_parse_family().
+ * fuzz_ethtool.c - libFuzzer target for the ethtool netlink parsers
+ * (kmod-helpers/diag/ethtool.c): tlsk__ethtool_parse_features() and tlsk__genl_parse_family().
  *
  * The first input byte chooses the parser (even: features, odd: family); the rest is copied
  * so that it ends at a PROT_NONE page (rounded up to 4 bytes, as netlink buffers are
@@ -17,7 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "kmod.h"
+#include "diag.h"
 
 #define GUARDED_BYTES 65536
 #define FAMILY 27 /* what the seed generator uses */

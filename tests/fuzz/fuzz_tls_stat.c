@@ -1,5 +1,5 @@
 /*
- * fuzz_tls_stat.c - libFuzzer target for tlsk__tls_stat_parse() (kmod-helpers/tls_stat.c).
+ * fuzz_tls_stat.c - libFuzzer target for tlsk__tls_stat_parse() (kmod-helpers/diag/tls_stat.c).
  *
  * The input ends at a PROT_NONE page, so reading past len faults (the parser must not treat
  * the text as NUL-terminated).  Checks the documented contract: only -EINVAL or -ERANGE as
@@ -15,7 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "kmod.h"
+#include "diag.h"
 
 #define GUARDED_BYTES 65536
 

@@ -1,14 +1,16 @@
 #!/bin/bash
-# run.sh [SECONDS] - build the libFuzzer targets of tests/fuzz/ into build/fuzz/ and run each
-# for SECONDS (default 20).  Fails (exit 1) on any crash, leak or sanitizer report; the
-# reproducer is left in build/fuzz/<target>-work/ (crash-*, leak-*, timeout-*).
+# run.sh [SECONDS] - build the libFuzzer targets of tests/fuzz/ into $FUZZ_OUT (default
+# build/fuzz/) and run each for SECONDS (default 20).  Fails (exit 1) on any crash, leak or
+# sanitizer report; the reproducer is left in $FUZZ_OUT/<target>-work/ (crash-*, leak-*,
+# timeout-*).  The targets are built from kmod-helpers/diag/*.c, where the parsers live.
 #
 # Needs clang with libFuzzer (Debian: libclang-rt-14-dev) and libmnl-dev.  Seeds: a synthetic
 # inet_diag dump (one tls socket with full TLS_INFO, one name-only, one plain, NLMSG_DONE), a
 # 6.1 /proc/net/tls_stat, and for fuzz_ethtool an ETHTOOL_MSG_FEATURES_GET dump (list and mask
 # form bitsets, TLS features available and on) and a CTRL_CMD_GETFAMILY reply; the corpora
-# grow in build/fuzz/<target>-work/corpus across runs.
-# Environment: CC (a clang; default clang), FUZZ_ARGS (extra libFuzzer flags).
+# grow in $FUZZ_OUT/<target>-work/corpus across runs.
+# Environment: CC (a clang; default clang), FUZZ_ARGS (extra libFuzzer flags), FUZZ_OUT
+# (relative to the top of the tree; `make fuzz` passes $(B)/fuzz).
 set -eu
 
 secs=${1:-20}
@@ -16,12 +18,12 @@ case $secs in '' | *[!0-9]* | 0) echo "usage: $0 [SECONDS]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/../.."
 cc=${CC:-clang}
 case $cc in *clang*) ;; *) cc=clang ;; esac
-out=build/fuzz
+out=${FUZZ_OUT:-build/fuzz}
 mkdir -p "$out"
 mnl_cflags=$(pkg-config --cflags libmnl 2>/dev/null || true)
 mnl_libs=$(pkg-config --libs libmnl 2>/dev/null || echo -lmnl)
 flags=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror
-	-Iinclude -Ilib -Ikmod-helpers $mnl_cflags)
+	-Iinclude -Ikmod-helpers/diag $mnl_cflags)
 
 # Seed generator for the inet_diag target (plain build, no sanitizer needed).
 cat >"$out/mkseed.c" <<'SEED'
@@ -160,7 +162,7 @@ status=0
 for t in fuzz_diag fuzz_tls_stat fuzz_ethtool; do
 	echo "== $t: build"
 	"$cc" "${flags[@]}" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-o "$out/$t" "tests/fuzz/$t.c" kmod-helpers/*.c $mnl_libs -lpthread
+		-o "$out/$t" "tests/fuzz/$t.c" kmod-helpers/diag/*.c $mnl_libs
 	mkdir -p "$out/$t-work/corpus"
 	if [ "$t" = fuzz_diag ]; then
 		"$out/mkseed" >"$out/$t-work/corpus/seed-dump"

@@ -1,5 +1,6 @@
 /*
- * test_kmod_ethtool.c - NIC TLS offload features over ethtool netlink (kmod-helpers/ethtool.c).
+ * test_kmod_ethtool.c - NIC TLS offload features over ethtool netlink
+ * (kmod-helpers/diag/ethtool.c).
  *
  * Synthetic buffers: a dump of three interfaces (no TLS features, TLS available but off, TLS
  * on) in the list form the kernel sends and in the mask form; control messages (NLMSG_DONE
@@ -33,7 +34,7 @@
 #include <linux/netlink.h>
 
 #include "harness.h"
-#include "kmod.h"
+#include "diag.h"
 #include "tap.h"
 
 #define FAM 27 /* any id >= NLMSG_MIN_TYPE */

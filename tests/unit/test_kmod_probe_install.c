@@ -22,6 +22,7 @@
 
 #include "harness.h"
 #include "kconst.h"
+#include "diag.h"
 #include "kmod.h"
 #include "tap.h"
 

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "diag.h"
 #include "kmod.h"
 #include "tap.h"
 

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kmod.h"
+#include "diag.h"
 #include "tap.h"
 
 /* Linux 6.1 exactly as tls_proc.c prints it: "%-32s\t%lu\n". */

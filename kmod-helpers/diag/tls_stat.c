@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kmod.h"
+#include "diag.h"
 
 #define TLS_STAT_PATH "/proc/net/tls_stat"
 
@@ -35,16 +35,22 @@ static const char *const stat_names[TLSK__STAT_COUNT] = {
 
 const char *tlsk__tls_stat_name(int idx)
 {
-    if (idx < 0 || idx >= TLSK__STAT_COUNT) {
-        return NULL;
-    }
-    return stat_names[idx];
+    return idx >= 0 && idx < TLSK__STAT_COUNT ? stat_names[idx] : NULL;
 }
 
 static int is_blank(char c)
 {
     /* Only what the kernel's "%-32s\t" emits; '\r' is deliberately not a separator. */
     return c == ' ' || c == '\t';
+}
+
+/* The index after the run of blanks (blank 1) or of other characters (blank 0) at line[i]. */
+static size_t span(const char *line, size_t i, size_t len, int blank)
+{
+    while (i < len && is_blank(line[i]) == blank) {
+        i++;
+    }
+    return i;
 }
 
 static int stat_lookup(const char *name, size_t len)
@@ -57,21 +63,14 @@ static int stat_lookup(const char *name, size_t len)
     return -1;
 }
 
-/* One line, without its '\n'.  Unknown names are skipped; see kmod.h for the rules. */
+/* One line, without its '\n'.  Unknown names are skipped; see diag.h for the rules. */
 static int parse_line(struct tlsk__tls_stat *st, const char *line, size_t len)
 {
-    size_t i = 0;
-
-    while (i < len && is_blank(line[i])) {
-        i++;
-    }
-    if (i == len) {
+    size_t name_start = span(line, 0, len, 1);
+    if (name_start == len) {
         return 0;
     }
-    size_t name_start = i;
-    while (i < len && !is_blank(line[i])) {
-        i++;
-    }
+    size_t i = span(line, name_start, len, 0);
     int idx = stat_lookup(line + name_start, i - name_start);
     if (idx < 0) {
         return 0;
@@ -79,9 +78,7 @@ static int parse_line(struct tlsk__tls_stat *st, const char *line, size_t len)
 
     /* The name token ended at a blank or at the end of the line; only the first leaves room
      * for a value. */
-    while (i < len && is_blank(line[i])) {
-        i++;
-    }
+    i = span(line, i, len, 1);
     uint64_t v = 0;
     size_t digits = 0;
     while (i < len && line[i] >= '0' && line[i] <= '9') {
@@ -97,10 +94,7 @@ static int parse_line(struct tlsk__tls_stat *st, const char *line, size_t len)
     if (digits == 0) {
         return -EINVAL;
     }
-    while (i < len && is_blank(line[i])) {
-        i++;
-    }
-    if (i != len) {
+    if (span(line, i, len, 1) != len) {
         return -EINVAL;
     }
     if (st->have[idx]) {

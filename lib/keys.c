@@ -1,0 +1,219 @@
+/*
+ * keys.c - the traffic keys of a connection, derived with OpenSSL's public KDFs: TLS 1.3 from
+ * the traffic secrets the key log gave (TLS13-KDF, RFC 8446 7.3; the next secret after a
+ * KeyUpdate, 7.2), TLS 1.2 from the session's master secret (TLS1-PRF key block, RFC 5246
+ * 6.3).  docs/OPENSSL.md §2.  Keys live on the caller's stack and are wiped after use.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/ssl.h>
+
+#include "internal.h"
+#include "kconst.h"
+
+/* OpenSSL cipher -> tlsk and kernel cipher.  Returns 0, or -1 when the kernel has no such
+ * cipher (CBC suites, CCM_8). */
+int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t *key_len)
+{
+    const char *name = SSL_CIPHER_get_name(c);
+
+    if (strstr(name, "CCM8") || strstr(name, "CCM_8")) {
+        return -1;
+    }
+    switch (SSL_CIPHER_get_cipher_nid(c)) {
+    case NID_aes_128_gcm:
+        *tlsk_cipher = TLSK_CIPHER_AES_128_GCM;
+        *kcipher = TLSK_KCIPHER_AES_GCM_128;
+        *key_len = 16;
+        return 0;
+    case NID_aes_256_gcm:
+        *tlsk_cipher = TLSK_CIPHER_AES_256_GCM;
+        *kcipher = TLSK_KCIPHER_AES_GCM_256;
+        *key_len = 32;
+        return 0;
+    case NID_chacha20_poly1305:
+        *tlsk_cipher = TLSK_CIPHER_CHACHA20_POLY1305;
+        *kcipher = TLSK_KCIPHER_CHACHA20_POLY1305;
+        *key_len = 32;
+        return 0;
+    case NID_aes_128_ccm:
+        *tlsk_cipher = TLSK_CIPHER_AES_128_CCM;
+        *kcipher = TLSK_KCIPHER_AES_CCM_128;
+        *key_len = 16;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+size_t tlsk__record_overhead(const struct tlsk_socket *s)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+
+    if (SSL_version(s->ssl) == TLS1_3_VERSION) {
+        return 5 + 1 + 16;
+    }
+    if (c && SSL_CIPHER_get_cipher_nid(c) == NID_chacha20_poly1305) {
+        return 5 + 16; /* RFC 7905: no explicit nonce */
+    }
+    return 5 + 8 + 16;
+}
+
+static int tls13_expand(const char *digest, const struct tlsk__secret *sec, const char *label,
+                        unsigned char *out, size_t out_len)
+{
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "TLS13-KDF", NULL);
+    EVP_KDF_CTX *kc = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+    static const char prefix[] = "tls13 ";
+    int rc = -1;
+    OSSL_PARAM p[] = {
+        OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)digest, 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)sec->b, sec->len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PREFIX, (void *)prefix, 6),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_LABEL, (void *)label, strlen(label)),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_DATA, (void *)"", 0),
+        OSSL_PARAM_construct_end(),
+    };
+
+    if (kc && EVP_KDF_derive(kc, out, out_len, p) == 1) {
+        rc = 0;
+    }
+    EVP_KDF_CTX_free(kc);
+    EVP_KDF_free(kdf);
+    return rc;
+}
+
+static int tls12_key_block(SSL *ssl, const char *digest, unsigned char *out, size_t out_len)
+{
+    unsigned char ms[SSL_MAX_MASTER_KEY_LENGTH], cr[SSL3_RANDOM_SIZE], sr[SSL3_RANDOM_SIZE];
+    static const char label[] = "key expansion";
+    size_t ms_len;
+    EVP_KDF *kdf = NULL;
+    EVP_KDF_CTX *kc = NULL;
+    int rc = -1;
+
+    ms_len = SSL_SESSION_get_master_key(SSL_get_session(ssl), ms, sizeof ms);
+    if (ms_len == 0 || SSL_get_client_random(ssl, cr, sizeof cr) != sizeof cr ||
+        SSL_get_server_random(ssl, sr, sizeof sr) != sizeof sr) {
+        goto out;
+    }
+    OSSL_PARAM p[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)digest, 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, ms, ms_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, (void *)label, sizeof label - 1),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, sr, sizeof sr),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, cr, sizeof cr),
+        OSSL_PARAM_construct_end(),
+    };
+    kdf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
+    kc = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    if (kc && EVP_KDF_derive(kc, out, out_len, p) == 1) {
+        rc = 0;
+    }
+out:
+    OPENSSL_cleanse(ms, sizeof ms);
+    EVP_KDF_CTX_free(kc);
+    EVP_KDF_free(kdf);
+    return rc;
+}
+
+int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const EVP_MD *md = c ? SSL_CIPHER_get_handshake_digest(c) : NULL;
+    struct tlsk__secret next = { .len = sec->len };
+    int rc;
+
+    if (!md) {
+        return TLSK_EINTERNAL;
+    }
+    /* RFC 8446 7.2: application_traffic_secret_N+1 = HKDF-Expand-Label(secret_N,
+     * "traffic upd", "", Hash.length). */
+    rc = tls13_expand(EVP_MD_get0_name(md), sec, "traffic upd", next.b, next.len);
+    if (rc == 0) {
+        *sec = next;
+    }
+    OPENSSL_cleanse(&next, sizeof next);
+    return rc == 0 ? 0 : TLSK_EINTERNAL;
+}
+
+int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec,
+                           struct tlsk__keys *k)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const EVP_MD *md;
+
+    memset(k, 0, sizeof *k);
+    if (!c || tlsk__cipher_of(c, &k->tlsk_cipher, &k->kcipher, &k->key_len) != 0 ||
+        SSL_version(s->ssl) != TLS1_3_VERSION || sec->len == 0 ||
+        !(md = SSL_CIPHER_get_handshake_digest(c))) {
+        return TLSK_EINTERNAL;
+    }
+    k->version = TLS1_3_VERSION;
+    if (tls13_expand(EVP_MD_get0_name(md), sec, "key", k->key, k->key_len) != 0 ||
+        tls13_expand(EVP_MD_get0_name(md), sec, "iv", k->iv, 12) != 0) {
+        OPENSSL_cleanse(k, sizeof *k);
+        ERR_clear_error();
+        return TLSK_EINTERNAL;
+    }
+    return 0;
+}
+
+/* The write keys of the client (client_side) or of the server, whoever we are; k->seq is left
+ * for the caller. */
+int tlsk__derive_keys(struct tlsk_socket *s, int client_side, struct tlsk__keys *k)
+{
+    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const EVP_MD *md;
+    const char *digest;
+    int rc = TLSK_EINTERNAL;
+
+    memset(k, 0, sizeof *k);
+    if (!c || tlsk__cipher_of(c, &k->tlsk_cipher, &k->kcipher, &k->key_len) != 0) {
+        return TLSK_EINTERNAL;
+    }
+    md = SSL_CIPHER_get_handshake_digest(c);
+    digest = md ? EVP_MD_get0_name(md) : NULL;
+    if (!digest) {
+        return TLSK_EINTERNAL;
+    }
+    k->version = SSL_version(s->ssl);
+    if (k->version == TLS1_3_VERSION) {
+        const struct tlsk__secret *sec = client_side ? &s->client_secret : &s->server_secret;
+        if (sec->len == 0) {
+            return tlsk__set_detail(s, TLSK_EINTERNAL, "no TLS 1.3 traffic secret captured");
+        }
+        if (tls13_expand(digest, sec, "key", k->key, k->key_len) != 0 ||
+            tls13_expand(digest, sec, "iv", k->iv, 12) != 0) {
+            goto out;
+        }
+        return 0;
+    }
+    if (k->version == TLS1_2_VERSION) {
+        /* AEAD suites: client_key | server_key | client_iv | server_iv (RFC 5288, 7905). */
+        size_t iv_len = k->tlsk_cipher == TLSK_CIPHER_CHACHA20_POLY1305 ? 12 : 4;
+        unsigned char blk[2 * 32 + 2 * 12];
+        size_t blen = 2 * k->key_len + 2 * iv_len;
+
+        if (tls12_key_block(s->ssl, digest, blk, blen) != 0) {
+            OPENSSL_cleanse(blk, sizeof blk);
+            goto out;
+        }
+        memcpy(k->key, blk + (client_side ? 0 : k->key_len), k->key_len);
+        memcpy(k->iv, blk + 2 * k->key_len + (client_side ? 0 : iv_len), iv_len);
+        OPENSSL_cleanse(blk, sizeof blk);
+        return 0;
+    }
+    return TLSK_EINTERNAL;
+out:
+    OPENSSL_cleanse(k, sizeof *k);
+    ERR_clear_error();
+    return rc;
+}
