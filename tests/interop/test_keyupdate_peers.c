@@ -379,6 +379,57 @@ static void ku_s_server(unsigned flags)
     }
 }
 
+/* s_server sending n k and n K to a tlsk client (auto policy), then "hello": the client
+ * keeps reading, answers every K, and on a re-keying kernel every update moves its kernel. */
+static void ku_s_server_flood(int n)
+{
+    char what[96], script[1024];
+    struct client c = { 0 };
+    struct rk before = rk_now();
+    pthread_t t;
+    int port, lfd = h_listen(&port), rc, sent, answered, ofd;
+    pid_t pid;
+
+    snprintf(what, sizeof what, "s_server sending %d k and %d K -> tlsk client", n, n);
+    close(lfd);
+    c.port = port;
+    snprintf(script, sizeof script,
+             "python3 -c \"import sys, time\n"
+             "time.sleep(2)\n"
+             "for i in range(%d):\n"
+             "    sys.stdout.write('kK'[i %% 2] + '\\n'); sys.stdout.flush(); time.sleep(0.02)\n"
+             "sys.stdout.write('hello\\n'); sys.stdout.flush(); time.sleep(3)\n\" | "
+             "timeout 60 openssl s_server -accept $P -tls1_3 -cert $F/agent1-cert.pem "
+             "-key $F/agent1-key.pem -msg -naccept 1",
+             2 * n);
+    pid = p_spawn_peer(script, port, &ofd);
+    pthread_create(&t, NULL, ku_client, &c);
+    rc = p_wait_peer(pid, ofd, 90, g_out, sizeof g_out);
+    pthread_join(t, NULL);
+    sent = p_count(g_out, ">>> TLS 1.3, Handshake [length 0005], KeyUpdate");
+    answered = p_count(g_out, "<<< TLS 1.3, Handshake [length 0005], KeyUpdate");
+    TAP_OK(sent >= 2 * n - n / 5, "%s: s_server sent (nearly) every update (%d, exit %d)", what,
+           sent, rc);
+    if (!TAP_OK(c.rc == 0 && c.end_rc == 0 && strstr(g_out, "bye") != NULL,
+                "%s: the client read up to \"hello\" and s_server got its reply (%s, %s)", what,
+                tlsk_err_name(c.rc), tlsk_err_name(c.end_rc))) {
+        tap_diag("  %s", c.detail);
+    }
+    TAP_OK(strstr(g_out, "bad record mac") == NULL && strstr(g_out, "alert") == NULL,
+           "%s: no alert at s_server", what);
+    if (!h_expect_ktls() || h_kernel_rekey()) {
+        /* Each K that went out as a command (-msg shows which) got its answer. */
+        TAP_OK(answered >= n - n / 10 && answered <= sent,
+               "%s: the client answered (nearly) every K (%d answers to %d updates)", what,
+               answered, sent);
+    }
+    if (h_kernel_rekey()) {
+        TAP_OK(c.off.rx.mode == TLSK_MODE_KERNEL && c.off.tx.mode == TLSK_MODE_KERNEL,
+               "%s: client TX and RX in kTLS", what);
+        rk_check(before, answered, sent, what);
+    }
+}
+
 int main(void)
 {
     alarm(900);
@@ -398,6 +449,9 @@ int main(void)
     }
     ku_s_server(0);
     ku_s_server(TLSK_OFFLOAD_RX_TLS13);
+    if (p_have("python3")) {
+        ku_s_server_flood(200);
+    }
     p_peer_teardown();
     return tap_done();
 }
