@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs12.h>
 #include <openssl/sha.h>
@@ -21,17 +22,59 @@
 
 
 /* The seed derives the default session id context from the command line. */
-static void default_sid_ctx(unsigned char out[SSL_MAX_SID_CTX_LENGTH])
+/* Feed a string (or NULL) to the digest, with its length so that fields cannot run into
+ * each other. */
+static void put_field(EVP_MD_CTX *md, const void *p, size_t n)
 {
-    char buf[4096];
-    ssize_t n = 0;
-    FILE *f = fopen("/proc/self/cmdline", "r");
-
-    if (f) {
-        n = (ssize_t)fread(buf, 1, sizeof buf, f);
-        fclose(f);
+    uint64_t len = p ? n : UINT64_MAX;
+    EVP_DigestUpdate(md, &len, sizeof len);
+    if (p) {
+        EVP_DigestUpdate(md, p, n);
     }
-    SHA256((const unsigned char *)buf, n > 0 ? (size_t)n : 0, out);
+}
+
+/*
+ * The session id context: a session resumes only under a context with the same one (OpenSSL
+ * checks it for session ids, stateful and stateless tickets, and the application's store).
+ * So it names what a resumption skips: who made the sessions (the application's
+ * session_id_context, or by default this program's command line, as Node) and how the peer
+ * was verified (the client certificate policy and the CA and CRL sets).  A session made under
+ * a context that asked for no certificate then never resumes under one that requires it, even
+ * after SNI switched contexts mid-handshake; servers with the same configuration (a fleet, or
+ * forked workers) still share sessions.
+ */
+static int sid_ctx(const struct tlsk_context_options *o, unsigned char out[SHA256_DIGEST_LENGTH])
+{
+    static const unsigned verify_bits = TLSK_REQUIRE_PEER_CERT | TLSK_REQUEST_PEER_CERT;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned policy = o->flags & verify_bits, len = 0;
+    char cmd[4096];
+    size_t n = 0;
+    int ok;
+
+    if (!o->session_id_context) {
+        FILE *f = fopen("/proc/self/cmdline", "r");
+        if (f) {
+            n = fread(cmd, 1, sizeof cmd, f);
+            fclose(f);
+        }
+    }
+    ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    if (ok) {
+        put_field(md, "tlsk session id context 1", 25);
+        put_field(md, o->session_id_context ? o->session_id_context : cmd,
+                  o->session_id_context ? strlen(o->session_id_context) : n);
+        put_field(md, &policy, sizeof policy);
+        put_field(md, o->ca_file, o->ca_file ? strlen(o->ca_file) : 0);
+        put_field(md, o->ca_pem, o->ca_pem ? (o->ca_pem_len ? o->ca_pem_len : strlen(o->ca_pem)) : 0);
+        put_field(md, o->pfx_file, o->pfx_file ? strlen(o->pfx_file) : 0);
+        put_field(md, o->pfx, o->pfx ? o->pfx_len : 0);
+        put_field(md, o->crl_file, o->crl_file ? strlen(o->crl_file) : 0);
+        put_field(md, o->crl_pem, o->crl_pem ? (o->crl_pem_len ? o->crl_pem_len : strlen(o->crl_pem)) : 0);
+        ok = EVP_DigestFinal_ex(md, out, &len) == 1 && len == SHA256_DIGEST_LENGTH;
+    }
+    EVP_MD_CTX_free(md);
+    return ok ? 0 : -1;
 }
 
 /* Servers: a session to keep (external store); clients: a session the server issued. */
@@ -168,16 +211,11 @@ TLSK_PUBLIC int tlsk_context_get_ticket_keys(const struct tlsk_context *ctx, uns
 int tlsk__context_sessions(struct tlsk_context *c, SSL_CTX *sc,
                            const struct tlsk_context_options *o, struct tlsk__detail *d)
 {
-    unsigned char sid[SSL_MAX_SID_CTX_LENGTH];
-    size_t sid_len = SSL_MAX_SID_CTX_LENGTH;
+    unsigned char sid[SHA256_DIGEST_LENGTH];
 
-    if (o->session_id_context) {
-        sid_len = strlen(o->session_id_context);
-        memcpy(sid, o->session_id_context, sid_len);
-    } else {
-        default_sid_ctx(sid);
+    if (sid_ctx(o, sid) != 0 || SSL_CTX_set_session_id_context(sc, sid, sizeof sid) != 1) {
+        return tlsk__config_error(d, TLSK_EINTERNAL, "cannot set the session id context");
     }
-    SSL_CTX_set_session_id_context(sc, sid, (unsigned)sid_len);
     SSL_CTX_set_timeout(sc, o->session_timeout ? o->session_timeout : 300);
     if (o->ticket_keys) {
         memcpy(c->tk[0], o->ticket_keys, 48);
