@@ -101,7 +101,7 @@ enum {
     TLSK_TLS1_3 = 0x0304,
 };
 
-/* Context flags. */
+/* Context flags (tlsk_context_options.flags); an unknown bit is refused with TLSK_ECONFIG. */
 enum {
     /* Clients: complete the handshake even when the server's certificate or host name does
      * not verify (Node's rejectUnauthorized: false); tlsk_socket_authorized() and
@@ -289,13 +289,15 @@ const char *tlsk_reason_text(enum tlsk_reason r);
 /* ---------------------------------------------------------------------------------------- */
 /* Sockets                                                                                  */
 
+/* Socket flags (tlsk_socket_options.flags).  Their bits never overlap the context flags, and
+ * an unknown bit (a context flag passed here, say) is refused with TLSK_ECONFIG. */
 enum {
     /* tlsk_socket_free() closes the descriptor. */
-    TLSK_SOCKET_OWN_FD = 1u << 0,
+    TLSK_SOCKET_OWN_FD = 1u << 16,
     /* Userspace sendfile encrypts straight from a mapping of the file (one copy fewer).
      * The caller guarantees the file is not truncated while it is sent: a page past the new
      * end raises SIGBUS.  No effect when transmit is in the kernel. */
-    TLSK_SOCKET_SENDFILE_MMAP = 1u << 1,
+    TLSK_SOCKET_SENDFILE_MMAP = 1u << 17,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -519,11 +521,12 @@ size_t tlsk_pair_pending(const struct tlsk_socket *s);
 int tlsk_socket_authorized(const struct tlsk_socket *s);
 /* Why not: OpenSSL's X509_V_ERR_* name without the prefix ("DEPTH_ZERO_SELF_SIGNED_CERT",
  * "HOSTNAME_MISMATCH", ...), "NO_PEER_CERTIFICATE" when none was sent, or NULL when
- * authorized. */
+ * authorized.  Also after a handshake that failed on verification (TLSK_EVERIFY), to tell
+ * why; NULL after a failure of another kind. */
 const char *tlsk_socket_authorization_error(const struct tlsk_socket *s);
 /* Server: the name the client sent (NULL without SNI).  Client: the name sent. */
 const char *tlsk_socket_servername(const struct tlsk_socket *s);
-/* The negotiated ALPN / NPN protocol, or NULL. */
+/* The negotiated ALPN / NPN protocol, or NULL.  Borrowed until the socket is freed. */
 const char *tlsk_socket_alpn_protocol(const struct tlsk_socket *s);
 const char *tlsk_socket_npn_protocol(const struct tlsk_socket *s);
 

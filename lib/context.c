@@ -203,6 +203,11 @@ static int check_options(const struct tlsk_context_options *o, struct tlsk__deta
     if (o->min_version && o->max_version && o->min_version > o->max_version) {
         return tlsk__config_error(d, TLSK_ECONFIG, "min_version is above max_version");
     }
+    if (o->flags & ~(unsigned)TLSK__CONTEXT_FLAGS) {
+        return tlsk__config_error(d, TLSK_ECONFIG, "flags: unknown bits 0x%x (socket flags are "
+                                                   "not context flags)",
+                                  o->flags & ~(unsigned)TLSK__CONTEXT_FLAGS);
+    }
     if ((unsigned)o->offload > TLSK_OFFLOAD_REQUIRE) {
         return tlsk__config_error(d, TLSK_ECONFIG, "offload: unknown policy %d", (int)o->offload);
     }

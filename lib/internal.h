@@ -17,6 +17,13 @@
 
 #define TLSK_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Every flag tlsk_context_options and tlsk_socket_options know (tlsk.h). */
+#define TLSK__CONTEXT_FLAGS                                                                    \
+    (TLSK_VERIFY_NONE_INSECURE | TLSK_OFFLOAD_RX_TLS13 | TLSK_REQUIRE_PEER_CERT |             \
+     TLSK_REQUEST_PEER_CERT | TLSK_HONOR_CIPHER_ORDER | TLSK_ALLOW_RENEGOTIATION |             \
+     TLSK_STATEFUL_TICKETS | TLSK_NO_TICKETS | TLSK_NO_RX_TLS13)
+#define TLSK__SOCKET_FLAGS (TLSK_SOCKET_OWN_FD | TLSK_SOCKET_SENDFILE_MMAP)
+
 struct tlsk_context {
     atomic_int refs;
     SSL_CTX *ssl_ctx;

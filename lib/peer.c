@@ -144,10 +144,15 @@ TLSK_PUBLIC const char *tlsk_socket_authorization_error(const struct tlsk_socket
 {
     long v;
 
-    if (!s || s->state != TLSK__OPEN) {
+    if (!s || s->state == TLSK__HANDSHAKE) {
         return NULL;
     }
-    if (!SSL_get0_peer_certificate(s->ssl)) {
+    if (s->state == TLSK__FAILED && SSL_get_verify_result(s->ssl) == X509_V_OK) {
+        return NULL; /* failed for another reason */
+    }
+    /* After a failed handshake the verification's code stays readable, so a client can tell
+     * DEPTH_ZERO_SELF_SIGNED_CERT from HOSTNAME_MISMATCH. */
+    if (s->state == TLSK__OPEN && !SSL_get0_peer_certificate(s->ssl)) {
         /* A server that asked for no certificate has nothing to report (row 1 of the
          * verify table); one that asked and got none says so (A4). */
         if (s->is_server && !(SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER)) {

@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #define DEFAULT_HANDSHAKE_TIMEOUT_MS 120000
+#define ACCEPT_RETRY_MS 100 /* after EMFILE and friends */
 #define ACCEPTS_PER_DISPATCH 64
 
 struct tlsk_server {
@@ -72,7 +73,11 @@ static void on_accept(struct tlsk_handle *h, int revents)
 {
     struct tlsk_server *srv = h->owner;
 
-    (void)revents;
+    if (revents == 0) {
+        /* The retry timer after running out of descriptors: listen again. */
+        tlsk__handle_timer(&srv->lh, -1);
+        tlsk__handle_watch(&srv->lh, POLLIN);
+    }
     for (int i = 0; i < ACCEPTS_PER_DISPATCH && !srv->closing; i++) {
         struct tlsk_socket_options o = { .flags = TLSK_SOCKET_OWN_FD, .sni = srv->sni,
                                          .sni_cb = srv->sni_cb, .sni_data = srv->sni_data };
@@ -80,8 +85,15 @@ static void on_accept(struct tlsk_handle *h, int revents)
         int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd < 0) {
-            /* EAGAIN: drained.  EMFILE and friends: try again on the next readiness. */
-            return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The pending connection stays queued and the listener readable: under
+                 * level-triggered epoll that would wake the loop at once, forever.  Stop
+                 * listening for a moment; the waiting client is accepted once descriptors
+                 * are free again. */
+                tlsk__handle_watch(&srv->lh, 0);
+                tlsk__handle_timer(&srv->lh, ACCEPT_RETRY_MS);
+            }
+            return; /* EAGAIN: drained */
         }
         if (srv->max_conns && srv->conns >= srv->max_conns) {
             close(fd);
@@ -232,6 +244,11 @@ TLSK_PUBLIC int tlsk_server_listen(struct tlsk_server *srv, const char *host, co
     }
     if (srv->listening || srv->closing) {
         return TLSK_ESTATE;
+    }
+    if (!srv->ctx->has_cert && !srv->sni_cb && !srv->sni) {
+        /* No certificate anywhere: every handshake would fail (Node requires key and cert
+         * for servers). */
+        return TLSK_ECONFIG;
     }
     /* No host: one dual-stack IPv6 socket, else IPv4. */
     hints.ai_family = host ? AF_UNSPEC : AF_INET6;

@@ -247,8 +247,11 @@ int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
     if (fd != TLSK__PAIR_FD && (fd < 0 || fcntl(fd, F_GETFD) < 0)) {
         return -EBADF;
     }
-    if ((unsigned)o->offload > TLSK_OFFLOAD_REQUIRE) {
-        return TLSK_ECONFIG;
+    if ((unsigned)o->offload > TLSK_OFFLOAD_REQUIRE || (o->flags & ~(unsigned)TLSK__SOCKET_FLAGS)) {
+        return TLSK_ECONFIG; /* a context flag here would, say, hand the fd over unasked */
+    }
+    if (server && !ctx->has_cert && !o->sni && !o->sni_cb) {
+        return TLSK_ECONFIG; /* every handshake would fail: no certificate to present */
     }
     if (!server && !o->servername && !(ctx->flags & TLSK_VERIFY_NONE_INSECURE)) {
         /* A chain check without a name check accepts any certificate from a trusted CA. */
