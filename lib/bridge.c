@@ -172,19 +172,21 @@ int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char
                             type);
 }
 
+static int forward(struct tlsk_socket *s, int type, const unsigned char *pt, size_t len,
+                   bool rekey);
+
 /* Refuse a TLS 1.2 renegotiation with a no_renegotiation warning (RFC 5246 7.4.1.1 lets a
  * client ignore a HelloRequest; a server may refuse a ClientHello so). */
 int tlsk__bridge_refuse_renegotiation(struct tlsk_socket *s)
 {
     static const unsigned char refuse[2] = { SSL3_AL_WARNING, SSL_AD_NO_RENEGOTIATION };
-    int rc;
 
     if (!s->tx_kernel) {
         return tlsk__set_detail(s, TLSK_ECONTROL, "renegotiation on a connection whose receive "
                                                   "side is offloaded");
     }
-    rc = tlsk__send_control(s, TLSK_REC_ALERT, refuse, sizeof refuse);
-    return rc == 0 ? 0 : tlsk__set_detail(s, rc, "sending no_renegotiation: %s", strerror(-rc));
+    /* Through the parking lot: with a full send buffer it waits instead of being lost. */
+    return forward(s, TLSK_REC_ALERT, refuse, sizeof refuse, false);
 }
 
 /* A fatal alert through kernel TX.  After the kernel rejected a record it leaves the error

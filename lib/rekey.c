@@ -19,6 +19,9 @@
 #include "internal.h"
 #include "kconst.h"
 
+/* Application data a server-initiated renegotiation holds for tlsk_socket_read() at most. */
+#define RENEG_HOLD_MAX (64 * 1024)
+
 /* CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW: the count restarts when at least a window has
  * passed since the previous attempt (docs/NODE.md §1.7). */
 int tlsk__reneg_attempt(struct tlsk_socket *s)
@@ -273,9 +276,19 @@ TLSK_PUBLIC int tlsk_socket_renegotiate(struct tlsk_socket *s, unsigned flags)
             continue; /* finished inside that read */
         }
         if (r == 1) {
-            unsigned char *h = realloc(s->held, s->held_len + n);
-            if (!h) {
-                return TLSK_ENOMEM;
+            unsigned char *h;
+            if (s->held_len - s->held_off + n > RENEG_HOLD_MAX) {
+                /* A peer that only writes would make us hold without end: stop, loudly. */
+                s->reneg_running = s->own_reneg = false;
+                return tlsk__fail(s, tlsk__set_detail(s, -ENOBUFS,
+                                                      "renegotiation: the peer sent over %d bytes "
+                                                      "of data instead of answering",
+                                                      RENEG_HOLD_MAX));
+            }
+            if (!(h = realloc(s->held, s->held_len + n))) {
+                s->reneg_running = s->own_reneg = false;
+                return tlsk__fail(s, tlsk__set_detail(s, TLSK_ENOMEM, "renegotiation: out of "
+                                                                      "memory for held data"));
             }
             memcpy(h + s->held_len, tmp, n);
             s->held = h;

@@ -206,6 +206,64 @@ static void rn3(void)
     tlsk_context_free(cl.ctx);
 }
 
+/* A client that only writes while the server renegotiates: the server holds at most 64 KiB
+ * of its data for later reads, then fails with -ENOBUFS and a detail saying why, instead of
+ * buffering without end (296 MiB were seen) or dropping bytes silently. */
+static int hold_server_body(struct tp_end *e, struct tlsk_socket *s)
+{
+    int rc;
+
+    while ((rc = tlsk_socket_renegotiate(s, 0)) == -EAGAIN) {
+        if ((rc = tp_wait(s)) != 0) {
+            break;
+        }
+    }
+    e->r[1] = rc;
+    snprintf(e->note, sizeof e->note, "%s", tlsk_socket_error_detail(s));
+    shutdown(e->fd, SHUT_RDWR);
+    return 0;
+}
+
+static int hold_client_body(struct tp_end *e, struct tlsk_socket *s)
+{
+    static _Thread_local unsigned char buf[16384];
+    long long sent = 0;
+
+    memset(buf, 'z', sizeof buf);
+    while (sent < (8 << 20)) {
+        int rc = h_write_all(s, buf, sizeof buf);
+        if (rc != 0) {
+            e->r[0] = rc;
+            break;
+        }
+        sent += (long long)sizeof buf;
+    }
+    e->v[0] = sent;
+    return 0;
+}
+
+static void rn_hold(void)
+{
+    struct tp_end sv = { 0 }, cl = { 0 };
+    const char *what = "renegotiation against a client that only writes";
+
+    sv.ctx = tp_ctx(TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, NULL, 0, 0, 0);
+    sv.body = hold_server_body;
+    cl.body = hold_client_body;
+    tp_conn(&sv, &cl);
+    if (!TAP_OK(sv.r[1] == -ENOBUFS && strstr(sv.note, "instead of answering") != NULL,
+                "%s: the server fails with -ENOBUFS after 64 KiB held (%s: %s)", what,
+                tlsk_err_name(sv.r[1]), sv.note)) {
+        tap_diag("  the client wrote %lld bytes", cl.v[0]);
+    }
+    TAP_OK(cl.r[0] != 0 && cl.v[0] < (8 << 20),
+           "%s: the client's writes then fail instead of filling the server (%s after %lld bytes)",
+           what, tlsk_err_name(cl.r[0]), cl.v[0]);
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
 int main(void)
 {
     /* OpenSSL's socket writes (an alert to a peer that already left) can raise SIGPIPE. */
@@ -220,5 +278,6 @@ int main(void)
     rn1("agent1", 0, false);
     rn2();
     rn3();
+    rn_hold();
     return tap_done();
 }
