@@ -166,10 +166,12 @@ TLSK_PUBLIC const char *tlsk_reason_text(enum tlsk_reason r)
     return reasons[r].text;
 }
 
-/* Append OpenSSL's queued error reasons (and clear the queue) to buf. */
-void tlsk__append_ossl_errors(char *buf, size_t len)
+/* Append OpenSSL's queued error reasons (and clear the queue) to buf.  Returns the error that
+ * classifies them: providers queue their own before the SSL library's (docs/OPENSSL.md §7),
+ * so the first SSL-library one, else the first. */
+unsigned long tlsk__append_ossl_errors(char *buf, size_t len)
 {
-    unsigned long e;
+    unsigned long e, key = 0, first = 0;
     size_t used = strlen(buf);
 
     while ((e = ERR_get_error()) != 0) {
@@ -184,7 +186,12 @@ void tlsk__append_ossl_errors(char *buf, size_t len)
                 }
             }
         }
+        first = first ? first : e;
+        if (!key && ERR_GET_LIB(e) == ERR_LIB_SSL) {
+            key = e;
+        }
     }
+    return key ? key : first;
 }
 
 /* The alert number an OpenSSL error code stands for (SSL_AD_REASON_OFFSET), or -1. */
@@ -239,8 +246,7 @@ int tlsk__ossl_error(struct tlsk_socket *s, int ret, enum tlsk__op op)
 {
     int err = SSL_get_error(s->ssl, ret);
     int e = errno;
-    unsigned long q[16], key = 0;
-    size_t nq = 0, used = 0;
+    unsigned long key;
     int alert, rc;
 
     switch (err) {
@@ -284,24 +290,7 @@ int tlsk__ossl_error(struct tlsk_socket *s, int ret, enum tlsk__op op)
     /* SSL_ERROR_SSL.  Providers queue their own errors before the SSL library's (for example
      * "cipher operation failed" before "bad record mac"): classify by the first SSL one. */
     s->detail[0] = '\0';
-    while (nq < TLSK_ARRAY_SIZE(q) && (q[nq] = ERR_get_error()) != 0) {
-        char one[200];
-        ERR_error_string_n(q[nq], one, sizeof one);
-        if (used + 3 < sizeof s->detail) {
-            int n = snprintf(s->detail + used, sizeof s->detail - used, "%s%s", used ? ": " : "",
-                             one);
-            used = n > 0 && used + (size_t)n < sizeof s->detail ? used + (size_t)n
-                                                                : sizeof s->detail - 1;
-        }
-        if (!key && ERR_GET_LIB(q[nq]) == ERR_LIB_SSL) {
-            key = q[nq];
-        }
-        nq++;
-    }
-    ERR_clear_error();
-    if (!key && nq) {
-        key = q[0];
-    }
+    key = tlsk__append_ossl_errors(s->detail, sizeof s->detail);
     if (op == TLSK__OP_HANDSHAKE && SSL_get_verify_result(s->ssl) != X509_V_OK &&
         ERR_GET_REASON(key) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
         long v = SSL_get_verify_result(s->ssl);

@@ -248,7 +248,7 @@ int tlsk__config_error(struct tlsk__detail *d, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void tlsk__append_ossl_errors(char *buf, size_t len);
+unsigned long tlsk__append_ossl_errors(char *buf, size_t len);
 int tlsk__alert_from_ossl_error(unsigned long e);
 
 /* loop.c: handles on the built-in epoll loop or the application's hooks. */
@@ -266,6 +266,8 @@ void tlsk__loop_reap(struct tlsk_loop *l);
  * Open: -EPROTO for a malformed record or a short out_cap, -EBADMSG when it does not
  * authenticate. */
 #define TLSK_TAG_LEN 16 /* every AEAD tlsk offloads has a 16-byte tag */
+/* A sequence number as it goes on the wire: 8 bytes, big-endian. */
+void tlsk__put_be64(unsigned char out[8], uint64_t v);
 int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const unsigned char *pt,
                       size_t pt_len, unsigned char *out, size_t out_cap, size_t *out_len)
     TLSK_MUST_CHECK;

@@ -18,14 +18,6 @@
 #include "internal.h"
 #include "kconst.h"
 
-static void put_be64(unsigned char *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (unsigned char)v;
-        v >>= 8;
-    }
-}
-
 static uint64_t get_be64(const unsigned char *p)
 {
     uint64_t v = 0;
@@ -91,9 +83,9 @@ static size_t build_crypto_info(const struct tlsk__keys *k, union crypto_info *c
         /* TLS 1.2 explicit nonce: any per-key-unique value works (RFC 5288); the kernel
          * increments it per record.  The sequence number is unique and simple. */
         memcpy(salt, k->iv, 4);
-        put_be64(iv, k->seq);
+        tlsk__put_be64(iv, k->seq);
     }
-    put_be64(seq, k->seq);
+    tlsk__put_be64(seq, k->seq);
     return len;
 }
 

@@ -52,7 +52,7 @@ static const EVP_CIPHER *evp_cipher(int tlsk_cipher)
 
 /* The sequence number as it goes into nonces and AADs: 8 bytes, big-endian (RFC 8446 5.3,
  * RFC 5246 6.2.3.3). */
-static void put_seq(unsigned char out[8], uint64_t seq)
+void tlsk__put_be64(unsigned char out[8], uint64_t seq)
 {
     for (int i = 0; i < 8; i++) {
         out[i] = (unsigned char)(seq >> (56 - 8 * i));
@@ -114,7 +114,7 @@ static void nonce_for(const struct tlsk__keys *k, uint64_t seq, const unsigned c
     if (xor_form) {
         unsigned char s[8];
 
-        put_seq(s, seq);
+        tlsk__put_be64(s, seq);
         memcpy(nonce, k->iv, 12);
         for (int i = 0; i < 8; i++) {
             nonce[4 + i] ^= s[i];
@@ -140,7 +140,7 @@ int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const 
     if (pt_len > TLSK_MAX_PLAINTEXT) {
         return -EMSGSIZE;
     }
-    put_seq(explicit_iv, seq);
+    tlsk__put_be64(explicit_iv, seq);
     nonce_for(k, seq, explicit_iv, nonce);
     if (k->version == TLS1_3_VERSION) {
         inner_len = pt_len + 1;
@@ -165,7 +165,7 @@ int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const 
     }
     out[0] = (unsigned char)type, out[1] = 3, out[2] = 3;
     out[3] = (unsigned char)(rec_len >> 8), out[4] = (unsigned char)rec_len;
-    put_seq(aad, seq);
+    tlsk__put_be64(aad, seq);
     aad[8] = (unsigned char)type, aad[9] = 3, aad[10] = 3;
     aad[11] = (unsigned char)(pt_len >> 8), aad[12] = (unsigned char)pt_len;
     body = out + 5;
@@ -228,7 +228,7 @@ int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned c
         }
         ct_len = body_len - ex - TLSK_TAG_LEN;
         nonce_for(k, seq, body, nonce);
-        put_seq(aad, seq);
+        tlsk__put_be64(aad, seq);
         aad[8] = rec[0], aad[9] = rec[1], aad[10] = rec[2];
         aad[11] = (unsigned char)(ct_len >> 8), aad[12] = (unsigned char)ct_len;
         memcpy(tag, body + ex + ct_len, TLSK_TAG_LEN);
