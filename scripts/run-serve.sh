@@ -13,7 +13,7 @@ if [ ! -s "$cache/localhost-cert.pem" ]; then
 		-keyout "$cache/localhost-key.pem" -out "$cache/localhost-cert.pem" 2>/dev/null
 fi
 first=$(cd "${TLSK_ROOT_DIR:-$here}" && find . -maxdepth 1 -type f ! -name '.*' | head -n 1 | sed 's|^\./||')
-echo "fetch a file with:"
+echo "the folder's listing is at https://localhost:$port/ ; fetch a file with:"
 echo "  curl --cacert $cache/localhost-cert.pem https://localhost:$port/${first:-}"
 exec "$top/build/tools/tlsk-serve" --cert "$cache/localhost-cert.pem" \
-	--key "$cache/localhost-key.pem" --root "${TLSK_ROOT_DIR:-$here}" --listen "127.0.0.1:$port"
+	--key "$cache/localhost-key.pem" --root "${TLSK_ROOT_DIR:-$here}" --listen "127.0.0.1:$port" --list
