@@ -17,6 +17,8 @@ if [ "${TLSK_EXPECT_KTLS:-}" = 1 ]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# The nested runs must not inherit this run's choices (a sanitizer build runs native only).
+unset TLSK_SANITIZE TLSK_TESTS TLSK_TIERS TLSK_REQUIRE_TIERS
 
 cat >"$tmp/amx-linux" <<'EOF'
 #!/bin/sh
