@@ -54,8 +54,12 @@ static void usage(FILE *f)
         "        next instead of data.  The usual one is the peer's close_notify, i.e. where a\n"
         "        plain socket would read EOF; the record is not consumed, so every later read\n"
         "        fails with EIO too.  Treat EIO on stdin as end of input (or link tlsk and call\n"
-        "        tlsk_fd_read(), which returns 0 there).  A peer that closes TCP without\n"
-        "        close_notify reads as a plain EOF (0).\n"
+        "        tlsk_fd_read(), which returns 0 there).\n"
+        "      - a peer that closes TCP without close_notify (truncation: it crashed, or an\n"
+        "        attacker cut the stream) reads as a plain EOF, read() = 0: here 0 is NOT a\n"
+        "        clean end (EIO is).  TLSK_TRUNCATION=eof says so; treat 0 as an error (the\n"
+        "        kernel gives no other sign, and tlsk-exec does not sit in between).  The log\n"
+        "        says how the client ended once PROGRAM has exited.\n"
         "      - a corrupted record makes read() fail with EBADMSG and the connection is dead.\n"
         "      - TLS 1.3: receive is offloaded even on kernels that cannot re-key (< 6.14); if\n"
         "        the peer then sends a KeyUpdate the kernel keeps the old key, the next read\n"
@@ -63,18 +67,31 @@ static void usage(FILE *f)
         "        not send KeyUpdate on their own; Java does after jdk.tls.keyLimits.  Use\n"
         "        --no-tls13-rx to keep TLS 1.3 receive in userspace (then the relay runs).\n"
         "      - the kernel never sends close_notify: when PROGRAM exits, tlsk-exec (which\n"
-        "        waits for it) sends close_notify and closes the connection.\n"
+        "        waits for it) sends close_notify and closes the connection.  Nor does it send\n"
+        "        alerts: a record that fails authentication is EBADMSG for PROGRAM and the\n"
+        "        peer then sees our close_notify (or nothing) rather than bad_record_mac.\n"
         "  relay mode: when the kernel cannot take both directions (no tls module, a cipher it\n"
         "    lacks, --offload, --no-tls13-rx with TLS 1.3, --relay), PROGRAM's stdin and\n"
         "    stdout are a unix socketpair and tlsk-exec relays through OpenSSL (logged\n"
         "    \"relay\", TLSK_MODE=relay).  The peer's close_notify is EOF on stdin; PROGRAM's\n"
-        "    exit (or shutdown(1, SHUT_WR)) sends close_notify.\n"
+        "    exit (or shutdown(1, SHUT_WR)) sends close_notify.  A peer that closes TCP\n"
+        "    without close_notify (truncation) is not EOF: what came before it is delivered,\n"
+        "    then reading stdin fails with ECONNRESET (TLSK_TRUNCATION=reset).  A TLS error\n"
+        "    (a record that fails authentication: the peer gets the fatal alert) ends the\n"
+        "    relay too, and PROGRAM's stdin then reads EOF.\n"
         "\n"
-        "Environment for PROGRAM: TLSK_MODE (kernel|relay), TLSK_VERSION (TLSv1.3),\n"
-        "TLSK_CIPHER (OpenSSL name), TLSK_ALPN, TLSK_SERVERNAME (SNI), TLSK_PEER_SUBJECT\n"
-        "(\"/CN=...\" of a client certificate, with --ca), and UCSPI's PROTO=TCP, TCPLOCALIP,\n"
-        "TCPLOCALPORT, TCPREMOTEIP, TCPREMOTEPORT.  Unknown values are unset.  PROGRAM's\n"
-        "stderr is tlsk-exec's.\n"
+        "Environment for PROGRAM: TLSK_MODE (kernel|relay), TLSK_TRUNCATION (eof|reset: how a\n"
+        "peer's close without close_notify shows on stdin, see above), TLSK_VERSION (TLSv1.3),\n"
+        "TLSK_CIPHER (OpenSSL name), TLSK_ALPN, TLSK_SERVERNAME (SNI), TLSK_PEER_SUBJECT (the\n"
+        "client certificate's subject, with --ca, as an RFC 4514 string: \"CN=agent1,O=tlsk\n"
+        "test\", last RDN first, values escaped: , + \" \\ < > ; = / and a leading or trailing\n"
+        "space or leading # with a backslash, control bytes as \\XX, so a value can never pose\n"
+        "as another field), and UCSPI's PROTO=TCP, TCPLOCALIP, TCPLOCALPORT, TCPREMOTEIP,\n"
+        "TCPREMOTEPORT.  Unknown values are unset.  A client's server name that is not 1-255\n"
+        "letters, digits, '-', '_' and '.' refuses the handshake (logged escaped): PROGRAM\n"
+        "never sees such bytes.  After a fatal error tlsk-exec closes lingering (FIN, then up\n"
+        "to 1 s / 256 KiB of the client's bytes dropped) so the alert is read, not reset.\n"
+        "PROGRAM's stderr is tlsk-exec's.\n"
         "\n"
         "Options:\n"
         "  -l, --listen [HOST]:PORT  (port 0 picks one; \"listening on\" is logged)\n"
@@ -107,6 +124,91 @@ static int send_close_notify(int fd)
     return sendmsg(fd, &m, MSG_NOSIGNAL) == (ssize_t)sizeof alert ? 0 : -errno;
 }
 
+/* RFC 4514 (section 2.4) escaping of one attribute value, appended at out[*n]; false when it
+ * does not fit.  Besides what 2.4 requires (, + " \\ < > ; a leading space or '#', a
+ * trailing space, NUL), '=' and '/' are escaped so that neither RFC 4514 nor the old
+ * "/K=V" readers can be fooled into seeing another field, and every control byte (and DEL)
+ * is written \\XX. */
+static bool dn_value(const char *v, char *out, size_t len, size_t *n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t vl = strlen(v);
+
+    for (size_t i = 0; i < vl; i++) {
+        unsigned char c = (unsigned char)v[i];
+        char e[4];
+        size_t el = 0;
+        if (c < 0x20 || c == 0x7f) {
+            e[el++] = '\\';
+            e[el++] = hex[c >> 4];
+            e[el++] = hex[c & 15];
+        } else if (strchr(",+\"\\<>;=/", c) || (i == 0 && (c == ' ' || c == '#')) ||
+                   (i == vl - 1 && c == ' ')) {
+            e[el++] = '\\';
+            e[el++] = (char)c;
+        } else {
+            e[el++] = (char)c;
+        }
+        if (*n + el >= len) {
+            return false;
+        }
+        memcpy(out + *n, e, el);
+        *n += el;
+    }
+    return true;
+}
+
+/* The subject as an RFC 4514 string, built from tlsk's fields (no OpenSSL formatting): the
+ * last RDN first, "KEY=value" joined by ','.  Keys come from the library (short names or
+ * dotted OIDs); one with any other character is left out.  "" when it does not fit: a
+ * truncated name could be another name. */
+static void dn_rfc4514(const struct tlsk_name_entry *e, size_t count, char *out, size_t len)
+{
+    size_t n = 0;
+
+    out[0] = '\0';
+    for (size_t i = count; i-- > 0;) {
+        const char *k = e[i].key, *v = e[i].value ? e[i].value : "";
+        size_t kl = k ? strlen(k) : 0;
+        if (kl == 0 || strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                 "0123456789.-") != kl) {
+            continue;
+        }
+        if (n + (n ? 1 : 0) + kl + 1 >= len) {
+            out[0] = '\0';
+            return;
+        }
+        if (n) {
+            out[n++] = ',';
+        }
+        memcpy(out + n, k, kl);
+        n += kl;
+        out[n++] = '=';
+        if (!dn_value(v, out, len, &n)) {
+            out[0] = '\0';
+            return;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* The client's server name must be a plain host name (cli_servername_ok): anything else
+ * refuses the handshake, so it never reaches TLSK_SERVERNAME. */
+static bool sni_refused;
+
+static int sni_check(struct tlsk_socket *s, const char *name, void *data,
+                     struct tlsk_context **out)
+{
+    (void)s;
+    (void)data;
+    if (!cli_servername_ok(name)) {
+        sni_refused = true;
+        return -EINVAL;
+    }
+    *out = NULL;
+    return 0;
+}
+
 static void set_or_unset(const char *name, const char *value)
 {
     if (value && *value) {
@@ -119,20 +221,18 @@ static void set_or_unset(const char *name, const char *value)
 static void set_env(struct tlsk_socket *s, int fd, const char *mode)
 {
     struct tlsk_cert_info *ci = NULL;
-    char subj[1024] = "", host[64], num[16];
+    char subj[4096] = "", host[64], num[16];
+    const char *sn = tlsk_socket_servername(s);
     int port;
 
     setenv("TLSK_MODE", mode, 1);
+    setenv("TLSK_TRUNCATION", strcmp(mode, "kernel") == 0 ? "eof" : "reset", 1);
     set_or_unset("TLSK_VERSION", tlsk_socket_version(s));
     set_or_unset("TLSK_CIPHER", tlsk_socket_cipher(s));
     set_or_unset("TLSK_ALPN", tlsk_socket_alpn_protocol(s));
-    set_or_unset("TLSK_SERVERNAME", tlsk_socket_servername(s));
+    set_or_unset("TLSK_SERVERNAME", sn && cli_servername_ok(sn) ? sn : NULL);
     if (tlsk_socket_peer_certificate(s, 0, &ci) == 0) {
-        size_t n = 0;
-        for (size_t i = 0; i < ci->subject_count && n < sizeof subj; i++) {
-            n += (size_t)snprintf(subj + n, sizeof subj - n, "/%s=%s", ci->subject[i].key,
-                                  ci->subject[i].value);
-        }
+        dn_rfc4514(ci->subject, ci->subject_count, subj, sizeof subj);
         tlsk_cert_info_free(ci);
     }
     set_or_unset("TLSK_PEER_SUBJECT", subj);
@@ -194,6 +294,48 @@ static int reap(pid_t pid, int timeout_ms)
     }
 }
 
+/* After PROGRAM: how did the client end?  Reads what is left on the kTLS socket (PROGRAM is
+ * gone), control records with their type: "sent close_notify", "closed without close_notify
+ * (truncated)", "still open", or an alert / error. */
+static const char *client_end(int fd, char *buf, size_t len)
+{
+    for (int i = 0; i < 64; i++) {
+        unsigned char data[16384];
+        union {
+            char b[CMSG_SPACE(sizeof(unsigned char))];
+            struct cmsghdr align;
+        } cbuf;
+        struct iovec iov = { .iov_base = data, .iov_len = sizeof data };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b,
+                            .msg_controllen = sizeof cbuf.b };
+        ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        unsigned char type = 23;
+
+        if (n == 0) {
+            return "closed without close_notify (truncated)";
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                return "still open";
+            }
+            snprintf(buf, len, "failed (%s)", strerror(errno));
+            return buf;
+        }
+        if (c && c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE) {
+            type = *CMSG_DATA(c);
+        }
+        if (type == 21 && n >= 2) {
+            if (data[1] == 0) {
+                return "sent close_notify";
+            }
+            snprintf(buf, len, "sent alert %u", data[1]);
+            return buf;
+        }
+    }
+    return "still sending";
+}
+
 static int run_kernel(unsigned long id, struct tlsk_socket *s, const char *peer,
                       const char *info)
 {
@@ -213,10 +355,12 @@ static int run_kernel(unsigned long id, struct tlsk_socket *s, const char *peer,
         return 0;
     }
     st = reap(pid, -1);
+    char how[64];
+    const char *end = client_end(fd, how, sizeof how);
     rc = send_close_notify(fd);
-    cli_log("conn %lu closed: %s exited with status %d; %s", id, cfg.prog[0], st,
-            rc == 0 ? "close_notify sent" : "close_notify not sent (connection gone)");
-    close(fd);
+    cli_log("conn %lu closed: %s exited with status %d; client %s; %s", id, cfg.prog[0], st,
+            end, rc == 0 ? "close_notify sent" : "close_notify not sent (connection gone)");
+    cli_linger_close(fd);
     return 0;
 }
 
@@ -224,7 +368,7 @@ static void run_relay(unsigned long id, struct tlsk_socket *s, const char *peer,
                       const char *info, const char *why)
 {
     struct relay_result res;
-    int sp[2], pidfd, st;
+    int sp[2], pidfd, st, prog_end;
     pid_t pid;
 
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
@@ -235,28 +379,41 @@ static void run_relay(unsigned long id, struct tlsk_socket *s, const char *peer,
             "userspace",
             id, peer, info, why, cfg.prog[0]);
     pid = spawn(sp[1]);
-    close(sp[1]);
     if (pid < 0) {
         cli_log("conn %lu: fork: %s", id, strerror((int)-pid));
+        close(sp[1]);
         close(sp[0]);
         return;
     }
     cli_set_nonblock(sp[0], true);
     pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    /* We keep PROGRAM's end while it runs (the relay lets go when the pidfd says it exited):
+     * at a truncation one byte queued from it makes closing ours ECONNRESET for PROGRAM. */
+    prog_end = sp[1];
+    if (pidfd < 0) {
+        close(prog_end); /* no exit notice: its exit must close the pair by itself */
+        prog_end = -1;
+    }
     relay_run(s, sp[0],
-              &(struct relay_options){ .idle_ms = cfg.idle_ms, .stop_fd = pidfd }, &res);
+              &(struct relay_options){ .idle_ms = cfg.idle_ms, .stop_fd = pidfd,
+                                       .plain_peer_fd = &prog_end },
+              &res);
     close(sp[0]);
+    if (prog_end >= 0) {
+        close(prog_end);
+    }
     if (pidfd >= 0) {
         close(pidfd);
     }
     st = reap(pid, 10000);
     cli_log("conn %lu closed: %llu bytes to %s, %llu bytes from it; %s exited with status %d; "
-            "client %s%s%s%s%s%s",
+            "client %s%s%s%s%s%s%s",
             id, (unsigned long long)res.to_plain, cfg.prog[0], (unsigned long long)res.to_tls,
             cfg.prog[0], st,
             res.peer_close_notify ? "sent close_notify"
-            : res.peer_truncated  ? "closed without close_notify"
+            : res.peer_truncated  ? "closed without close_notify (truncated)"
                                   : "still open",
+            res.plain_reset ? "; program's stdin reset" : "",
             res.sent_close_notify ? "; close_notify sent" : "", res.err ? "; " : "",
             res.err ? res.err_where : "", res.err ? ": " : "",
             res.err ? tlsk_strerror(res.err) : "");
@@ -271,16 +428,23 @@ static int handle(unsigned long id, int cfd)
     cli_sockname(cfd, true, peer, sizeof peer);
     cli_set_nonblock(cfd, true);
     rc = tlsk_socket_new_server(&s, ctx, cfd,
-                                &(struct tlsk_socket_options){ .flags = TLSK_SOCKET_OWN_FD });
+                                &(struct tlsk_socket_options){ .flags = TLSK_SOCKET_OWN_FD,
+                                                               .sni_cb = sni_check });
     if (rc != 0) {
         cli_log("conn %lu from %s: %s", id, peer, tlsk_strerror(rc));
         close(cfd);
         return 1;
     }
     if ((rc = cli_handshake(s, cfg.hs_ms)) != 0) {
-        cli_log("conn %lu from %s: handshake failed: %s %s", id, peer, tlsk_err_name(rc),
-                tlsk_socket_error_detail(s));
-        tlsk_socket_free(s);
+        char esc[1100];
+        if (sni_refused) {
+            cli_log("conn %lu from %s: handshake refused: server name \"%s\" is not a host name",
+                    id, peer, cli_escape(tlsk_socket_servername(s), esc, sizeof esc));
+        } else {
+            cli_log("conn %lu from %s: handshake failed: %s %s", id, peer, tlsk_err_name(rc),
+                    cli_escape(tlsk_socket_error_detail(s), esc, sizeof esc));
+        }
+        cli_free_lingering(s);
         return 1;
     }
     cli_describe(s, info, sizeof info);
@@ -301,7 +465,7 @@ static int handle(unsigned long id, int cfd)
     }
     set_env(s, cfd, "relay");
     run_relay(id, s, peer, info, why);
-    tlsk_socket_free(s);
+    cli_free_lingering(s);
     return 0;
 }
 

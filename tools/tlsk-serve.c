@@ -38,6 +38,7 @@
 
 #include <linux/openat2.h>
 
+#include "cli.h"
 #include "http.h"
 #include "tlsk.h"
 
@@ -135,6 +136,7 @@ enum cstate {
     C_BODY,      /* file body through tlsk_socket_sendfile */
     C_SHUTDOWN,  /* sending close_notify */
     C_LINGER,    /* draining what the client still sends, so our last bytes are not reset */
+    C_DRAIN,     /* after a fatal error (tlsk freed, its alert sent): FIN, drain, close */
     C_CLOSED,
 };
 
@@ -169,6 +171,8 @@ struct conn {
     long long body_bytes;
     char reqline[256];
     unsigned requests;
+    size_t drained;   /* C_LINGER, C_DRAIN: bytes dropped so far */
+    bool drain_blind; /* C_DRAIN: nothing more can be read; waiting for the client's FIN */
 };
 
 struct worker {
@@ -186,6 +190,7 @@ struct worker {
 enum { TAG_LISTEN = 1, TAG_STOP = 2 };
 
 static void conn_close(struct conn *c);
+static void conn_linger(struct conn *c);
 static void conn_run(struct conn *c);
 
 static const char *date_now(struct worker *w)
@@ -332,30 +337,7 @@ static void describe_offload(struct conn *c)
  * absolute symbolic links and links that climb out; magic /proc links are refused too. */
 static int open_beneath(struct vhost *vh, const char *rel)
 {
-    struct open_how how = {
-        .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
-        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-    };
-    long fd = syscall(SYS_openat2, vh->root_fd, rel, &how, sizeof how);
-
-    if (fd < 0 && errno == ENOSYS) {
-        /* Before Linux 5.6: resolve fully, then check the result is under the root. */
-        char path[PATH_MAX], real[PATH_MAX];
-        size_t rl = strlen(vh->root_real);
-        if ((size_t)snprintf(path, sizeof path, "%s/%s", vh->root_real, rel) >= sizeof path) {
-            errno = ENAMETOOLONG;
-            return -1;
-        }
-        if (!realpath(path, real)) {
-            return -1;
-        }
-        if (strncmp(real, vh->root_real, rl) != 0 || (real[rl] != '/' && real[rl] != '\0')) {
-            errno = EXDEV;
-            return -1;
-        }
-        return open(real, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    }
-    return (int)fd;
+    return http_open_beneath(vh->root_fd, vh->root_real, rel, O_RDONLY | O_NONBLOCK);
 }
 
 static int errno_status(int e)
@@ -415,16 +397,18 @@ static void handle_request(struct conn *c, struct http_request *r)
         return;
     }
     if (S_ISDIR(st.st_mode)) {
-        char raw[PATH_MAX], loc[PATH_MAX + 32];
+        char raw[PATH_MAX], loc[3 * PATH_MAX + 32];
         int ifd;
         if (!dir_slash) {
-            const char *q = strchr(r->target, '?');
+            /* From the normalised path, never the raw target: "//evil.example/.." is the root,
+             * and a Location of "//evil.example/../" would send the client to another host. */
             close(fd);
-            if (http_target_raw_path(r->target, raw, sizeof raw - 1) < 0) {
+            memcpy(loc, "Location: ", 10);
+            if (http_dir_location(rel, r->target, loc + 10, sizeof loc - 12) < 0) {
                 respond_text(c, 414, head_only, NULL);
                 return;
             }
-            snprintf(loc, sizeof loc, "Location: %s/%s\r\n", raw, q ? q : "");
+            strcat(loc, "\r\n");
             respond_text(c, 301, head_only, loc);
             return;
         }
@@ -449,7 +433,7 @@ static void handle_request(struct conn *c, struct http_request *r)
             }
             snprintf(path, sizeof path, "/%s%s", strcmp(rel, ".") == 0 ? "" : rel,
                      strcmp(rel, ".") == 0 ? "" : "/");
-            page = http_listing(fd, path, &len);
+            page = http_listing(fd, c->vh->root_fd, c->vh->root_real, rel, path, &len);
             close(fd);
             if (!page) {
                 respond_text(c, 500, head_only, NULL);
@@ -607,12 +591,23 @@ static void take_request(struct conn *c, size_t head_len)
             p++;
         }
         n = strcspn(p, "\r\n");
-        n = n < sizeof c->reqline - 1 ? n : sizeof c->reqline - 1;
+        /* Untrusted bytes: non-printable ones, '"' and '\\' are written \\xNN. */
+        size_t o = 0;
         for (size_t i = 0; i < n; i++) {
             unsigned char ch = (unsigned char)p[i];
-            c->reqline[i] = ch < 0x20 || ch >= 0x7f || ch == '"' ? '?' : (char)ch;
+            if (ch < 0x20 || ch >= 0x7f || ch == '"' || ch == '\\') {
+                if (o + 5 > sizeof c->reqline) {
+                    break;
+                }
+                o += (size_t)snprintf(c->reqline + o, 5, "\\x%02x", ch);
+            } else {
+                if (o + 2 > sizeof c->reqline) {
+                    break;
+                }
+                c->reqline[o++] = (char)ch;
+            }
         }
-        c->reqline[n] = '\0';
+        c->reqline[o] = '\0';
     }
     rc = http_parse_request(c->in, head_len, cfg.max_line, &r);
     if (rc != 0) {
@@ -654,10 +649,11 @@ static void conn_run(struct conn *c)
             }
             if (n < 0) {
                 if (cfg.log_handshake_errors) {
+                    char detail[512];
                     logline("%s handshake failed: %s %s", c->remote, tlsk_err_name((int)n),
-                            tlsk_socket_error_detail(c->s));
+                            cli_escape(tlsk_socket_error_detail(c->s), detail, sizeof detail));
                 }
-                conn_close(c);
+                conn_linger(c); /* the client reads our alert, not a reset */
                 return;
             }
             c->vh = host_for_ctx(tlsk_socket_servername(c->s) && cfg.sni
@@ -693,8 +689,12 @@ static void conn_run(struct conn *c)
                 wait_for_tls(c);
                 return;
             }
-            if (n <= 0) {
-                conn_close(c); /* the client went away between requests */
+            if (n == 0) {
+                conn_close(c); /* the client said close_notify between requests */
+                return;
+            }
+            if (n < 0) {
+                conn_linger(c); /* a bad record (alert sent), truncation, a reset */
                 return;
             }
             if (c->in_len == 0) {
@@ -721,8 +721,12 @@ static void conn_run(struct conn *c)
                 wait_for_tls(c);
                 return;
             }
-            if (n <= 0) {
+            if (n == 0) {
                 conn_close(c);
+                return;
+            }
+            if (n < 0) {
+                conn_linger(c);
                 return;
             }
             c->in_len = (size_t)n;
@@ -739,7 +743,7 @@ static void conn_run(struct conn *c)
                 if (n < 0) {
                     c->status = c->status ? c->status : 499;
                     log_request(c);
-                    conn_close(c);
+                    conn_linger(c);
                     return;
                 }
                 c->out_off += (size_t)n;
@@ -775,7 +779,7 @@ static void conn_run(struct conn *c)
                 /* 0: the file shrank under us; the promised length cannot be kept. */
                 c->keep = false;
                 log_request(c);
-                conn_close(c);
+                conn_linger(c);
                 return;
             }
             c->body_bytes += n;
@@ -790,11 +794,12 @@ static void conn_run(struct conn *c)
                 return;
             }
             if (n < 0) {
-                conn_close(c);
+                conn_linger(c);
                 return;
             }
             shutdown(c->fd, SHUT_WR);
             c->state = C_LINGER;
+            c->drained = 0;
             c->deadline = now_ms() + 2000;
             break;
 
@@ -805,17 +810,92 @@ static void conn_run(struct conn *c)
                 arm(c, EPOLLIN);
                 return;
             }
-            if (n <= 0) {
+            if (n <= 0 || (c->drained += (size_t)n) >= CLI_LINGER_BYTES) {
                 conn_close(c);
                 return;
             }
             break;
         }
 
+        case C_DRAIN: {
+            /* Plain reads now (tlsk is gone); a control-message buffer makes a kTLS socket
+             * hand over control records instead of failing with EIO. */
+            char sink[16384];
+            union {
+                char b[CMSG_SPACE(sizeof(unsigned char))];
+                struct cmsghdr align;
+            } cbuf;
+            struct iovec iov = { .iov_base = sink, .iov_len = sizeof sink };
+            struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b,
+                                .msg_controllen = sizeof cbuf.b };
+            if (c->drain_blind) {
+                return;
+            }
+            n = recvmsg(c->fd, &m, MSG_DONTWAIT);
+            if (n > 0) {
+                if ((c->drained += (size_t)n) >= CLI_LINGER_BYTES) {
+                    conn_close(c);
+                    return;
+                }
+                break;
+            }
+            if (n == 0) {
+                conn_close(c); /* the client's FIN: it has read what we sent */
+                return;
+            }
+            if (errno == EINTR) {
+                break;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                arm(c, EPOLLIN | EPOLLRDHUP);
+                return;
+            }
+            /* Nothing more can be read (a record the kernel refused stays queued, and
+             * closing now would reset): wait for the client's FIN, within the deadline. */
+            c->drain_blind = true;
+            arm(c, EPOLLRDHUP | EPOLLET);
+            return;
+        }
+
         case C_CLOSED:
             return;
         }
     }
+}
+
+/* A lingering close after a fatal error (cli_linger_close, on the loop): tlsk is freed
+ * (whatever it had to say, an alert, is sent), then FIN, then what the client still sends
+ * is read and dropped until its FIN, CLI_LINGER_MS or CLI_LINGER_BYTES.  Closing at once
+ * with unread bytes queued would reset the connection and could destroy the alert. */
+static void conn_linger(struct conn *c)
+{
+    struct worker *w = c->w;
+    int fd;
+
+    if (c->state == C_CLOSED || c->state == C_DRAIN) {
+        return;
+    }
+    fd = dup(c->fd);
+    if (c->file_fd >= 0) {
+        close(c->file_fd);
+        c->file_fd = -1;
+    }
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    tlsk_socket_free(c->s); /* closes its fd; the duplicate keeps the connection */
+    c->s = NULL;
+    c->fd = fd;
+    c->state = C_DRAIN;
+    c->drained = 0;
+    c->drain_blind = false;
+    c->deadline = now_ms() + CLI_LINGER_MS;
+    c->armed = EPOLLIN | EPOLLRDHUP;
+    if (fd < 0 || shutdown(fd, SHUT_WR) != 0 ||
+        epoll_ctl(w->ep, EPOLL_CTL_ADD, fd,
+                  &(struct epoll_event){ .events = c->armed, .data.ptr = c }) != 0) {
+        conn_close(c);
+        return;
+    }
+    conn_run(c);
 }
 
 static void conn_close(struct conn *c)
@@ -829,8 +909,14 @@ static void conn_close(struct conn *c)
     if (c->file_fd >= 0) {
         close(c->file_fd);
     }
-    epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
-    tlsk_socket_free(c->s); /* owns and closes the fd */
+    if (c->fd >= 0) {
+        epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    }
+    if (c->s) {
+        tlsk_socket_free(c->s); /* owns and closes the fd */
+    } else if (c->fd >= 0) {
+        close(c->fd); /* C_DRAIN's duplicate */
+    }
     if (c->prev) {
         c->prev->next = c->next;
     } else {
@@ -1026,7 +1112,14 @@ static void *worker_main(void *arg)
             } else if (ev[i].data.u64 == TAG_STOP) {
                 /* handled at the top of the loop */
             } else {
-                conn_run(ev[i].data.ptr);
+                struct conn *c = ev[i].data.ptr;
+                if (c->state == C_DRAIN && c->drain_blind) {
+                    if (ev[i].events & (EPOLLRDHUP | EPOLLHUP)) {
+                        conn_close(c); /* the client's FIN after the error */
+                    }
+                } else {
+                    conn_run(c);
+                }
             }
         }
         now = now_ms();
@@ -1066,7 +1159,12 @@ static void usage(FILE *f)
         "    If-Range, index.html, Content-Type by extension and, with --list, directory\n"
         "    listings.  Paths never leave the root: \"..\" (also percent-encoded) above the\n"
         "    root is refused, and files are opened with openat2(RESOLVE_BENEATH), so symbolic\n"
-        "    links that point outside the root are refused too.\n"
+        "    links that point outside the root are refused too; a listing shows such a link\n"
+        "    without its target's size or time.  The redirect that adds a folder's slash is\n"
+        "    built from the normalised path, so its Location never names another host.\n"
+        "    After a fatal TLS error the connection is closed lingering (FIN, then at most\n"
+        "    1 s / 256 KiB of the client's bytes dropped), so the client reads the alert\n"
+        "    instead of a reset; the access log writes unprintable request bytes as \\xNN.\n"
         "\n"
         "    TLS handshakes run in OpenSSL through tlsk; the record layer then moves into the\n"
         "    kernel where it can (kTLS), and file bodies go out with tlsk_socket_sendfile(),\n"

@@ -6,8 +6,9 @@
 #
 # Covers: byte-exact downloads (1 B, 16 KiB, 1 MiB and 256 MiB; 4 MiB under UML), HEAD, MIME
 # types, single ranges (206/416), If-None-Match / If-Modified-Since / If-Range, keep-alive and
-# pipelining, index.html, 301 for folders, --list, path escapes ("..", encoded forms, symbolic
-# links out of the root), SNI virtual hosts and ALPN, client certificates, malformed,
+# pipelining, index.html, 301 for folders (its Location never "//host"), --list (links out of
+# the root show no size or time), path escapes ("..", encoded forms, symbolic links out of the
+# root), fatal alerts followed by FIN, SNI virtual hosts and ALPN, client certificates, malformed,
 # oversized and slow requests (400/405/414/431/505/408, cut off) with the server still
 # serving, --max-connections, 64 concurrent keep-alive clients, a graceful SIGTERM, --mmap,
 # --help.
@@ -87,6 +88,10 @@ ln -s ../secret.txt "$root/evil"
 ln -s "$tmp/secret.txt" "$root/evil-abs"
 ln -s "$tmp" "$root/evil-dir"
 ln -s sub/a.txt "$root/good-link"
+ln -s "$tmp/secret.txt" "$root/noindex/secret-link"
+ln -s ../../secret.txt "$root/noindex/secret-rel"
+ln -s /etc/passwd "$root/noindex/passwd-link"
+ln -s "file one.txt" "$root/noindex/good-link"
 echo "A" >"$tmp/root-a/who.txt"
 echo "W" >"$tmp/root-w/who.txt"
 echo "D" >"$root/who.txt"
@@ -126,6 +131,9 @@ cat >"$tmp/h.py" <<'PY'
   serve_helper.py CA PORT concurrent N K ROOT NAMES  N threads x K requests (of the
                                               comma-separated NAMES) on one connection each
   serve_helper.py CA PORT hold N SECS         hold N TLS connections open SECS seconds
+  serve_helper.py CA PORT garbage V           handshake (TLS 1.V), then records of random
+                                              bytes: print the alert read and how the TCP
+                                              stream ended (EOF wanted, not ECONNRESET)
 
 Every socket operation has a timeout; the exit status is 0 when the check passed.
 """
@@ -287,6 +295,56 @@ def hold(ca, port, n, secs):
     return True
 
 
+def garbage(ca, port, version):
+    c = ctx(ca)
+    c.minimum_version = c.maximum_version = (ssl.TLSVersion.TLSv1_2 if version == "2"
+                                             else ssl.TLSVersion.TLSv1_3)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    o = c.wrap_bio(inc, out, server_hostname="localhost")
+    while True:
+        try:
+            o.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            d = out.read()
+            if d:
+                raw.sendall(d)
+            d = raw.recv(65536)
+            if not d:
+                print("EOF during the handshake")
+                return False
+            inc.write(d)
+    raw.sendall(out.read())
+    try:
+        raw.sendall((b"\x17\x03\x03\x00\x40" + os.urandom(64)) * 8)
+    except OSError:
+        pass
+    alert, end = None, None
+    while end is None:
+        try:
+            d = raw.recv(65536)
+        except ConnectionResetError:
+            end = "ECONNRESET"
+            break
+        except socket.timeout:
+            end = "nothing (timeout)"
+            break
+        if not d:
+            end = "EOF"
+            break
+        inc.write(d)
+        try:
+            while True:
+                o.read(65536)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as e:
+            alert = alert or e.reason
+    print("alert %s, then %s" % (alert, end))
+    return alert is not None and end == "EOF"
+
+
 def main():
     ca, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     a = sys.argv[4:]
@@ -302,6 +360,8 @@ def main():
         ok = concurrent(ca, port, int(a[0]), int(a[1]), a[2], a[3].split(","))
     elif mode == "hold":
         ok = hold(ca, port, int(a[0]), float(a[1]))
+    elif mode == "garbage":
+        ok = garbage(ca, port, a[0])
     else:
         print("unknown mode %s" % mode)
         ok = False
@@ -410,6 +470,27 @@ l=$(curl_ "$U/noindex/")
 echo "$l" | grep -q 'href="file%20one.txt">file one.txt' && echo "$l" | grep -q 'href="inner/"'
 ok $? "--list: folder without index.html is listed (encoded links)"
 is "$(curl_ -o /dev/null -w '%{http_code}' "$U/noindex/nothing/")" 404 "missing folder: 404"
+# Symbolic links out of the root: listed without their target's size or time (issue 10).
+for lk in secret-link secret-rel passwd-link; do
+	echo "$l" | grep -q ">$lk</a></td><td>-</td><td>-</td>"
+	ok $? "--list: link $lk (out of the root) shows no size and no time"
+done
+secret_size=$(stat -c %s "$tmp/secret.txt")
+passwd_size=$(stat -c %s /etc/passwd)
+echo "$l" | grep -q -e "<td>$secret_size</td>" -e "<td>$passwd_size</td>"
+ok $((!$?)) "--list: the sizes of secret.txt ($secret_size) and /etc/passwd ($passwd_size) appear nowhere"
+echo "$l" | grep -q '>good-link</a></td><td>7</td>'
+ok $? "--list: a link inside the root shows its target's size"
+
+# The folder redirect's Location comes from the normalised path: never "//host" (issue 10).
+loc() { curl_ --path-as-is -o /dev/null -w '%{http_code} %{redirect_url}' "$U$1" | sed "s|https://localhost:$P||"; }
+for pair in "//evil.example/..|301 /" "//evil.example/../sub|301 /sub/" \
+	"///evil.example/%2e%2e|301 /" "/sub?a=//b|301 /sub/?a=//b"; do
+	is "$(loc "${pair%%|*}")" "${pair#*|}" "GET ${pair%%|*}: redirect to ${pair#*|}"
+done
+locs=$(curl_ --path-as-is -sI "$U//evil.example/.." | tr -d '\r' | sed -n 's/^Location: //p')
+case $locs in //*) bad=1 ;; /*) bad=0 ;; *) bad=1 ;; esac
+ok $bad "GET //evil.example/..: Location '$locs' has no host in it"
 
 # Path escapes.
 esc=(/../secret.txt /%2e%2e/secret.txt /sub/../../secret.txt /%2e%2e%2fsecret.txt
@@ -565,6 +646,12 @@ grep -q '^HTTP/1.1 408 Request Timeout after' "$tmp/slow.out"
 ok $? "slow head (2 s header timeout): $(tail -n 1 "$tmp/slow.out")"
 wait $idle_pid
 ok $? "TCP connection without a handshake cut off: $(tail -n 1 "$tmp/idle.out")"
+# Fatal alerts reach the client: records of random bytes after the handshake get
+# bad_record_mac, then FIN (lingering close), not a reset that destroys the alert (issue 10).
+for v in 2 3; do
+	out=$(timeout 60 "$py" "$tmp/h.py" "$ca" "$P" garbage $v)
+	ok $? "TLS 1.$v garbage records after the handshake: $out"
+done
 is "$(curl_ "$U/who.txt")" D "still serving after the abuse"
 
 # Access log and offload state.

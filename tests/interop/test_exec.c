@@ -11,6 +11,17 @@
  *   E4  what a program sees at close_notify: read() gives EIO on the kTLS socket, EOF through
  *       the relay (--relay, or natively), tlsk_fd_read() gives 0 in both
  *   E5  --no-tls13-rx with TLS 1.3: the relay runs (tx kernel, rx userspace) and works
+ *   E6  --ca: $TLSK_PEER_SUBJECT is the client certificate's subject, RFC 4514
+ * Hostile peers (issue 10):
+ *   E7  a subject whose O is "evil/CN=admin" and CN holds a control byte and a comma: each
+ *       value stays in its field (CN=real\01\,x,O=evil\/CN\=admin)
+ *   E8  server names with control bytes, a space, a '/': the handshake is refused, the log
+ *       shows them escaped, the program never sees them
+ *   E9  a client that closes TCP without close_notify: through the relay the program reads
+ *       ECONNRESET (TLSK_TRUNCATION=reset), never EOF; on the kTLS socket it reads 0, which
+ *       TLSK_TRUNCATION=eof documents; tlsk-exec logs the truncation in both
+ *   E10 records of random bytes through the relay: the client reads bad_record_mac, then FIN
+ *   E11 --help documents TLSK_TRUNCATION and the subject's format
  *
  * Every wait is bounded; every child is killed and reaped; ports come from binding port 0.
  */
@@ -87,19 +98,25 @@ static int helper(const char *file)
         return 0;
     }
     if (strcmp(line, "read") == 0 || strcmp(line, "fdread") == 0) {
-        bool fdr = line[0] == 'f';
+        bool fdr = line[0] == 'f', out_ok = true;
+        const char *tr = getenv("TLSK_TRUNCATION");
         ssize_t r;
         int e = 0;
+        /* Keep reading to the end even when stdout is gone (a reset relay). */
+        signal(SIGPIPE, SIG_IGN);
         for (;;) {
             r = fdr ? tlsk_fd_read(0, buf, sizeof buf) : read(0, buf, sizeof buf);
             e = errno;
             if (r <= 0) {
                 break;
             }
-            if (write(1, buf, (size_t)r) != r) {
-                return 1;
+            if (out_ok && write(1, buf, (size_t)r) != r) {
+                out_ok = false;
             }
         }
+        fprintf(stderr, "helper: read ended: %s (TLSK_TRUNCATION=%s)\n",
+                r == 0 ? "EOF" : fdr ? tlsk_err_name((int)r) : e == EIO ? "EIO" : strerror(e),
+                tr ? tr : "-");
         if (r == 0) {
             printf("end: EOF\n");
         } else if (fdr) {
@@ -356,8 +373,8 @@ static void e6_peer_subject(struct exec_srv *e, int version)
         rc = p_kid_io(&k, "hi\n", 3, 0, &out);
         st = p_kid_wait(&k, p_to);
         bool ok = rc == 0 && out.len > 0 &&
-                  memmem(out.p, out.len, "subject=/O=tlsk test/CN=agent1\n", 31);
-        if (!TAP_OK(ok, "%s: program saw subject /O=tlsk test/CN=agent1", tn)) {
+                  memmem(out.p, out.len, "subject=CN=agent1,O=tlsk test\n", 30);
+        if (!TAP_OK(ok, "%s: program saw subject CN=agent1,O=tlsk test (RFC 4514)", tn)) {
             tap_diag("  rc %d, status %d, %zu bytes", rc, st, out.len);
             p_kid_diag(&k);
         }
@@ -375,7 +392,7 @@ static void e6_peer_subject(struct exec_srv *e, int version)
         out = (struct p_buf){ 0 };
         rc = p_kid_io(&k, "hi\n", 3, 0, &out);
         p_kid_wait(&k, p_to);
-        TAP_OK(out.len == 0 || !memmem(out.p, out.len, "subject=/", 9),
+        TAP_OK(out.len == 0 || !memmem(out.p, out.len, "subject=", 8),
                "%s: without a certificate the program does not run", tn);
         char *l = conn_line(e, e->conns, "from");
         if (!TAP_OK(strstr(l, "handshake failed") != NULL, "%s: tlsk-exec logged the failed "
@@ -389,9 +406,297 @@ static void e6_peer_subject(struct exec_srv *e, int version)
     alarm(0);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Issue 10: hostile peers                                                                   */
+
+/* A tlsk client with everything in userspace (raw bytes written to its descriptor go out as
+ * they are); insecure: no verification (for names no certificate carries). */
+static struct tlsk_socket *dial_user(int port, const char *servername, int version,
+                                     bool insecure, int *rc)
+{
+    struct tlsk_context_options o = { .ca_file = p_ca, .min_version = version,
+                                      .max_version = version, .offload = TLSK_OFFLOAD_OFF,
+                                      .flags = insecure ? TLSK_VERIFY_NONE_INSECURE : 0 };
+    struct tlsk_context *c = NULL;
+    struct tlsk_socket *s = NULL;
+    char err[256];
+    int fd;
+
+    if ((*rc = tlsk_context_new(&c, &o, err, sizeof err)) != 0) {
+        tap_diag("client context: %s", err);
+        return NULL;
+    }
+    fd = p_connect_retry(port, NULL);
+    if (fd < 0) {
+        *rc = fd;
+        tlsk_context_free(c);
+        return NULL;
+    }
+    *rc = tlsk_socket_new_client(&s, c, fd, &(struct tlsk_socket_options){
+                                                .servername = servername,
+                                                .flags = TLSK_SOCKET_OWN_FD });
+    tlsk_context_free(c);
+    if (*rc != 0) {
+        close(fd);
+        return NULL;
+    }
+    if ((*rc = h_handshake(s)) != 0) {
+        tlsk_socket_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Run a command (bounded): its exit status. */
+static int run_cmd(const char *what, const char *const *argv)
+{
+    struct p_kid k;
+    int st;
+    if (p_kid_spawn(&k, what, argv, NULL, NULL, P_KID_NULL, false) != 0) {
+        return -1;
+    }
+    st = p_kid_wait(&k, p_to);
+    if (st != 0) {
+        p_kid_diag(&k);
+    }
+    p_kid_free(&k);
+    return st;
+}
+
+/* E7: a client certificate whose subject tries to pose as other fields: O is
+ * "evil/CN=admin", CN is "real" SOH ",x".  The old "/K=V" form showed "/O=evil/CN=admin/CN=..."
+ * (a second CN); RFC 4514 escaping keeps each value inside its field. */
+static char g_ca2[PATH_MAX + 32], g_ca2key[PATH_MAX + 32], g_c2[PATH_MAX + 32],
+    g_c2key[PATH_MAX + 32], g_c2csr[PATH_MAX + 32];
+
+static bool make_spoof_cert(void)
+{
+    snprintf(g_ca2, sizeof g_ca2, "%s/ca2.pem", p_tmp);
+    snprintf(g_ca2key, sizeof g_ca2key, "%s/ca2-key.pem", p_tmp);
+    snprintf(g_c2, sizeof g_c2, "%s/spoof.pem", p_tmp);
+    snprintf(g_c2key, sizeof g_c2key, "%s/spoof-key.pem", p_tmp);
+    snprintf(g_c2csr, sizeof g_c2csr, "%s/spoof.csr", p_tmp);
+    const char *ca[] = { "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                         "ec_paramgen_curve:P-256", "-nodes", "-keyout", g_ca2key, "-out", g_ca2,
+                         "-days", "2", "-subj", "/CN=tlsk spoof test CA", "-addext",
+                         "basicConstraints=critical,CA:TRUE", "-addext",
+                         "keyUsage=critical,keyCertSign,cRLSign", NULL };
+    const char *csr[] = { "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                          "ec_paramgen_curve:P-256", "-nodes", "-keyout", g_c2key, "-out",
+                          g_c2csr, "-utf8", "-subj", "/O=evil\\/CN=admin/CN=real\x01,x", NULL };
+    const char *sign[] = { "openssl", "x509", "-req", "-in", g_c2csr, "-CA", g_ca2, "-CAkey",
+                           g_ca2key, "-set_serial", "7", "-days", "2", "-out", g_c2, NULL };
+    return run_cmd("openssl req (CA)", ca) == 0 && run_cmd("openssl req (client)", csr) == 0 &&
+           run_cmd("openssl x509 -req", sign) == 0;
+}
+
+static void e7_subject_spoof(int version)
+{
+    char tn[128], portarg[32];
+    struct exec_srv e;
+    struct p_buf out = { 0 };
+    struct p_kid k;
+    int rc;
+
+    snprintf(tn, sizeof tn, "E7 TLS %s a subject that poses as other fields", vname(version));
+    p_begin(tn);
+    memset(&e, 0, sizeof e);
+    const char *av[] = { "tlsk-exec", "--cert", p_cert, "--key", p_key, "--ca", g_ca2, "-l",
+                         "127.0.0.1:0", "--", "sh", "-c",
+                         "read l; printf 'subject=%s\\n' \"$TLSK_PEER_SUBJECT\"", NULL };
+    e.port = p_start_tool(&e.k, "tlsk-exec --ca spoof", av);
+    if (!TAP_OK(e.port > 0, "%s: tlsk-exec --ca up", tn)) {
+        p_kid_free(&e.k);
+        return;
+    }
+    snprintf(portarg, sizeof portarg, "127.0.0.1:%d", e.port);
+    const char *argv[] = { "openssl", "s_client", "-connect", portarg, "-CAfile", p_ca,
+                           "-servername", "localhost", "-cert", g_c2, "-key", g_c2key,
+                           version == TLSK_TLS1_3 ? "-tls1_3" : "-tls1_2", "-quiet", NULL };
+    rc = p_kid_spawn(&k, "openssl s_client -cert spoof", argv, NULL, NULL, P_KID_PIPE, true);
+    if (TAP_OK(rc == 0, "%s: start s_client with the certificate", tn)) {
+        rc = p_kid_io(&k, "hi\n", 3, 0, &out);
+        p_kid_wait(&k, p_to);
+        static const char want[] = "subject=CN=real\\01\\,x,O=evil\\/CN\\=admin\n";
+        bool ok = rc == 0 && out.len > 0 && memmem(out.p, out.len, want, sizeof want - 1);
+        if (!TAP_OK(ok, "%s: TLSK_PEER_SUBJECT is CN=real\\01\\,x,O=evil\\/CN\\=admin", tn)) {
+            tap_diag("  got: %.*s", (int)out.len, out.p ? (const char *)out.p : "");
+        }
+        TAP_OK(!out.p || !memmem(out.p, out.len, "/CN=admin", 9) ||
+                   memmem(out.p, out.len, "\\/CN\\=admin", 11),
+               "%s: no unescaped \"/CN=admin\" field", tn);
+        free(conn_line(&e, 1, "closed:"));
+    }
+    p_kid_free(&k);
+    p_buf_free(&out);
+    p_kid_free(&e.k);
+    alarm(0);
+}
+
+/* E8: server names with control bytes, a space, a '/': the handshake is refused, the log
+ * shows the name escaped, the program never runs with it. */
+static void e8_hostile_sni(struct exec_srv *e)
+{
+    static const char *names[] = { "evil\x1b]0;pwned\x07.example", "a b", "x/y" };
+    char tn[] = "E8 hostile server names", b[256];
+    int rc;
+
+    p_begin(tn);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        unsigned long id = ++e->conns;
+        struct tlsk_socket *s = dial_user(e->port, names[i], TLSK_TLS1_3, true, &rc);
+        if (!TAP_OK(s == NULL, "%s: name %zu: handshake refused (%s)", tn, i,
+                    tlsk_err_name(rc))) {
+            size_t len;
+            h_write_all(s, "ping\n", 5);
+            p_tls_read_all(s, b, sizeof b, &len);
+            tap_diag("  program answered: %s", b);
+            tlsk_socket_free(s);
+        }
+        char *l = conn_line(e, id, "from");
+        bool escaped = i != 0 || strstr(l, "evil\\x1b]0;pwned\\x07.example") != NULL;
+        if (!TAP_OK(strstr(l, "handshake refused: server name") && escaped,
+                    "%s: name %zu: logged as refused%s", tn, i,
+                    i == 0 ? ", control bytes written \\xNN" : "")) {
+            tap_diag("  line: %s", l);
+        }
+        free(l);
+    }
+    char *log = p_kid_log(&e->k);
+    TAP_OK(log && !strchr(log, '\x1b') && !strchr(log, '\x07'),
+           "%s: no raw control byte anywhere in the log", tn);
+    free(log);
+    alarm(0);
+}
+
+/* E9: the client closes TCP without close_notify after "abc". */
+static void e9_truncation(struct exec_srv *e, const char *label, int version)
+{
+    char tn[160], b[256], want[96];
+    size_t len;
+    int rc;
+    unsigned long id = ++e->conns;
+    bool k = want_kernel(e, version);
+
+    snprintf(tn, sizeof tn, "E9 TLS %s client truncates (FIN without close_notify)%s",
+             vname(version), label);
+    p_begin(tn);
+    struct tlsk_socket *s = p_tls_dial(e->port, "localhost", version, NULL, &rc);
+    if (!TAP_OK(s != NULL, "%s: handshake", tn)) {
+        return;
+    }
+    rc = h_write_all(s, "read\nabc", 8);
+    p_tis(rc, 0, "%s: sent command and data", tn);
+    usleep(100000);
+    shutdown(tlsk_socket_fd(s), SHUT_WR);
+    rc = p_tls_read_all(s, b, sizeof b, &len);
+    tlsk_socket_free(s);
+    snprintf(want, sizeof want, "helper: read ended: %s (TLSK_TRUNCATION=%s)",
+             k ? "EOF" : "Connection reset by peer", k ? "eof" : "reset");
+    if (!TAP_OK(p_wait_log(&e->k, want, p_to), "%s: %s", tn, want)) {
+        char *l = p_log_line(&e->k, "helper: read ended");
+        tap_diag("  got: %s", l);
+        free(l);
+    }
+    char *l = conn_line(e, id, "closed:");
+    if (!TAP_OK(strstr(l, "client closed without close_notify (truncated)") != NULL,
+                "%s: tlsk-exec logged the truncation", tn)) {
+        tap_diag("  line: %s", l);
+    }
+    if (!k) {
+        TAP_OK(strstr(l, "program's stdin reset") != NULL, "%s: ... and the reset", tn);
+    }
+    free(l);
+    alarm(0);
+}
+
+/* E10: records of random bytes after the handshake, through the relay: the client reads the
+ * fatal alert, then FIN (lingering close), not a reset. */
+static void e10_garbage(struct exec_srv *e, int version)
+{
+    char tn[128];
+    unsigned char rec[5 + 64], b[4096];
+    int rc;
+    ssize_t n;
+    unsigned long id = ++e->conns;
+
+    snprintf(tn, sizeof tn, "E10 TLS %s garbage records after the handshake (--relay)",
+             vname(version));
+    p_begin(tn);
+    struct tlsk_socket *s = dial_user(e->port, "localhost", version, false, &rc);
+    if (!TAP_OK(s != NULL, "%s: handshake", tn)) {
+        return;
+    }
+    int fd = tlsk_socket_fd(s);
+    for (int i = 0; i < 8; i++) {
+        rec[0] = 23;
+        rec[1] = 3;
+        rec[2] = 3;
+        rec[3] = 0;
+        rec[4] = 64;
+        h_pattern(78, (uint64_t)i * 64, rec + 5, 64);
+        if (write(fd, rec, sizeof rec) != (ssize_t)sizeof rec) {
+            break;
+        }
+    }
+    do {
+        n = h_read_some(s, b, sizeof b);
+    } while (n > 0);
+    TAP_OK(TLSK_IS_ALERT(n) && TLSK_ALERT_NUMBER(n) == 20,
+           "%s: the client reads the alert bad_record_mac (%s)", tn, tlsk_err_name((int)n));
+    const char *end = "nothing";
+    long long until = p_now_ms() + p_to;
+    while (p_now_ms() < until) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        if (poll(&pf, 1, 200) <= 0) {
+            continue;
+        }
+        n = read(fd, b, sizeof b);
+        if (n == 0) {
+            end = "FIN";
+            break;
+        }
+        if (n < 0 && errno != EAGAIN) {
+            end = strerror(errno);
+            break;
+        }
+    }
+    TAP_OK(strcmp(end, "FIN") == 0, "%s: then FIN, not a reset (%s)", tn, end);
+    tlsk_socket_free(s);
+    free(conn_line(e, id, "closed:"));
+    alarm(0);
+}
+
+static void e11_help(void)
+{
+    char exe[sizeof p_tools + 16], *log;
+    struct p_kid k;
+    const char *argv[] = { exe, "--help", NULL };
+
+    p_begin("E11 --help");
+    snprintf(exe, sizeof exe, "%s/tlsk-exec", p_tools);
+    if (!TAP_OK(p_kid_spawn(&k, "tlsk-exec --help", argv, NULL, NULL, P_KID_NULL, false) == 0,
+                "E11: run --help")) {
+        return;
+    }
+    p_tis(p_kid_wait(&k, p_to), 0, "E11: --help exits 0");
+    log = p_kid_log(&k);
+    TAP_OK(log && strstr(log, "TLSK_TRUNCATION") && strstr(log, "read() = 0: here 0 is NOT a"),
+           "E11: --help says how a truncation shows (TLSK_TRUNCATION; 0 in kernel mode)");
+    TAP_OK(log && strstr(log, "RFC 4514"), "E11: --help names the subject's format");
+    free(log);
+    p_kid_free(&k);
+    alarm(0);
+}
+
 static void cleanup_tmp(void)
 {
-    unlink(g_file);
+    const char *f[] = { g_file, g_ca2, g_ca2key, g_c2, g_c2key, g_c2csr };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        if (f[i][0]) {
+            unlink(f[i]);
+        }
+    }
     rmdir(p_tmp);
 }
 
@@ -489,7 +794,17 @@ int main(int argc, char **argv)
         e4_close_notify(&g_help, "", ver, true);
         e4_close_notify(&g_help_relay, " (--relay)", ver, false);
         e6_peer_subject(&g_ca_sh, ver);
+        e9_truncation(&g_help, "", ver);
+        e9_truncation(&g_help_relay, " (--relay)", ver);
+        e10_garbage(&g_help_relay, ver);
     }
+    bool spoof = make_spoof_cert();
+    TAP_OK(spoof, "made a CA and a client certificate with a hostile subject");
+    for (size_t v = 0; spoof && v < 2; v++) {
+        e7_subject_spoof(versions[v]);
+    }
+    e8_hostile_sni(&g_sh);
+    e11_help();
 out:
     {
         struct exec_srv *all[] = { &g_cat,        &g_sh,      &g_help,

@@ -16,6 +16,19 @@
  *       upstream connection ("Reused," in s_server's page, "session reused" in the log)
  *   P8  plain client -> --origin -> tlsk-proxy terminator -> socat echo: bulk byte-exact, and
  *       the client's EOF travels through both proxies and back
+ *   P9  --origin with the upstream down
+ * Hostile clients (issue 10):
+ *   P10 records of random bytes after the handshake: the client reads the fatal alert
+ *       (bad_record_mac), then FIN, never a reset (the proxy closes lingering)
+ *   P11 a client that closes TCP without close_notify: the backend gets the bytes before it,
+ *       then ECONNRESET (SO_LINGER 0), never a clean EOF
+ *   P12 a client reset after the handshake, before the PROXY header (the backend's accept
+ *       queue is kept full so the proxy's connect waits): no header at all, dropped
+ *   P13 server names with an ANSI escape, a space, a '/': refused in the handshake, logged
+ *       escaped (\x1b), no raw control byte in the log
+ *   P14 1,100 TCP connections that never send a ClientHello: a real client is still served
+ *       within seconds, and every idle one is cut at --handshake-timeout
+ *   P15 --help: handshake timeout 10 s and idle timeout 300 s by default
  *
  * Every wait is bounded (poll timeouts, waitpid deadlines, a per-case alarm that kills all
  * children); every child is killed and reaped; ports come from binding port 0.
@@ -32,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -688,6 +702,481 @@ static void p9_origin_down(void)
     alarm(0);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Issue 10: hostile clients                                                                 */
+
+/* A tlsk client to 127.0.0.1:port, handshake done, everything in userspace (so that raw bytes
+ * written to its descriptor go out as they are).  insecure: no verification at all (for
+ * server names no certificate carries).  NULL with *rc on failure. */
+static struct tlsk_socket *dial_user(int port, const char *servername, int version,
+                                     bool insecure, int *rc)
+{
+    struct tlsk_context_options o = { .ca_file = p_ca, .min_version = version,
+                                      .max_version = version, .offload = TLSK_OFFLOAD_OFF,
+                                      .flags = insecure ? TLSK_VERIFY_NONE_INSECURE : 0 };
+    struct tlsk_context *c = NULL;
+    struct tlsk_socket *s = NULL;
+    char err[256];
+    int fd;
+
+    if ((*rc = tlsk_context_new(&c, &o, err, sizeof err)) != 0) {
+        tap_diag("client context: %s", err);
+        return NULL;
+    }
+    fd = p_connect_retry(port, NULL);
+    if (fd < 0) {
+        *rc = fd;
+        tlsk_context_free(c);
+        return NULL;
+    }
+    *rc = tlsk_socket_new_client(&s, c, fd, &(struct tlsk_socket_options){
+                                                .servername = servername,
+                                                .flags = TLSK_SOCKET_OWN_FD });
+    tlsk_context_free(c);
+    if (*rc != 0) {
+        close(fd);
+        return NULL;
+    }
+    if ((*rc = h_handshake(s)) != 0) {
+        tlsk_socket_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Send n records that look like application data but are random bytes (they fail
+ * authentication), then read: the peer's fatal alert must arrive, then its FIN (read 0) and
+ * not a reset.  Returns a description for the TAP line in why. */
+static bool garbage_then_alert(struct tlsk_socket *s, int *alert, char *why, size_t whylen)
+{
+    unsigned char rec[5 + 64], b[4096];
+    int fd = tlsk_socket_fd(s);
+    ssize_t n;
+    long long end;
+
+    *alert = 0;
+    for (int i = 0; i < 8; i++) {
+        rec[0] = 23;
+        rec[1] = 3;
+        rec[2] = 3;
+        rec[3] = 0;
+        rec[4] = 64;
+        h_pattern(77, (uint64_t)i * 64, rec + 5, 64);
+        if (write(fd, rec, sizeof rec) != (ssize_t)sizeof rec) {
+            break; /* the peer may have answered (and closed) already */
+        }
+    }
+    do {
+        n = h_read_some(s, b, sizeof b);
+    } while (n > 0);
+    *alert = (int)n;
+    if (!TLSK_IS_ALERT(n)) {
+        snprintf(why, whylen, "no alert: read gave %s", tlsk_err_name((int)n));
+        return false;
+    }
+    /* Then the end of the TCP stream: FIN (0) after a lingering close, not ECONNRESET. */
+    end = p_now_ms() + p_to;
+    for (;;) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        if (poll(&pf, 1, 200) < 0 || p_now_ms() > end) {
+            snprintf(why, whylen, "alert %d, then nothing", (int)TLSK_ALERT_NUMBER(n));
+            return false;
+        }
+        n = read(fd, b, sizeof b);
+        if (n == 0) {
+            snprintf(why, whylen, "alert %d, then FIN", TLSK_ALERT_NUMBER(*alert));
+            return true;
+        }
+        if (n < 0 && errno != EAGAIN) {
+            snprintf(why, whylen, "alert %d, then %s", TLSK_ALERT_NUMBER(*alert),
+                     strerror(errno));
+            return false;
+        }
+    }
+}
+
+static void p10_garbage(int version)
+{
+    char tn[128], why[128];
+    int rc, alert;
+
+    snprintf(tn, sizeof tn, "P10 TLS %s garbage records after the handshake", vname(version));
+    p_begin(tn);
+    unsigned long id = ++g_term.conns;
+    struct tlsk_socket *s = dial_user(g_term.port, "localhost", version, false, &rc);
+    if (!TAP_OK(s != NULL, "%s: handshake", tn)) {
+        return;
+    }
+    bool ok = garbage_then_alert(s, &alert, why, sizeof why);
+    TAP_OK(TLSK_IS_ALERT(alert) && TLSK_ALERT_NUMBER(alert) == 20,
+           "%s: the client reads the proxy's alert bad_record_mac (%s)", tn,
+           tlsk_err_name(alert));
+    TAP_OK(ok, "%s: then FIN, not a reset: %s", tn, why);
+    tlsk_socket_free(s);
+    char *l = conn_end(&g_term, id);
+    if (!TAP_OK(strstr(l, "error in tls read") != NULL, "%s: proxy logged the bad record", tn)) {
+        tap_diag("  line: %s", l);
+    }
+    free(l);
+    alarm(0);
+}
+
+/* A TCP listener of our own on 127.0.0.1 (the backend), with the given backlog. */
+static int own_listener(int backlog, int *port)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t al = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, backlog) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &al) != 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int accept_within(int lfd, int ms)
+{
+    struct pollfd pf = { .fd = lfd, .events = POLLIN };
+    if (poll(&pf, 1, ms) != 1) {
+        return -1;
+    }
+    return accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+/* Read from a plain socket until EOF or an error (bounded): the bytes, and how it ended
+ * (0 for EOF, -errno). */
+static int plain_read_end(int fd, char *b, size_t cap, size_t *len)
+{
+    long long end = p_now_ms() + p_to;
+    *len = 0;
+    for (;;) {
+        struct pollfd pf = { .fd = fd, .events = POLLIN };
+        if (p_now_ms() > end) {
+            return -ETIMEDOUT;
+        }
+        if (poll(&pf, 1, 200) <= 0) {
+            continue;
+        }
+        ssize_t n = read(fd, b + *len, cap - *len);
+        if (n == 0) {
+            return 0;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        *len += (size_t)n;
+        if (*len == cap) {
+            return -ENOBUFS;
+        }
+    }
+}
+
+static void p11_truncation(int version)
+{
+    char tn[128], bk[32], b[256];
+    struct proxy px;
+    int port, lfd, bfd = -1, rc;
+    size_t len;
+
+    snprintf(tn, sizeof tn, "P11 TLS %s client truncates (FIN without close_notify)",
+             vname(version));
+    p_begin(tn);
+    lfd = own_listener(8, &port);
+    if (!TAP_OK(lfd >= 0, "%s: backend listening", tn)) {
+        return;
+    }
+    snprintf(bk, sizeof bk, "127.0.0.1:%d", port);
+    const char *argv[] = { "tlsk-proxy", "--cert", p_cert, "--key", p_key, "--listen",
+                           "127.0.0.1:0", "--backend", bk, NULL };
+    if (!TAP_OK(start_proxy(&px, "tlsk-proxy (truncation)", argv) > 0, "%s: proxy up", tn)) {
+        goto out;
+    }
+    struct tlsk_socket *s = p_tls_dial(px.port, "localhost", version, NULL, &rc);
+    if (!TAP_OK(s != NULL, "%s: handshake", tn)) {
+        goto out;
+    }
+    bfd = accept_within(lfd, p_to);
+    rc = h_write_all(s, "abc", 3);
+    p_tis(rc, 0, "%s: sent abc", tn);
+    /* TCP FIN with no close_notify before it (the kernel never sends one either). */
+    shutdown(tlsk_socket_fd(s), SHUT_WR);
+    rc = bfd < 0 ? -ENOTCONN : plain_read_end(bfd, b, sizeof b, &len);
+    TAP_OK(bfd >= 0 && len == 3 && memcmp(b, "abc", 3) == 0, "%s: backend got abc", tn);
+    if (!TAP_OK(rc == -ECONNRESET, "%s: then a reset (ECONNRESET), not EOF: got %s", tn,
+                rc == 0 ? "EOF" : strerror(-rc))) {
+        p_kid_diag(&px.k);
+    }
+    tlsk_socket_free(s);
+    char *l = conn_end(&px, 1);
+    TAP_OK(strstr(l, "client closed without close_notify (truncated)") &&
+               strstr(l, "backend reset"),
+           "%s: proxy log: truncated, backend reset", tn);
+    free(l);
+out:
+    if (bfd >= 0) {
+        close(bfd);
+    }
+    close(lfd);
+    p_kid_free(&px.k);
+    alarm(0);
+}
+
+/* The client resets its connection after the handshake, while the proxy is still connecting
+ * to the backend (whose accept queue we keep full, so the proxy's SYN waits for a retry): the
+ * proxy must not send a PROXY header built from an address it cannot read any more. */
+static void p12_proxy_header_reset(int version)
+{
+    char tn[128], bk[32], b[600];
+    struct proxy px;
+    int port, lfd, filler = -1, bfd = -1, rc;
+    size_t len = 0;
+
+    snprintf(tn, sizeof tn, "P12 TLS %s client reset before the PROXY header", vname(version));
+    p_begin(tn);
+    lfd = own_listener(0, &port);
+    if (!TAP_OK(lfd >= 0, "%s: backend listening (backlog 0)", tn)) {
+        return;
+    }
+    snprintf(bk, sizeof bk, "127.0.0.1:%d", port);
+    const char *argv[] = { "tlsk-proxy", "--cert", p_cert, "--key", p_key, "--listen",
+                           "127.0.0.1:0", "--backend", bk, "--proxy-protocol", NULL };
+    if (!TAP_OK(start_proxy(&px, "tlsk-proxy --proxy-protocol (reset)", argv) > 0,
+                "%s: proxy up", tn)) {
+        goto out;
+    }
+    /* Fill the backend's accept queue: the proxy's connect then waits for its SYN retry. */
+    filler = p_connect_retry(port, NULL);
+    struct tlsk_socket *s = p_tls_dial(px.port, "localhost", version, NULL, &rc);
+    if (!TAP_OK(filler >= 0 && s != NULL, "%s: handshake (backend queue full)", tn)) {
+        if (s) {
+            tlsk_socket_free(s);
+        }
+        goto out;
+    }
+    usleep(300000); /* the proxy finished its side and is connecting */
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(tlsk_socket_fd(s), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    tlsk_socket_free(s); /* RST */
+    usleep(200000);
+    int q = accept_within(lfd, p_to); /* the filler: now the proxy's retry gets in */
+    if (q >= 0) {
+        close(q);
+    }
+    bfd = accept_within(lfd, p_to);
+    if (!TAP_OK(bfd >= 0, "%s: the proxy connected to the backend", tn)) {
+        goto out;
+    }
+    rc = plain_read_end(bfd, b, sizeof b, &len);
+    if (!TAP_OK(len == 0 && (rc == 0 || rc == -ECONNRESET),
+                "%s: the backend got no PROXY header, the connection was dropped (%zu bytes, %s)",
+                tn, len, rc == 0 ? "EOF" : strerror(-rc))) {
+        if (len >= 14) {
+            tap_diag("  header command 0x%02x, family 0x%02x", (unsigned char)b[12],
+                     (unsigned char)b[13]);
+        }
+    }
+    TAP_OK(p_wait_log(&px.k, "the client is gone", p_to), "%s: proxy logged the drop", tn);
+out:
+    if (filler >= 0) {
+        close(filler);
+    }
+    if (bfd >= 0) {
+        close(bfd);
+    }
+    close(lfd);
+    p_kid_free(&px.k);
+    alarm(0);
+}
+
+/* A server name with control bytes (an ANSI escape) and one with a space: refused during the
+ * handshake, logged escaped, never at the backend. */
+static void p13_hostile_sni(void)
+{
+    static const char *names[] = { "evil\x1b[31m.example", "a b.example", "x/y" };
+    char tn[] = "P13 hostile server names", b[64];
+    int rc;
+
+    p_begin(tn);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        unsigned long id = ++g_term.conns;
+        struct tlsk_socket *s = dial_user(g_term.port, names[i], TLSK_TLS1_3, true, &rc);
+        if (!TAP_OK(s == NULL, "%s: name %zu: handshake refused (%s)", tn, i,
+                    tlsk_err_name(rc))) {
+            size_t len;
+            h_write_all(s, "x\n", 2);
+            h_shutdown(s);
+            p_tls_read_all(s, b, sizeof b, &len);
+            tlsk_socket_free(s);
+        }
+        char *l = conn_start(&g_term, id);
+        bool escaped = i != 0 || strstr(l, "evil\\x1b[31m.example") != NULL;
+        if (!TAP_OK(strstr(l, "handshake refused: server name") && escaped,
+                    "%s: name %zu: logged as refused%s", tn, i,
+                    i == 0 ? ", the escape byte written \\x1b" : "")) {
+            tap_diag("  line: %s", l);
+        }
+        free(l);
+    }
+    char *log = p_kid_log(&g_term.k);
+    TAP_OK(log && !strchr(log, '\x1b'), "%s: no raw control byte anywhere in the log", tn);
+    free(log);
+    /* An ordinary name still works. */
+    ++g_term.conns;
+    struct tlsk_socket *s = dial_user(g_term.port, "localhost", TLSK_TLS1_3, false, &rc);
+    TAP_OK(s != NULL, "%s: localhost still served", tn);
+    if (s) {
+        size_t len;
+        h_shutdown(s);
+        p_tls_read_all(s, b, sizeof b, &len);
+        tlsk_socket_free(s);
+    }
+    free(conn_end(&g_term, g_term.conns));
+    alarm(0);
+}
+
+/* 1,100 TCP connections that never send a ClientHello must not lock a real client out, and
+ * are cut at the handshake timeout. */
+static void p14_idle_flood(void)
+{
+    char tn[] = "P14 1100 idle connections", echo_b[32], b[16];
+    struct proxy px;
+    struct rlimit rl;
+    int want = 1100, n = 0, *fds, rc;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+    p_begin(tn);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (long)rl.rlim_cur < want + 100) {
+        want = (int)rl.rlim_cur - 100;
+        tap_diag("  descriptor limit %ld: %d idle connections", (long)rl.rlim_cur, want);
+    }
+    snprintf(echo_b, sizeof echo_b, "127.0.0.1:%d", g_echo_port);
+    const char *argv[] = { "tlsk-proxy", "--cert", p_cert, "--key", p_key, "--listen",
+                           "127.0.0.1:0", "--backend", echo_b, "--handshake-timeout", "3",
+                           NULL };
+    if (!TAP_OK(start_proxy(&px, "tlsk-proxy (idle flood)", argv) > 0, "%s: proxy up", tn)) {
+        p_kid_free(&px.k);
+        return;
+    }
+    a.sin_port = htons((uint16_t)px.port);
+    fds = calloc((size_t)want, sizeof *fds);
+    for (int i = 0; fds && i < want; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            break;
+        }
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
+            close(fd);
+            break;
+        }
+        fds[n++] = fd;
+    }
+    /* Wait (bounded) until every connect has completed. */
+    long long end = p_now_ms() + p_to;
+    int up = 0;
+    for (int i = 0; i < n && p_now_ms() < end; i++) {
+        struct pollfd pf = { .fd = fds[i], .events = POLLOUT };
+        int err = 0;
+        socklen_t el = sizeof err;
+        if (poll(&pf, 1, (int)(end - p_now_ms())) == 1 &&
+            getsockopt(fds[i], SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0) {
+            up++;
+        }
+    }
+    TAP_OK(up == want, "%s: %d of %d idle TCP connections established", tn, up, want);
+    /* A real client, while they sit there. */
+    long long t0 = p_now_ms();
+    struct tlsk_socket *s = p_tls_dial(px.port, "localhost", TLSK_TLS1_3, NULL, &rc);
+    size_t got = 0;
+    if (s) {
+        rc = h_write_all(s, "ping\n", 5);
+        while (rc == 0 && got < 5) {
+            ssize_t r = h_read_some(s, b + got, 5 - got);
+            if (r <= 0) {
+                break;
+            }
+            got += (size_t)r;
+        }
+    }
+    long long ms = p_now_ms() - t0, limit = p_ktls ? 15000 : 5000;
+    if (!TAP_OK(s && got == 5 && memcmp(b, "ping\n", 5) == 0,
+                "%s: a real client is served (handshake and echo)", tn)) {
+        tap_diag("  %s", tlsk_err_name(rc));
+        char *l = p_log_line(&px.k, "refus");
+        tap_diag("  proxy: %s", l);
+        free(l);
+    }
+    TAP_OK(ms < limit, "%s: ... within %lld ms (%lld ms)", tn, limit, ms);
+    if (s) {
+        size_t len;
+        h_shutdown(s);
+        p_tls_read_all(s, b, sizeof b, &len);
+        tlsk_socket_free(s);
+    }
+    /* Every idle connection is closed by the proxy (the 3 s handshake timeout). */
+    int closed = 0;
+    end = p_now_ms() + 3000 + p_to;
+    for (int i = 0; i < n; i++) {
+        for (;;) {
+            struct pollfd pf = { .fd = fds[i], .events = POLLIN };
+            long long left = end - p_now_ms();
+            if (left <= 0 || poll(&pf, 1, (int)left) != 1) {
+                break;
+            }
+            ssize_t r = read(fds[i], b, sizeof b);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                closed++;
+                break;
+            }
+        }
+    }
+    TAP_OK(closed == n, "%s: the proxy closed all %d of them (handshake timeout): %d", tn, n,
+           closed);
+    TAP_OK(p_log_has(&px.k, "handshake failed: ETIMEDOUT (--handshake-timeout)"),
+           "%s: logged as handshake timeouts", tn);
+    TAP_OK(p_kid_alive(&px.k), "%s: proxy still running", tn);
+    for (int i = 0; i < n; i++) {
+        close(fds[i]);
+    }
+    free(fds);
+    p_kid_free(&px.k);
+    alarm(0);
+}
+
+static void p15_help(void)
+{
+    char exe[sizeof p_tools + 16], *log;
+    struct p_kid k;
+    const char *argv[] = { exe, "--help", NULL };
+
+    p_begin("P15 --help");
+    snprintf(exe, sizeof exe, "%s/tlsk-proxy", p_tools);
+    if (!TAP_OK(p_kid_spawn(&k, "tlsk-proxy --help", argv, NULL, NULL, P_KID_NULL, false) == 0,
+                "P15: run --help")) {
+        return;
+    }
+    p_tis(p_kid_wait(&k, p_to), 0, "P15: --help exits 0");
+    log = p_kid_log(&k);
+    TAP_OK(log && strstr(log, "--handshake-timeout S (10)") && strstr(log, "--idle-timeout S (300"),
+           "P15: default handshake timeout 10 s, idle timeout 300 s");
+    TAP_OK(log && strstr(log, "--max-handshakes"), "P15: --max-handshakes documented");
+    free(log);
+    p_kid_free(&k);
+    alarm(0);
+}
+
 static void cleanup_tmp(void)
 {
     char p[PATH_MAX + 32];
@@ -807,8 +1296,14 @@ int main(void)
         p6_proxy_protocol(versions[v]);
         p7_origin_sserver(versions[v], false);
         p8_origin_chain(versions[v], bulk);
+        p10_garbage(versions[v]);
+        p11_truncation(versions[v]);
+        p12_proxy_header_reset(versions[v]);
     }
     p9_origin_down();
+    p13_hostile_sni();
+    p14_idle_flood();
+    p15_help();
     /* TLS 1.3 with receive offloaded too (--tls13-rx): splice both ways; at the origin the
      * server's NewSessionTickets arrive as control records in the middle of the splice. */
     p7_origin_sserver(TLSK_TLS1_3, true);

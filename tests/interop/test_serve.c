@@ -1,6 +1,8 @@
 /*
  * test_serve.c - the HTTP pieces of tlsk-serve (tools/common/http.c) on their own: request
- * parsing, mapping targets below the root, ranges, dates, entity tags, MIME types, listings.
+ * parsing, mapping targets below the root, ranges, dates, entity tags, MIME types, listings;
+ * the folder redirect's Location (never "//", issue 10) and listings that show nothing of a
+ * symbolic link's target outside the root (issue 10).
  * Table-driven, negative cases first-class.  The end-to-end server tests with real clients
  * are in serve.t next to this file.
  *
@@ -262,7 +264,7 @@ static void test_listing(void)
     snprintf(path, sizeof path, "%s/sub dir", dir);
     mkdir(path, 0755);
     fd = open(dir, O_RDONLY | O_DIRECTORY);
-    page = http_listing(fd, "/a<b>/", &len);
+    page = http_listing(fd, fd, dir, ".", "/a<b>/", &len);
     TAP_OK(page && len == strlen(page), "listing built");
     TAP_OK(page && strstr(page, "Index of /a&lt;b&gt;/"), "title escaped");
     TAP_OK(page && strstr(page, "&lt;b&gt;&amp;&quot;x&quot;.txt</a>"), "names escaped");
@@ -272,7 +274,7 @@ static void test_listing(void)
            "folders first, with a slash");
     TAP_OK(page && strstr(page, "href=\"../\""), "parent link below the root");
     free(page);
-    page = http_listing(fd, "/", &len);
+    page = http_listing(fd, fd, dir, ".", "/", &len);
     TAP_OK(page && !strstr(page, "href=\"../\""), "no parent link at the root");
     free(page);
     close(fd);
@@ -283,8 +285,113 @@ static void test_listing(void)
     rmdir(dir);
 }
 
+/* Issue 10: the redirect that adds a folder's slash is built from the normalised path. */
+static void test_dir_location(void)
+{
+    static const struct {
+        const char *target, *want;
+    } cases[] = {
+        { "//evil.example/..", "/" },
+        { "//evil.example/../sub", "/sub/" },
+        { "///evil.example/%2e%2e", "/" },
+        { "/\\evil.example/..", "/" },
+        { "/%5Cevil.example", "/%5Cevil.example/" },
+        { "/a b/c", "/a%20b/c/" },
+        { "/sub?x=1&y=//z", "/sub/?x=1&y=//z" },
+        { "https://other.example//evil.example/..", "/" },
+        { "/", "/" },
+    };
+    char rel[256], out[512];
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bool slash;
+        int rc = http_target_path(cases[i].target, rel, sizeof rel, &slash);
+        int n = rc == 0 ? http_dir_location(rel, cases[i].target, out, sizeof out) : -1;
+        if (!tap_ok(n > 0 && strcmp(out, cases[i].want) == 0 && out[1] != '/',
+                    "Location for %s is %s (never \"//\")", cases[i].target, cases[i].want)) {
+            tap_diag("  rc %d, rel '%s', got '%s'", rc, rc == 0 ? rel : "", n > 0 ? out : "");
+        }
+    }
+    TAP_IS(http_dir_location("abcdefghijkl", "/abcdefghijkl", out, 8), -1,
+           "Location longer than the buffer: -1");
+}
+
+/* Issue 10: a listing tells nothing of what a symbolic link out of the root points to. */
+static void test_listing_links(void)
+{
+    char top[] = "/tmp/test_serve_links.XXXXXX", root[300], p[400], q[400];
+    size_t len = 0;
+    char *page;
+    int rfd, dfd;
+
+    if (!mkdtemp(top)) {
+        tap_bail("mkdtemp");
+    }
+    snprintf(root, sizeof root, "%s/root", top);
+    mkdir(root, 0755);
+    snprintf(p, sizeof p, "%s/outside.txt", top);
+    {
+        int fd = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+        char big[4321];
+        memset(big, 'x', sizeof big);
+        TAP_OK(fd >= 0 && write(fd, big, sizeof big) == (ssize_t)sizeof big, "outside file");
+        close(fd);
+    }
+    snprintf(p, sizeof p, "%s/sub", root);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/sub/inside.txt", root);
+    {
+        int fd = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+        TAP_OK(fd >= 0 && write(fd, "12345", 5) == 5, "inside file");
+        close(fd);
+    }
+    snprintf(q, sizeof q, "%s/sub/out-rel", root);
+    TAP_OK(symlink("../../outside.txt", q) == 0, "link out (relative)");
+    snprintf(p, sizeof p, "%s/outside.txt", top);
+    snprintf(q, sizeof q, "%s/sub/out-abs", root);
+    TAP_OK(symlink(p, q) == 0, "link out (absolute)");
+    snprintf(q, sizeof q, "%s/sub/in-link", root);
+    TAP_OK(symlink("inside.txt", q) == 0, "link inside");
+    snprintf(q, sizeof q, "%s/sub/up-in", root);
+    TAP_OK(symlink("../sub/inside.txt", q) == 0, "link up and back inside");
+    snprintf(q, sizeof q, "%s/sub/dangling", root);
+    TAP_OK(symlink("nothing-here", q) == 0, "dangling link");
+
+    rfd = open(root, O_RDONLY | O_DIRECTORY);
+    snprintf(p, sizeof p, "%s/sub", root);
+    dfd = open(p, O_RDONLY | O_DIRECTORY);
+    page = http_listing(dfd, rfd, root, "sub", "/sub/", &len);
+    TAP_OK(page != NULL, "listing with links built");
+    TAP_OK(page && !strstr(page, "4321"), "no size of the file outside the root anywhere");
+    TAP_OK(page && strstr(page, ">out-rel</a></td><td>-</td><td>-</td>"),
+           "relative link out: no size, no time");
+    TAP_OK(page && strstr(page, ">out-abs</a></td><td>-</td><td>-</td>"),
+           "absolute link out: no size, no time");
+    TAP_OK(page && strstr(page, ">in-link</a></td><td>5</td>"), "link inside: its target's size");
+    TAP_OK(page && strstr(page, ">up-in</a></td><td>5</td>"),
+           "link through .. that stays inside: its target's size");
+    TAP_OK(page && !strstr(page, "dangling"), "dangling link not listed");
+    free(page);
+    close(dfd);
+    close(rfd);
+    const char *names[] = { "sub/out-rel", "sub/out-abs", "sub/in-link", "sub/up-in",
+                            "sub/dangling", "sub/inside.txt" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", root, names[i]);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s/sub", root);
+    rmdir(p);
+    rmdir(root);
+    snprintf(p, sizeof p, "%s/outside.txt", top);
+    unlink(p);
+    rmdir(top);
+}
+
 int main(void)
 {
+    test_dir_location();
+    test_listing_links();
     test_parse();
     test_paths();
     test_ranges();

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -103,7 +104,7 @@ static int split_hostport(const char *spec, char *host, size_t hlen, char *port,
     return 0;
 }
 
-static void fmt_addr(const struct sockaddr *sa, char *out, size_t len)
+void cli_addr_name(const struct sockaddr *sa, char *out, size_t len)
 {
     char h[INET6_ADDRSTRLEN] = "?";
     int port = 0;
@@ -299,7 +300,7 @@ void cli_sockname(int fd, bool remote, char *out, size_t len)
         snprintf(out, len, "?");
         return;
     }
-    fmt_addr((struct sockaddr *)&ss, out, len);
+    cli_addr_name((struct sockaddr *)&ss, out, len);
 }
 
 int cli_sockaddr(int fd, bool remote, char *host, size_t host_len, int *port)
@@ -323,4 +324,136 @@ int cli_sockaddr(int fd, bool remote, char *host, size_t host_len, int *port)
         return -EAFNOSUPPORT;
     }
     return ss.ss_family;
+}
+
+const char *cli_escape(const char *in, char *out, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    if (len == 0) {
+        return out;
+    }
+    if (!in) {
+        in = "-";
+    }
+    for (; *in; in++) {
+        unsigned char c = (unsigned char)*in;
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            if (o + 1 >= len) {
+                break;
+            }
+            out[o++] = (char)c;
+        } else {
+            if (o + 4 >= len) {
+                break;
+            }
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+bool cli_servername_ok(const char *name)
+{
+    size_t n = 0;
+
+    if (!name) {
+        return false;
+    }
+    for (; name[n]; n++) {
+        unsigned char c = (unsigned char)name[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.')) {
+            return false;
+        }
+    }
+    return n > 0 && n <= 255;
+}
+
+void cli_linger_close(int fd)
+{
+    long long deadline = cli_now_ms() + CLI_LINGER_MS;
+    size_t total = 0;
+    bool readable = true;
+    int spins = 0;
+    char junk[16384];
+
+    if (fd < 0) {
+        return;
+    }
+    if (shutdown(fd, SHUT_WR) != 0) {
+        close(fd); /* not connected any more (reset): nothing to wait for */
+        return;
+    }
+    while (total < CLI_LINGER_BYTES) {
+        long long left = deadline - cli_now_ms();
+        struct pollfd pf = { .fd = fd, .events = POLLIN | POLLRDHUP };
+
+        if (left <= 0) {
+            break;
+        }
+        if (!readable) {
+            /* Nothing more can be read (a record the kernel refused stays queued): wait for
+             * the peer's FIN, which says it has read what we sent, within the same bound. */
+            pf.events = POLLRDHUP;
+            if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP))) {
+                break;
+            }
+            poll(NULL, 0, left < 10 ? (int)left : 10);
+            continue;
+        }
+        if (poll(&pf, 1, (int)left) == 0) {
+            break;
+        }
+        /* A control-message buffer: a kTLS socket then hands over (and consumes) control
+         * records instead of failing with EIO.  Harmless on a plain socket. */
+        union {
+            char buf[CMSG_SPACE(sizeof(unsigned char))];
+            struct cmsghdr align;
+        } cbuf;
+        struct iovec iov = { .iov_base = junk, .iov_len = sizeof junk };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+                            .msg_controllen = sizeof cbuf.buf };
+        ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT);
+        if (n > 0) {
+            total += (size_t)n;
+            spins = 0;
+        } else if (n == 0) {
+            break; /* the peer's FIN */
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            /* Level-triggered poll on 6.1 reports a partial kTLS record as readable
+             * (docs/KERNEL.md section 5): back off instead of spinning. */
+            if (++spins > 4) {
+                poll(NULL, 0, 1);
+            }
+        } else {
+            readable = false;
+        }
+    }
+    close(fd);
+}
+
+void cli_abort_close(int fd)
+{
+    struct linger l = { .l_onoff = 1, .l_linger = 0 };
+
+    if (fd < 0) {
+        return;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    close(fd);
+}
+
+void cli_free_lingering(struct tlsk_socket *s)
+{
+    int fd = s ? dup(tlsk_socket_fd(s)) : -1;
+
+    /* The duplicate keeps the connection open while tlsk frees (and closes) its own. */
+    tlsk_socket_free(s);
+    cli_linger_close(fd);
 }

@@ -47,11 +47,52 @@ void cli_describe(const struct tlsk_socket *s, char *out, size_t len);
  * or "unix" / "?" when there is none. */
 void cli_sockname(int fd, bool remote, char *out, size_t len);
 
+/* The same for an address in hand (from accept(2)). */
+struct sockaddr;
+void cli_addr_name(const struct sockaddr *sa, char *out, size_t len);
+
 /* Numeric host and port separately (for PROXY headers and environment variables).
  * Returns the address family, or -errno. */
 int cli_sockaddr(int fd, bool remote, char *host, size_t host_len, int *port);
 
 /* Milliseconds on the monotonic clock. */
 long long cli_now_ms(void);
+
+/*
+ * cli_escape() - untrusted bytes (a server name, an error detail) made safe for one log line:
+ * printable ASCII is copied, every other byte and the backslash become "\xNN".  NULL becomes
+ * "-".  Truncated to fit out (always NUL-terminated).  Returns out.
+ */
+const char *cli_escape(const char *in, char *out, size_t len);
+
+/*
+ * cli_servername_ok() - whether a server name a client sent (SNI) is one the tools accept:
+ * 1 to 255 bytes of ASCII letters, digits, '-', '_' and '.'.  A host name never needs more;
+ * anything else (control bytes, spaces, quotes, '/', non-ASCII) is refused during the
+ * handshake by tlsk-proxy and tlsk-exec, so it never reaches a backend, a PROXY header, an
+ * environment variable or a log line as it came.
+ */
+bool cli_servername_ok(const char *name);
+
+/* How long and how much a lingering close drains (cli_linger_close, tlsk-serve's loop). */
+#define CLI_LINGER_MS 1000
+#define CLI_LINGER_BYTES (256u << 10)
+
+/*
+ * cli_linger_close() - close a TCP connection so that what was sent last (a fatal alert, a
+ * close_notify) reaches the peer: shutdown(SHUT_WR), then read and discard what the peer
+ * still sends until its FIN, CLI_LINGER_MS or CLI_LINGER_BYTES, then close.  Closing with
+ * unread bytes queued would send RST, and a peer that gets RST may never read our alert.
+ * On a kTLS socket control records are consumed too; when nothing more can be read (a
+ * record the kernel refused), it waits for the peer's FIN within the same bound.
+ */
+void cli_linger_close(int fd);
+
+/* cli_free_lingering() - tlsk_socket_free(s), whose descriptor it owns, with a lingering
+ * close of the connection (cli_linger_close).  For every close after a fatal error. */
+void cli_free_lingering(struct tlsk_socket *s);
+
+/* cli_abort_close() - close with SO_LINGER 0: a TCP peer gets RST, never a clean FIN. */
+void cli_abort_close(int fd);
 
 #endif

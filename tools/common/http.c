@@ -11,7 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <linux/openat2.h>
 
 size_t http_head_length(const char *buf, size_t len)
 {
@@ -316,6 +319,87 @@ int http_target_path(const char *target, char *out, size_t outlen, bool *dir_sla
     return 0;
 }
 
+/* Percent-encode everything but unreserved characters and '/' into out at *o (NUL-terminated);
+ * false when it does not fit. */
+static bool url_encode(const char *s, char *out, size_t outlen, size_t *o)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        bool plain = isalnum(c) || strchr("-._~/", c);
+        if (*o + (plain ? 1 : 3) >= outlen) {
+            return false;
+        }
+        if (plain) {
+            out[(*o)++] = (char)c;
+        } else {
+            out[(*o)++] = '%';
+            out[(*o)++] = hex[c >> 4];
+            out[(*o)++] = hex[c & 15];
+        }
+    }
+    out[*o] = '\0';
+    return true;
+}
+
+int http_dir_location(const char *rel, const char *target, char *out, size_t outlen)
+{
+    const char *q = strchr(target, '?');
+    size_t o = 0;
+
+    if (outlen < 2) {
+        return -1;
+    }
+    out[o++] = '/';
+    out[o] = '\0';
+    if (strcmp(rel, ".") != 0) {
+        if (rel[0] == '/' || !url_encode(rel, out, outlen, &o) || o + 1 >= outlen) {
+            return -1;
+        }
+        out[o++] = '/';
+        out[o] = '\0';
+    }
+    if (q) {
+        size_t n = strlen(q);
+        if (o + n >= outlen) {
+            return -1;
+        }
+        memcpy(out + o, q, n + 1);
+        o += n;
+    }
+    return (int)o;
+}
+
+int http_open_beneath(int root_fd, const char *root_real, const char *rel, int flags)
+{
+    /* O_PATH takes no other flags but O_CLOEXEC (and O_DIRECTORY, O_NOFOLLOW). */
+    int extra = (flags & O_PATH) ? O_CLOEXEC : O_CLOEXEC | O_NOCTTY;
+    struct open_how how = {
+        .flags = (unsigned)(flags | extra),
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd = syscall(SYS_openat2, root_fd, rel, &how, sizeof how);
+
+    if (fd < 0 && errno == ENOSYS) {
+        /* Before Linux 5.6: resolve fully, then check the result is under the root. */
+        char path[PATH_MAX], real[PATH_MAX];
+        size_t rl = strlen(root_real);
+        if ((size_t)snprintf(path, sizeof path, "%s/%s", root_real, rel) >= sizeof path) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        if (!realpath(path, real)) {
+            return -1;
+        }
+        if (strncmp(real, root_real, rl) != 0 || (real[rl] != '/' && real[rl] != '\0')) {
+            errno = EXDEV;
+            return -1;
+        }
+        return open(real, flags | extra);
+    }
+    return (int)fd;
+}
+
 static int parse_off(const char **p, off_t *out)
 {
     unsigned long long v = 0;
@@ -614,9 +698,39 @@ static void sb_url(struct sbuf *b, const char *s)
 struct entry {
     char *name;
     bool dir;
+    bool hidden; /* a symbolic link that leads out of the root: nothing of its target shown */
     off_t size;
     time_t mtime;
 };
+
+/* What a listing may show of entry name in the folder dirfd (rel below the root): its own
+ * lstat, or for a symbolic link the target's, found with the same rule as opening a file
+ * (http_open_beneath).  Returns 0, 1 for a link that leads out of the root (or through a
+ * loop), -1 for an entry not to list (gone, or a dangling link). */
+static int entry_stat(int dirfd, int root_fd, const char *root_real, const char *rel,
+                      const char *name, struct stat *st)
+{
+    char path[PATH_MAX];
+    int fd, rc;
+
+    if (fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) != 0) {
+        return -1;
+    }
+    if (!S_ISLNK(st->st_mode)) {
+        return 0;
+    }
+    if ((size_t)snprintf(path, sizeof path, "%s%s%s", strcmp(rel, ".") == 0 ? "" : rel,
+                         strcmp(rel, ".") == 0 ? "" : "/", name) >= sizeof path) {
+        return 1;
+    }
+    fd = http_open_beneath(root_fd, root_real, path, O_PATH);
+    if (fd < 0) {
+        return errno == ENOENT ? -1 : 1;
+    }
+    rc = fstat(fd, st) == 0 ? 0 : 1;
+    close(fd);
+    return rc;
+}
 
 static int entry_cmp(const void *a, const void *b)
 {
@@ -627,7 +741,8 @@ static int entry_cmp(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
-char *http_listing(int dirfd, const char *url_path, size_t *len)
+char *http_listing(int dirfd, int root_fd, const char *root_real, const char *rel,
+                   const char *url_path, size_t *len)
 {
     struct sbuf b = { 0 };
     struct entry *e = NULL;
@@ -647,10 +762,12 @@ char *http_listing(int dirfd, const char *url_path, size_t *len)
     rewinddir(dir);
     while ((d = readdir(dir))) {
         struct stat st;
+        int how;
         if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0) {
             continue;
         }
-        if (fstatat(dirfd, d->d_name, &st, 0) != 0) {
+        how = entry_stat(dirfd, root_fd, root_real, rel, d->d_name, &st);
+        if (how < 0) {
             continue; /* dangling link or raced away: not listed */
         }
         if (n == cap) {
@@ -667,9 +784,10 @@ char *http_listing(int dirfd, const char *url_path, size_t *len)
             b.oom = true;
             break;
         }
-        e[n].dir = S_ISDIR(st.st_mode);
-        e[n].size = st.st_size;
-        e[n].mtime = st.st_mtime;
+        e[n].hidden = how == 1;
+        e[n].dir = !e[n].hidden && S_ISDIR(st.st_mode);
+        e[n].size = e[n].hidden ? 0 : st.st_size;
+        e[n].mtime = e[n].hidden ? 0 : st.st_mtime;
         n++;
     }
     closedir(dir);
@@ -688,7 +806,10 @@ char *http_listing(int dirfd, const char *url_path, size_t *len)
     for (size_t i = 0; i < n; i++) {
         char size[32], date[30];
         http_date(e[i].mtime, date);
-        if (e[i].dir) {
+        if (e[i].hidden) {
+            snprintf(size, sizeof size, "-");
+            snprintf(date, sizeof date, "-");
+        } else if (e[i].dir) {
             snprintf(size, sizeof size, "-");
         } else {
             snprintf(size, sizeof size, "%lld", (long long)e[i].size);

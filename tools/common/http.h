@@ -67,6 +67,25 @@ int http_target_path(const char *target, char *out, size_t outlen, bool *dir_sla
 int http_target_raw_path(const char *target, char *out, size_t outlen);
 
 /*
+ * http_dir_location() - the Location of the redirect that adds the slash to a folder: built
+ * from rel (the normalised path from http_target_path(), "." for the root), never from the
+ * raw target, so it always starts with exactly one '/' ("//evil.example/.." becomes "/", not
+ * the scheme-relative "//evil.example/../"); rel is percent-encoded (a backslash, which
+ * browsers read as '/', becomes %5C), and the target's query, if any, is kept.  Returns the
+ * length written to out (NUL-terminated), or -1 when it does not fit.
+ */
+int http_dir_location(const char *rel, const char *target, char *out, size_t outlen);
+
+/*
+ * http_open_beneath() - open rel (from http_target_path) below the root open at root_fd
+ * (whose resolved path is root_real), with flags (O_RDONLY, O_PATH, ...): openat2 with
+ * RESOLVE_BENEATH refuses "..", absolute symbolic links and links that climb out, and magic
+ * /proc links; before Linux 5.6 the path is resolved and checked to be under root_real.
+ * Returns the fd, or -1 with errno (EXDEV, ELOOP, ENOENT, ...).
+ */
+int http_open_beneath(int root_fd, const char *root_real, const char *rel, int flags);
+
+/*
  * http_parse_range() - evaluate a Range header value against a representation of size bytes.
  * Returns 1 with *first and *last (inclusive) for one satisfiable byte range, 0 when the
  * header must be ignored (not "bytes=", malformed, or several ranges: the whole body is sent),
@@ -90,11 +109,16 @@ const char *http_mime_type(const char *name);
 const char *http_reason(int status);
 
 /*
- * http_listing() - an HTML page listing the directory open at dirfd (not consumed), whose
- * request path (decoded, starting and ending with '/') is url_path: directories first, then
- * files, each sorted by name, with size and modification time.  Returns a malloc'd buffer
- * and sets *len, or NULL with errno set.
+ * http_listing() - an HTML page listing the directory open at dirfd (not consumed), which is
+ * rel (as from http_target_path) below the root open at root_fd (resolved path root_real),
+ * and whose request path (decoded, starting and ending with '/') is url_path: directories
+ * first, then files, each sorted by name, with size and modification time.  Entries are
+ * looked at without following symbolic links; a link shows its target's size and time only
+ * when the target is inside the root by the rule files are opened with
+ * (http_open_beneath), otherwise "-" for both: a link to /etc/passwd does not tell its size.
+ * Returns a malloc'd buffer and sets *len, or NULL with errno set.
  */
-char *http_listing(int dirfd, const char *url_path, size_t *len);
+char *http_listing(int dirfd, int root_fd, const char *root_real, const char *rel,
+                   const char *url_path, size_t *len);
 
 #endif

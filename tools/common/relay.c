@@ -22,9 +22,11 @@ struct dir {
     size_t off, len;
     bool eof;   /* the source has finished */
     bool shut;  /* the destination has been shut down (or is dead): direction finished */
+    bool truncated; /* the source (the TLS peer) closed TCP without close_notify */
     bool rblk, wblk;
     short rwant, wwant;
     uint64_t bytes;
+    int *reset_fd; /* TLS -> plain: the plain peer's own end (relay_options.plain_peer_fd) */
 };
 
 const char *relay_mode_name(const struct tlsk_socket *s, bool no_splice)
@@ -102,6 +104,24 @@ static ssize_t dst_write(struct tlsk_socket *s, struct dir *d, const void *p, si
     return r;
 }
 
+/* A TLS peer that closed TCP without close_notify may have been cut off (an attacker's
+ * truncation, a crash): the plain side must not see the clean end a FIN would be.  SO_LINGER
+ * 0 makes the caller's close() reset a TCP peer; a unix socket has no RST, but closing our
+ * end with unread bytes queued gives its peer ECONNRESET, so one byte is queued from the
+ * program's end when we hold it. */
+static void dst_reset(struct dir *d, struct relay_result *res)
+{
+    struct linger l = { .l_onoff = 1, .l_linger = 0 };
+
+    setsockopt(d->dst_fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    if (d->reset_fd && *d->reset_fd >= 0) {
+        if (send(*d->reset_fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+            /* Full: then bytes are queued already, which is all that is needed. */
+        }
+    }
+    res->plain_reset = true;
+}
+
 /* Half-close the destination.  Returns 0, -EAGAIN, or a negative code. */
 static int dst_shutdown(struct tlsk_socket *s, struct dir *d, struct relay_result *res)
 {
@@ -113,6 +133,10 @@ static int dst_shutdown(struct tlsk_socket *s, struct dir *d, struct relay_resul
             res->sent_close_notify = true;
         }
         return r;
+    }
+    if (d->truncated) {
+        dst_reset(d, res);
+        return 0;
     }
     if (shutdown(d->dst_fd, SHUT_WR) != 0 && errno != ENOTCONN) {
         return -errno;
@@ -165,6 +189,7 @@ static int dir_fill(struct tlsk_socket *s, struct dir *d, struct relay_result *r
             d->eof = true;
             if (d->from_tls) {
                 res->peer_truncated = true; /* TCP FIN with no close_notify before it */
+                d->truncated = true;
             } else {
                 res->plain_eof = true;
             }
@@ -178,11 +203,13 @@ static int dir_fill(struct tlsk_socket *s, struct dir *d, struct relay_result *r
             d->rwant = POLLIN;
             return 0;
         }
-        if (!(d->from_tls && errno == EINVAL)) {
+        if (!(d->from_tls && (errno == EINVAL || errno == EBADMSG || errno == EMSGSIZE))) {
             set_err(res, -errno, d->from_tls ? "splice from tls" : "splice from plain");
             return -errno;
         }
-        /* A control record is next (docs/KERNEL.md §3.4): let the library consume it. */
+        /* A control record is next (docs/KERNEL.md §3.4): let the library consume it.  A
+         * record the kernel refused (EBADMSG, EMSGSIZE) goes to the library too: its read
+         * fails the same way and sends the fatal alert the kernel never sends. */
         d->off = d->len = 0;
     } else {
         if (d->len == RELAY_BUF) {
@@ -213,6 +240,7 @@ static int dir_fill(struct tlsk_socket *s, struct dir *d, struct relay_result *r
     if (d->from_tls && n == TLSK_ETRUNCATED) {
         d->eof = true;
         res->peer_truncated = true;
+        d->truncated = true;
         return 1;
     }
     set_err(res, (int)n, d->from_tls ? "tls read" : "plain read");
@@ -339,6 +367,7 @@ int relay_run(struct tlsk_socket *s, int plain_fd, const struct relay_options *o
         set_err(res, rc, "setup");
         goto out;
     }
+    up.reset_fd = opts->plain_peer_fd;
     if (opts->idle_ms > 0) {
         struct timespec t;
         clock_gettime(CLOCK_MONOTONIC, &t);
@@ -349,6 +378,9 @@ int relay_run(struct tlsk_socket *s, int plain_fd, const struct relay_options *o
 
         if (up.shut && down.shut) {
             break;
+        }
+        if (res->plain_reset) {
+            break; /* the TLS peer truncated: the whole connection ends, abortively */
         }
         if (stopped && down.shut) {
             break;
@@ -437,6 +469,10 @@ int relay_run(struct tlsk_socket *s, int plain_fd, const struct relay_options *o
         if (n > 2 && pf[2].revents) {
             stopped = true;
             res->program_exited = true;
+            if (opts->plain_peer_fd && *opts->plain_peer_fd >= 0) {
+                close(*opts->plain_peer_fd); /* now its exit is our EOF */
+                *opts->plain_peer_fd = -1;
+            }
             /* The program is gone: whatever it wrote is still readable; read it all. */
             down.rblk = false;
         }

@@ -12,8 +12,11 @@
  *     the record is forwarded before splicing resumes).
  *   plain -> TLS: EOF on the plain socket becomes tlsk_socket_shutdown() (close_notify).
  *
- * A TCP FIN without close_notify ends that direction too (a proxy cannot do better than
- * pass it on) but is reported as truncated.  Both descriptors must be non-blocking.
+ * A TCP FIN without close_notify (truncation: the peer crashed, or an attacker cut the stream)
+ * is not passed on as a clean end: what arrived before it is forwarded, then the relay ends
+ * at once with SO_LINGER 0 set on the plain socket, so that the caller's close() resets it
+ * (a TCP peer gets RST and reads ECONNRESET, never EOF; for a unix socket see plain_peer_fd).
+ * Both descriptors must be non-blocking.
  */
 #ifndef TLSK_RELAY_H
 #define TLSK_RELAY_H
@@ -32,6 +35,11 @@ struct relay_options {
     int stop_fd;
     /* Use splice for the offloaded directions (default true; false forces copying). */
     bool no_splice;
+    /* NULL, or the caller's descriptor of the other end of a unix socketpair plain_fd (a
+     * program's stdin/stdout): at truncation one byte is queued from it, so that closing
+     * plain_fd gives the program ECONNRESET (a unix socket has no RST).  Closed (and set to
+     * -1) when stop_fd fires, so that the program's exit is seen as EOF. */
+    int *plain_peer_fd;
 };
 
 struct relay_result {
@@ -39,6 +47,8 @@ struct relay_result {
     bool splice_rx, splice_tx;   /* which directions used splice */
     bool peer_close_notify;      /* the TLS peer sent close_notify */
     bool peer_truncated;         /* the TLS peer closed TCP without close_notify */
+    bool plain_reset;            /* ...so the relay ended with SO_LINGER 0 on plain_fd: close
+                                  * it to reset the plain peer */
     bool sent_close_notify;      /* we sent close_notify after the plain side's EOF */
     bool plain_eof;              /* the plain side finished sending */
     bool program_exited;         /* stop_fd fired */
