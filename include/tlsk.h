@@ -697,7 +697,10 @@ struct tlsk_socket_callbacks {
     void (*drain)(struct tlsk_socket *s, void *ud);
     /* A fatal error; the socket is then closed (close follows). */
     void (*error)(struct tlsk_socket *s, int err, void *ud);
-    /* Last callback; the socket's memory is released right after it. */
+    /* Last callback; the socket must not be used after it.  The library then closes the
+     * connection lingering (shutdown, and up to 1 s / 256 KiB drained until the peer's FIN)
+     * so that a final alert reaches the peer instead of a reset; a server counts the
+     * connection until that ends. */
     void (*close)(struct tlsk_socket *s, void *ud);
     /* Client sockets made evented by tlsk_socket_start(): the handshake finished
      * (Node's secureConnect; also when not authorized under TLSK_VERIFY_NONE_INSECURE). */

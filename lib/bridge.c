@@ -95,6 +95,12 @@ static int handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t 
         tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE);
         return tlsk__set_detail(s, TLSK_EPROTO, "KeyUpdate not aligned with a record boundary");
     }
+    if (!s->kernel_rekey) {
+        /* OpenSSL took it (a malformed one got its alert above), the kernel cannot follow. */
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE,
+                                "peer sent a TLS 1.3 KeyUpdate and this kernel cannot re-key "
+                                "receive (Linux 6.14+ can); the connection cannot continue");
+    }
     if ((rc = tlsk__tls13_next_secret(s, &s->orx_secret)) != 0) {
         return rc;
     }
@@ -129,6 +135,39 @@ int tlsk__bridge_answer_key_update(struct tlsk_socket *s)
     return tlsk__bridge_flush_out(s);
 }
 
+/* A received alert, judged as OpenSSL 3.0 judges one (ssl3_read_bytes), so that the peer
+ * gets the same answer in both modes: 0 to read on, 1 for close_notify, or the failure. */
+static int alert_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
+{
+    bool tls13 = SSL_version(s->ssl) == TLS1_3_VERSION;
+
+    if (len != 2) {
+        tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE); /* SSL_R_INVALID_ALERT */
+        return tlsk__set_detail(s, TLSK_EPROTO, "malformed alert record (%zu bytes)", len);
+    }
+    if (msg[1] == SSL_AD_CLOSE_NOTIFY && (tls13 || msg[0] == SSL3_AL_WARNING)) {
+        s->got_close_notify = true;
+        SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_RECEIVED_SHUTDOWN);
+        return 1;
+    }
+    if (tls13 && msg[1] == SSL_AD_USER_CANCELLED) {
+        return 0; /* the only TLS 1.3 alert that is not an error (RFC 8446 6.1) */
+    }
+    if (msg[0] == SSL3_AL_FATAL || tls13) {
+        return tlsk__set_detail(s, TLSK_EALERT(msg[1]), "peer sent fatal alert %d", msg[1]);
+    }
+    if (msg[1] == SSL_AD_NO_RENEGOTIATION) {
+        /* OpenSSL ends the connection on this warning, as on a refused renegotiation. */
+        tlsk__bridge_fatal_alert(s, SSL_AD_HANDSHAKE_FAILURE);
+        return tlsk__set_detail(s, TLSK_EPROTO, "peer sent no_renegotiation");
+    }
+    if (msg[0] == SSL3_AL_WARNING) {
+        return 0; /* any other TLS 1.2 warning */
+    }
+    tlsk__bridge_fatal_alert(s, SSL_AD_ILLEGAL_PARAMETER); /* SSL_R_UNKNOWN_ALERT_TYPE */
+    return tlsk__set_detail(s, TLSK_EPROTO, "alert of unknown level %d", msg[0]);
+}
+
 /* A control record (type != 23) received from kTLS RX, reassembled up to MSG_EOR.
  * Returns 0 to continue reading, 1 for close_notify, 2 for a TLS 1.2 renegotiation attempt
  * (to be counted, then refused), or a negative code. */
@@ -137,28 +176,16 @@ int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char
     int version = SSL_version(s->ssl);
 
     if (type == TLSK_REC_ALERT) {
-        if (len != 2) {
-            return tlsk__set_detail(s, TLSK_EPROTO, "malformed alert record (%zu bytes)", len);
-        }
-        if (msg[1] == SSL_AD_CLOSE_NOTIFY) {
-            s->got_close_notify = true;
-            SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_RECEIVED_SHUTDOWN);
-            return 1;
-        }
-        if (msg[0] == SSL3_AL_FATAL || version == TLS1_3_VERSION) {
-            return tlsk__set_detail(s, TLSK_EALERT(msg[1]), "peer sent fatal alert %d", msg[1]);
-        }
-        return 0; /* a TLS 1.2 warning alert */
+        return alert_in(s, msg, len);
     }
     if (type == TLSK_REC_HANDSHAKE) {
         int mt = len >= 1 ? msg[0] : -1;
-        if (version == TLS1_3_VERSION && mt == SSL3_MT_KEY_UPDATE && !s->kernel_rekey) {
-            return tlsk__set_detail(s, TLSK_EKEYUPDATE,
-                                    "peer sent a TLS 1.3 KeyUpdate and this kernel cannot re-key "
-                                    "receive (Linux 6.14+ can); the connection cannot continue");
-        }
+        /* A server refuses a ClientHello here only when the record holds the whole message:
+         * the pieces of a split one go to OpenSSL, which reassembles it and refuses it as
+         * from the wire (a piece may start with any byte). */
+        bool whole = len >= 4 && (size_t)(msg[1] << 16 | msg[2] << 8 | msg[3]) == len - 4;
         if (version == TLS1_2_VERSION &&
-            ((s->is_server && mt == SSL3_MT_CLIENT_HELLO) ||
+            ((s->is_server && mt == SSL3_MT_CLIENT_HELLO && whole) ||
              (!s->is_server && mt == SSL3_MT_HELLO_REQUEST))) {
             /* The kernel cannot change TLS 1.2 keys: the caller counts the attempt against
              * the renegotiation limit, then refuses (tlsk__bridge_refuse_renegotiation). */

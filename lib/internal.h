@@ -151,6 +151,7 @@ struct tlsk_socket {
     uint64_t ossl_write_seq; /* OpenSSL's next write sequence number after TX offload */
     uint64_t ossl_read_seq;  /* OpenSSL's next read sequence number after RX offload */
 
+    unsigned warn_alerts; /* warning alerts in a row through kernel RX (io.c) */
     /* A control record being reassembled from kTLS RX (up to MSG_EOR). */
     unsigned char *ctrl;
     size_t ctrl_len;

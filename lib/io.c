@@ -49,10 +49,28 @@ static ssize_t kernel_read_error(struct tlsk_socket *s, int e)
     return tlsk__fail(s, tlsk__set_detail(s, -e, "recvmsg: %s", strerror(e)));
 }
 
+/* OpenSSL ends a connection at the fifth warning alert in a row (MAX_WARN_ALERT_COUNT in
+ * ssl3_read_bytes; a non-empty record of another type starts the count again).  With receive
+ * in the kernel the same records arrive here, so the same count is kept. */
+#define MAX_WARN_ALERTS 5
+
+/* A record came through the kernel: a warning alert counts (true for the fifth in a row),
+ * any other non-empty record resets the count. */
+static bool warn_alerts(struct tlsk_socket *s, bool warning)
+{
+    if (!warning) {
+        s->warn_alerts = 0;
+        return false;
+    }
+    return ++s->warn_alerts >= MAX_WARN_ALERTS;
+}
+
 /* n bytes of application data arrived through the kernel. */
 static ssize_t kernel_data(struct tlsk_socket *s, ssize_t n)
 {
     uint64_t limit = tlsk__key_limit(s);
+
+    warn_alerts(s, false);
 
     /* One read may return many records: the kernel's own sequence number counts them.  Asked
      * for every read when the limit is near enough to matter. */
@@ -78,9 +96,22 @@ static ssize_t kernel_data(struct tlsk_socket *s, ssize_t n)
  * or the failure. */
 static int kernel_control(struct tlsk_socket *s)
 {
+    bool alert = s->ctrl_type == TLSK_REC_ALERT, warning;
     int rc;
 
     s->bytes_read += s->ctrl_len;
+    warning = alert && s->ctrl_len == 2 &&
+              (s->ctrl[0] == SSL3_AL_WARNING ||
+               (SSL_version(s->ssl) == TLS1_3_VERSION && s->ctrl[1] == SSL_AD_USER_CANCELLED));
+    if (warning && warn_alerts(s, true)) {
+        OPENSSL_cleanse(s->ctrl, s->ctrl_len);
+        s->ctrl_len = 0;
+        tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE); /* SSL_R_TOO_MANY_WARN_ALERTS */
+        return tlsk__fail(s, tlsk__set_detail(s, TLSK_EPROTO, "too many warning alerts"));
+    }
+    if (!alert && s->ctrl_len > 0) {
+        warn_alerts(s, false);
+    }
     rc = tlsk__bridge_control_in(s, s->ctrl_type, s->ctrl, s->ctrl_len);
     OPENSSL_cleanse(s->ctrl, s->ctrl_len);
     s->ctrl_len = 0;
@@ -90,6 +121,9 @@ static int kernel_control(struct tlsk_socket *s)
         if (rc == 0) {
             rc = tlsk__bridge_refuse_renegotiation(s);
         }
+    }
+    if (rc == 0 && s->reneg_err) {
+        rc = s->reneg_err; /* counted by OpenSSL's info callback (a re-injected ClientHello) */
     }
     return rc < 0 ? tlsk__fail(s, rc) : rc;
 }
@@ -107,8 +141,24 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
         if (n < 0) {
             return kernel_read_error(s, (int)-n);
         }
+        if (n == 0 && !in_ctrl && type != TLSK_REC_APPDATA) {
+            /* A zero-length control record, not the end of the stream: OpenSSL judges it
+             * as it would from the wire. */
+            if (!s->ctrl && !(s->ctrl = malloc(CTRL_CAP))) {
+                return tlsk__fail(s, TLSK_ENOMEM);
+            }
+            s->ctrl_type = type;
+            s->ctrl_len = 0;
+            if ((rc = kernel_control(s)) != 0) {
+                return rc == 1 ? 0 : rc;
+            }
+            continue;
+        }
         if (n == 0) {
             if (in_ctrl || !s->got_close_notify) {
+                /* OpenSSL answers an unexpected EOF with decode_error (3.0: SSLfatal in
+                 * ssl3_read_n): so does the kernel path. */
+                tlsk__bridge_fatal_alert(s, SSL_AD_DECODE_ERROR);
                 return tlsk__fail(s, tlsk__set_detail(s, TLSK_ETRUNCATED,
                                                       in_ctrl ? "EOF inside a control record"
                                                               : "peer closed TCP without "
@@ -229,15 +279,44 @@ ssize_t tlsk__kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what)
     return n;
 }
 
+/* Whether a send failed only on an error that kernel receive left on the socket (a refused
+ * record: docs/KERNEL.md §8; TX reports it without clearing it).  Consumes it: true when
+ * the send may be tried again. */
+static bool rx_error_consumed(struct tlsk_socket *s, int e)
+{
+    int err = 0;
+    socklen_t l = sizeof err;
+
+    return s->rx_kernel && (e == EBADMSG || e == EMSGSIZE || e == EINVAL) &&
+           getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &l) == 0 && err == e;
+}
+
 static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
 {
     struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
-    ssize_t n;
+    ssize_t n, r;
+    int rx_err = 0;
 
-    do {
+    for (;;) {
         n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    return tlsk__kernel_sent(s, n, "send");
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && !rx_err && rx_error_consumed(s, errno)) {
+            rx_err = errno;
+            continue;
+        }
+        break;
+    }
+    r = tlsk__kernel_sent(s, n, "send");
+    if (rx_err) {
+        /* The kernel refused a record behind the data just read, and the caller answered
+         * that data: as OpenSSL would, the answer goes first, then the alert, and the next
+         * read reports the failure (after an oversized record the kernel would not say it
+         * again: its error was the only trace). */
+        (void)kernel_read_error(s, rx_err);
+    }
+    return r;
 }
 
 /* Userspace write of one buffer: OpenSSL in partial-write mode returns after each record. */
