@@ -7,6 +7,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -23,11 +25,21 @@
 
 static ssize_t kernel_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, size_t count)
 {
+    struct tcp_info ti;
+    socklen_t tl = sizeof ti;
     ssize_t n;
 
     do {
         n = sendfile(s->fd, file_fd, offset, count);
     } while (n < 0 && errno == EINTR);
+    /* On Linux 7.2.7 a kTLS sendfile went on accepting the whole rest of a 64 MiB file after
+     * the peer had reset the connection (measured; docs/KERNEL.md §4.2): ask TCP whether the
+     * connection still exists, so the caller learns at once that its bytes go nowhere. */
+    if (n > 0 && getsockopt(s->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 &&
+        ti.tcpi_state == TCP_CLOSE) {
+        return tlsk__set_detail(s, -ECONNRESET, "sendfile: the connection was reset (the "
+                                                "kernel took bytes it cannot deliver)");
+    }
     return tlsk__kernel_sent(s, n, "sendfile");
 }
 
