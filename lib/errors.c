@@ -236,6 +236,14 @@ int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
 /* Mark the socket failed: every later call returns the same code. */
 int tlsk__fail(struct tlsk_socket *s, int code)
 {
+    SSL_SESSION *sess = s->ssl && s->is_server ? SSL_get_session(s->ssl) : NULL;
+
+    /* A failed connection's session must not resume (OpenSSL drops it when the SSL is freed
+     * without shutdown, but an evented socket is freed only after its lingering close): drop
+     * it from the cache now. */
+    if (sess && s->ctx) {
+        SSL_CTX_remove_session(s->ctx->ssl_ctx, sess);
+    }
     s->state = TLSK__FAILED;
     s->fail_code = code;
     return code;
