@@ -1075,7 +1075,7 @@ static int listen_socket(void)
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&g_addr, g_addrlen) != 0 || listen(fd, 1024) != 0) {
+    if (bind(fd, (struct sockaddr *)&g_addr, g_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
         int e = -errno;
         close(fd);
         return e;

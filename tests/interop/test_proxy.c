@@ -1062,6 +1062,16 @@ static void p14_idle_flood(void)
         want = (int)rl.rlim_cur - 100;
         tap_diag("  descriptor limit %ld: %d idle connections", (long)rl.rlim_cur, want);
     }
+    /* All of them must fit the accept queue (cli_listen: SOMAXCONN, capped by the kernel). */
+    FILE *sm = fopen("/proc/sys/net/core/somaxconn", "r");
+    int somax = 0;
+    if (sm && fscanf(sm, "%d", &somax) == 1 && somax > 0 && somax < want + 1) {
+        want = somax - 1;
+        tap_diag("  net.core.somaxconn %d: %d idle connections", somax, want);
+    }
+    if (sm) {
+        fclose(sm);
+    }
     snprintf(echo_b, sizeof echo_b, "127.0.0.1:%d", g_echo_port);
     const char *argv[] = { "tlsk-proxy", "--cert", p_cert, "--key", p_key, "--listen",
                            "127.0.0.1:0", "--backend", echo_b, "--handshake-timeout", "3",

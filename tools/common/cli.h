@@ -25,7 +25,10 @@ int cli_set_nonblock(int fd, bool on);
  * cli_listen() - a listening TCP socket for "HOST:PORT", "[V6]:PORT" or ":PORT" (every
  * address).  Port 0 picks a free port; the address actually bound is written to bound
  * ("127.0.0.1:40123").  Returns the fd (close-on-exec, blocking) or -errno; a name that does
- * not resolve is -EADDRNOTAVAIL.
+ * not resolve is -EADDRNOTAVAIL.  The accept queue is SOMAXCONN long (the kernel caps it at
+ * net.core.somaxconn, 4096 by default): with a short queue a burst of connections overflows
+ * it, and a connection whose final ACK the kernel dropped while the queue was full (syncookies)
+ * sits established on the client's side and unknown on ours until the client sends.
  */
 int cli_listen(const char *spec, char *bound, size_t bound_len);
 
