@@ -484,6 +484,9 @@ int tlsk_socket_key_update(struct tlsk_socket *s, int request_peer);
  * context's).  Drive it like a handshake: returns 0 when finished, -EAGAIN, or an error;
  * the verification results are then updated.  Fails at once with TLSK_ERENEG_UNAVAILABLE on
  * TLS 1.3 or an offloaded connection (the detail says which), the connection unharmed.
+ * On an evented socket it returns -EAGAIN once started and the loop drives it: reads pause,
+ * then the renegotiated callback follows, or error (a server's connection: also when it
+ * takes longer than the server's handshake_timeout_ms).
  */
 int tlsk_socket_renegotiate(struct tlsk_socket *s, unsigned flags);
 
@@ -643,7 +646,10 @@ struct tlsk_server;
 
 struct tlsk_server_options {
     struct tlsk_context *ctx;  /* the default context (required; a reference is taken) */
-    int handshake_timeout_ms;  /* 0 = 120000 (Node's default); < 0 disables the timer */
+    /* 0 = 120000 (Node's default); < 0 disables the timer.  It also bounds each
+     * renegotiation the application starts on a connection (tlsk_socket_renegotiate): one
+     * not finished in time fails the connection with -ETIMEDOUT (detail HANDSHAKE_TIMEOUT). */
+    int handshake_timeout_ms;
     int max_connections;       /* 0 = unlimited; beyond it connections are closed at accept */
     tlsk_sni_cb sni_cb;        /* replaces the tlsk_server_add_context() table when set */
     void *sni_data;
@@ -705,6 +711,10 @@ struct tlsk_socket_callbacks {
     /* Client sockets made evented by tlsk_socket_start(): the handshake finished
      * (Node's secureConnect; also when not authorized under TLSK_VERIFY_NONE_INSECURE). */
     void (*secure)(struct tlsk_socket *s, void *ud);
+    /* A renegotiation started with tlsk_socket_renegotiate() finished (Node's renegotiate
+     * callback); the verification results are updated.  Its failure, a timeout included,
+     * comes as error instead. */
+    void (*renegotiated)(struct tlsk_socket *s, void *ud);
 };
 
 /* Set the callbacks of an evented socket (ud is tlsk_socket_get_data()'s data). */

@@ -5,7 +5,10 @@
  * Callbacks run only from the loop's dispatch.  Work that an API call would otherwise do
  * "now" (an error found by tlsk_socket_send(), a close, a resume) is deferred with a
  * zero-delay timer.  The handle's single timer also carries the handshake timeout, which is
- * re-armed after every such kick until the handshake is done.
+ * re-armed after every such kick until the handshake is done.  A renegotiation the
+ * application starts (tlsk_socket_renegotiate) is driven from the loop like the handshake,
+ * bounded by the same timeout (Node's handshakeTimeout applies to renegotiations too), and
+ * reported by the renegotiated callback; reads wait until it is over.
  *
  * Closing lingers (docs/KERNEL.md §8): after the close callback the write side is shut
  * (FIN after whatever was sent, an alert included), then what the peer still sends is read
@@ -34,6 +37,8 @@
 struct ev_ext {
     struct tlsk__ev ev;
     int64_t hs_deadline; /* monotonic ms, 0 = none */
+    int64_t hs_timeout_ms; /* the owner's handshake timeout, for renegotiations too (0 none) */
+    int64_t reneg_deadline; /* our renegotiation's, monotonic ms; 0 = not started, -1 = no limit */
     int pending_err;
     /* Lingering close: until linger_end, or LINGER_BYTES dropped, or the peer's FIN. */
     bool lingering;
@@ -217,8 +222,10 @@ static void fail_now(struct tlsk_socket *s, int err)
             ev->cb.error(s, err, s->data);
         }
     } else {
-        if (err == TLSK_ERENEG_LIMIT && ev->owner_cb) {
-            /* Node raises the renegotiation attack on the server as clientError. */
+        if ((err == TLSK_ERENEG_LIMIT || (err == -ETIMEDOUT && s->own_reneg)) &&
+            ev->owner_cb) {
+            /* Node raises the renegotiation attack, and a renegotiation's handshake timeout,
+             * on the server as clientError (and on the socket as error). */
             ev->owner_cb->client_error(ev->owner, s, err);
         }
         if (ev->cb.error) {
@@ -276,6 +283,10 @@ static void do_reads(struct tlsk_socket *s)
     for (int i = 0; !ev->paused && !ev->read_done && !ev->closing; i++) {
         ssize_t n;
 
+        if (s->own_reneg) {
+            kick(s); /* renegotiate() called in a callback: the loop drives it first */
+            return;
+        }
         if (i == READS_PER_DISPATCH) {
             kick(s); /* fairness: more may be buffered in OpenSSL, come back soon */
             return;
@@ -307,6 +318,49 @@ static void do_reads(struct tlsk_socket *s)
         fail_now(s, (int)n);
         return;
     }
+}
+
+/* Our renegotiation, if one is running: 1 still running (wait), 0 none or finished (go on),
+ * -1 failed (the socket is closing). */
+static int reneg_step(struct tlsk_socket *s)
+{
+    struct ev_ext *x = ext(s);
+    int64_t now;
+    int rc;
+
+    if (!s->own_reneg) {
+        return 0;
+    }
+    now = tlsk__now_ms();
+    if (x->reneg_deadline == 0) {
+        x->reneg_deadline = x->hs_timeout_ms > 0 ? now + x->hs_timeout_ms : -1;
+    }
+    if (x->reneg_deadline > 0 && now >= x->reneg_deadline) {
+        x->reneg_deadline = 0;
+        fail_now(s, tlsk__fail(s, tlsk__set_detail(s, -ETIMEDOUT,
+                                                   "HANDSHAKE_TIMEOUT: the renegotiation did not "
+                                                   "finish in time")));
+        s->reneg_running = s->own_reneg = false;
+        return -1;
+    }
+    rc = tlsk_socket_renegotiate(s, 0);
+    if (rc == -EAGAIN) {
+        if (x->reneg_deadline > 0) {
+            tlsk__handle_timer(&s->ev->h, x->reneg_deadline - now);
+        }
+        tlsk__handle_watch(&s->ev->h, tlsk_socket_events(s));
+        return 1;
+    }
+    x->reneg_deadline = 0;
+    tlsk__handle_timer(&s->ev->h, -1);
+    if (rc != 0) {
+        fail_now(s, rc);
+        return -1;
+    }
+    if (s->ev->cb.renegotiated) {
+        s->ev->cb.renegotiated(s, s->data);
+    }
+    return s->ev->closing ? -1 : 0;
 }
 
 static void on_event(struct tlsk_handle *h, int revents)
@@ -360,6 +414,9 @@ static void on_event(struct tlsk_handle *h, int revents)
         if (ev->closing) {
             return;
         }
+    }
+    if (reneg_step(s) != 0) {
+        return;
     }
     if (flush(s) < 0 || ev->closing) {
         return;
@@ -418,6 +475,7 @@ int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, const struct tlsk
     if (handshake_timeout_ms > 0 && !x->ev.secure) {
         x->hs_deadline = tlsk__now_ms() + handshake_timeout_ms;
     }
+    x->hs_timeout_ms = handshake_timeout_ms > 0 ? handshake_timeout_ms : 0;
     /* Start from the loop, never from this call. */
     kick(s);
     return 0;

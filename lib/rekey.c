@@ -241,6 +241,10 @@ TLSK_PUBLIC int tlsk_socket_renegotiate(struct tlsk_socket *s, unsigned flags)
         }
         s->reneg_running = true;
         s->own_reneg = true;
+        if (s->ev) {
+            s->ev->hooks->wake(s); /* evented: the loop drives it from now on (events.c) */
+            return -EAGAIN;
+        }
     }
     for (;;) {
         size_t n = 0;

@@ -8,16 +8,25 @@
  *  - RN-2: TLS 1.3 gives TLSK_ERENEG_UNAVAILABLE and the connection keeps working;
  *  - RN-3: an offloaded TLS 1.2 connection (kTLS tier) gives TLSK_ERENEG_UNAVAILABLE naming
  *    the offload, the connection unharmed; natively the same connection is in userspace and
- *    the renegotiation succeeds (4.3).
+ *    the renegotiation succeeds (4.3);
+ *  - RN-7: on the evented server the loop drives a renegotiation started in a data callback,
+ *    the renegotiated callback reports it, and the server's handshake_timeout_ms bounds it
+ *    (Node's handshakeTimeout applies to renegotiations): a client that never answers the
+ *    HelloRequest gets its connection closed with -ETIMEDOUT (error and clientError,
+ *    detail HANDSHAKE_TIMEOUT); one that answers stays open past the deadline; with the
+ *    timeout disabled a silent client is not cut.
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "echo.h"
 #include "harness.h"
 #include "pair.h"
 #include "tap.h"
@@ -264,6 +273,207 @@ static void rn_hold(void)
     tlsk_context_free(cl.ctx);
 }
 
+/* RN-7: what the evented server saw of its one connection. */
+struct rn7 {
+    struct tlsk_context *cctx;
+    int port;
+    bool client_answers;    /* the client reads (and so renegotiates) after asking */
+    int reneg_rc;           /* renegotiate()'s first answer */
+    int64_t t_reneg, t_err; /* when it was started; when error came (te_now_ms) */
+    int renegs, authorized; /* renegotiated callbacks; tlsk_socket_authorized() in it */
+    int err, client_errors, closes;
+    char detail[256];
+    /* Client side (its thread). */
+    int crc;                /* 0 or the first failure */
+    int64_t t_client_end;   /* when the client saw the connection end (silent clients) */
+    int64_t t_client_shut;  /* when the silent client shut the connection itself */
+    atomic_bool client_done;
+};
+
+static void rn7_data(struct tlsk_socket *s, const void *buf, size_t len, void *ud)
+{
+    struct rn7 *st = ud;
+    if (len == 1 && *(const char *)buf == 'R') {
+        st->t_reneg = te_now_ms();
+        st->reneg_rc = tlsk_socket_renegotiate(s, TLSK_REQUEST_PEER_CERT);
+        return;
+    }
+    (void)tlsk_socket_send(s, buf, len);
+}
+
+static void rn7_renegotiated(struct tlsk_socket *s, void *ud)
+{
+    struct rn7 *st = ud;
+    st->renegs++;
+    st->authorized = tlsk_socket_authorized(s);
+    (void)tlsk_socket_send(s, "done", 4);
+}
+
+static void rn7_end(struct tlsk_socket *s, int err, void *ud)
+{
+    (void)err;
+    (void)ud;
+    tlsk_socket_end(s);
+}
+
+static void rn7_error(struct tlsk_socket *s, int err, void *ud)
+{
+    struct rn7 *st = ud;
+    st->err = err;
+    st->t_err = te_now_ms();
+    snprintf(st->detail, sizeof st->detail, "%s", tlsk_socket_error_detail(s));
+}
+
+static void rn7_close(struct tlsk_socket *s, void *ud)
+{
+    (void)s;
+    ((struct rn7 *)ud)->closes++;
+}
+
+static const struct tlsk_socket_callbacks rn7_sock_cb = {
+    .data = rn7_data,
+    .renegotiated = rn7_renegotiated,
+    .end = rn7_end,
+    .error = rn7_error,
+    .close = rn7_close,
+};
+
+static void rn7_secure(struct tlsk_server *srv, struct tlsk_socket *s, void *data)
+{
+    (void)srv;
+    tlsk_socket_set_data(s, data);
+    tlsk_socket_set_callbacks(s, &rn7_sock_cb);
+}
+
+static void rn7_client_error(struct tlsk_server *srv, int err, struct tlsk_socket *s, void *data)
+{
+    (void)srv;
+    (void)err;
+    (void)s;
+    ((struct rn7 *)data)->client_errors++;
+}
+
+static const struct tlsk_server_callbacks rn7_srv_cb = {
+    .secure_connection = rn7_secure,
+    .client_error = rn7_client_error,
+};
+
+/* The client: ask for a renegotiation ('R'), then either read "done" (OpenSSL answers the
+ * HelloRequest inside that read), wait past the server's deadline and check an echo; or
+ * stay silent for hold_ms and then see how the connection ends. */
+static void *rn7_client(void *arg)
+{
+    struct rn7 *st = arg;
+    struct tlsk_socket *s = NULL;
+    char port[16], b[8];
+    int rc;
+
+    snprintf(port, sizeof port, "%d", st->port);
+    rc = tlsk_connect(&s, st->cctx, "localhost", port, NULL);
+    if (rc == 0) {
+        rc = h_handshake(s);
+    }
+    if (rc == 0) {
+        rc = h_write_all(s, "R", 1);
+    }
+    if (rc == 0 && st->client_answers) {
+        ssize_t n = h_read_full(s, b, 4);
+        rc = n == 4 && memcmp(b, "done", 4) == 0 ? 0 : n < 0 ? (int)n : -EPROTO;
+        if (rc == 0) {
+            usleep(900 * 1000); /* past the 400 ms the renegotiation had */
+            rc = h_write_all(s, "hello", 5);
+        }
+        if (rc == 0) {
+            n = h_read_full(s, b, 5);
+            rc = n == 5 && memcmp(b, "hello", 5) == 0 ? 0 : n < 0 ? (int)n : -EPROTO;
+        }
+        if (rc == 0) {
+            rc = h_shutdown(s);
+        }
+    } else if (rc == 0) {
+        /* Silent: do not read (the HelloRequest stays unanswered) for 1.5 s, then read:
+         * the connection must have been closed by then, or still be open (no timeout). */
+        struct pollfd p = { .fd = tlsk_socket_fd(s), .events = POLLRDHUP };
+        int64_t end = te_now_ms() + 1500;
+        while (te_now_ms() < end) {
+            if (poll(&p, 1, 50) > 0 && !st->t_client_end) {
+                st->t_client_end = te_now_ms(); /* the server's FIN */
+            }
+        }
+        if (!st->t_client_end) {
+            st->t_client_shut = te_now_ms();
+            shutdown(tlsk_socket_fd(s), SHUT_RDWR); /* let the server's read come back */
+        }
+        (void)h_read_some(s, b, sizeof b);
+    }
+    st->crc = rc;
+    tlsk_socket_free(s);
+    atomic_store(&st->client_done, true);
+    return NULL;
+}
+
+static void rn7(bool answers, int timeout_ms)
+{
+    struct tlsk_context *sctx = tp_ctx(TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, "agent1", 0, 0, 0);
+    struct rn7 st = { .client_answers = answers };
+    struct tlsk_loop *loop = NULL;
+    struct tlsk_server *srv = NULL;
+    struct tlsk_server_options o = { .ctx = sctx, .handshake_timeout_ms = timeout_ms };
+    char what[128], host[64];
+    pthread_t t;
+
+    snprintf(what, sizeof what, "RN-7 evented server, handshake_timeout_ms %d, client %s",
+             timeout_ms, answers ? "answers" : "silent");
+    st.cctx = tp_ctx(TLSK_TLS1_2, TLSK_ALLOW_RENEGOTIATION, "agent1", 0, 0, 0);
+    if (!TAP_OK(sctx && st.cctx && tlsk_loop_new(&loop) == 0 &&
+                    tlsk_server_new(&srv, loop, &o, &rn7_srv_cb, &st) == 0 &&
+                    tlsk_server_listen(srv, "127.0.0.1", "0", 16) == 0 &&
+                    tlsk_server_address(srv, host, sizeof host, &st.port) == 0,
+                "%s: server listening", what)) {
+        return;
+    }
+    pthread_create(&t, NULL, rn7_client, &st);
+    for (int64_t end = te_now_ms() + 15000; !atomic_load(&st.client_done) && te_now_ms() < end;) {
+        tlsk_loop_run(loop, 50);
+    }
+    pthread_join(t, NULL);
+    tlsk_loop_run(loop, 300); /* the close after the client's */
+    TAP_IS(st.reneg_rc, -EAGAIN, "%s: renegotiate() in a data callback returns -EAGAIN", what);
+    if (answers) {
+        TAP_OK(st.crc == 0, "%s: the client got \"done\", then its echo after the deadline (%s)",
+               what, tlsk_err_name(st.crc));
+        TAP_IS(st.renegs, 1, "%s: one renegotiated callback", what);
+        TAP_IS(st.authorized, 1, "%s: the client's certificate is verified in it", what);
+        TAP_IS(st.err, 0, "%s: no error (the deadline passed with the renegotiation done)", what);
+        TAP_IS(st.client_errors, 0, "%s: no clientError", what);
+    } else if (timeout_ms > 0) {
+        int64_t after = st.t_err - st.t_reneg;
+        TAP_IS(st.renegs, 0, "%s: no renegotiated callback", what);
+        TAP_IS(st.err, -ETIMEDOUT, "%s: error -ETIMEDOUT", what);
+        TAP_OK(strstr(st.detail, "HANDSHAKE_TIMEOUT") && strstr(st.detail, "renegotiation"),
+               "%s: detail names the renegotiation's timeout (%s)", what, st.detail);
+        TAP_OK(st.t_err && after >= timeout_ms && after <= timeout_ms + 700,
+               "%s: error %lld ms after renegotiate() (%d..%d)", what, (long long)after,
+               timeout_ms, timeout_ms + 700);
+        TAP_IS(st.client_errors, 1, "%s: clientError once on the server (as Node)", what);
+        TAP_OK(st.t_client_end && st.t_client_end - st.t_reneg < 1500,
+               "%s: the silent client sees the connection closed (%lld ms)", what,
+               (long long)(st.t_client_end ? st.t_client_end - st.t_reneg : -1));
+    } else {
+        TAP_OK(st.t_client_shut && (st.err == 0 || st.t_err >= st.t_client_shut),
+               "%s: no error within 1.5 s (no timeout; %s after the client left)", what,
+               tlsk_err_name(st.err));
+        TAP_OK(!st.t_client_end, "%s: the connection stayed open", what);
+        TAP_IS(st.renegs, 0, "%s: and the renegotiation still waited", what);
+    }
+    TAP_IS(st.closes, 1, "%s: the connection closed once", what);
+    tlsk_server_close(srv);
+    tlsk_loop_run(loop, 2000);
+    TAP_IS(tlsk_loop_free(loop), 0, "%s: loop freed with nothing left on it", what);
+    tlsk_context_free(sctx);
+    tlsk_context_free(st.cctx);
+}
+
 int main(void)
 {
     /* OpenSSL's socket writes (an alert to a peer that already left) can raise SIGPIPE. */
@@ -279,5 +489,8 @@ int main(void)
     rn2();
     rn3();
     rn_hold();
+    rn7(true, 400);
+    rn7(false, 400);
+    rn7(false, -1);
     return tap_done();
 }
