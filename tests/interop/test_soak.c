@@ -226,14 +226,16 @@ static void soak_server(struct p_kid *k, const char *name, const char *mode, int
      * 2, RSS stays below round 1's peak: memory the allocator keeps after a round is reused by
      * the next (tlsk-serve's two worker threads' arenas make the after-load figure vary by
      * tens of MiB, so it is not compared with round 1's directly), while a leak per
-     * connection adds to it round after round.  The 8 MiB cover what fills up once and stays
-     * (the echo server, single-threaded, measured about 1 MiB more after round 2 than after
-     * round 1 at 200 connections). */
+     * connection adds to it round after round.  The slack, 8 MiB + 4 KiB per concurrent
+     * connection, covers what fills up once and stays: the echo server (single-threaded)
+     * measured about 1 MiB above round 1's peak after round 2 at 200 connections and 6.3 MiB
+     * at 2,000 (make soak, bench/README.md). */
     long bound = rss_base + (long)g_conns * 512 + 65536;
     TAP_OK(hwm > 0 && hwm <= bound, "%s: peak RSS %ld kB within %ld kB", name, hwm, bound);
-    TAP_OK(rss_after[1] <= hwm1 + 8192,
+    long slack = 8192 + 4L * g_conns;
+    TAP_OK(rss_after[1] <= hwm1 + slack,
            "%s: RSS after round 2 (%ld kB) not above round 1's peak (%ld kB; after round 1 "
-           "%ld kB) + 8 MiB", name, rss_after[1], hwm1, rss_after[0]);
+           "%ld kB) + %ld kB", name, rss_after[1], hwm1, rss_after[0], slack);
 
     snprintf(tn, sizeof tn, "%s: fresh well-behaved client after the load", name);
     p_begin(tn);
