@@ -7,6 +7,7 @@
 #   make SANITIZE=address,undefined test
 #   make install PREFIX=/usr/local [DESTDIR=...]
 #   make run             serve the current folder over HTTPS
+#   make soak            load and fault suite: 2,000 connections, 60 s per server
 #   make clean
 #   V=1 shows commands.
 
@@ -70,7 +71,7 @@ TOOL_COMMON_OBJ := $(patsubst %.c,$(B)/%.o,$(TOOL_COMMON_SRC))
 TOOLS := $(patsubst tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 
 .PHONY: all lib tests tools check check-ktls test deps install uninstall clean run fuzz bench \
-        analyze format
+        analyze format soak
 
 all: lib tools
 
@@ -169,6 +170,17 @@ uninstall:
 
 bench: all
 	$(Q)bench/serve.sh
+
+# The load and fault suite at full scale (tests/interop/test_soak.c, which make test runs
+# small): SOAK_CONNS concurrent connections, two rounds of SOAK_SECS seconds per server
+# (tlsk-serve, the evented echo server), natively.
+SOAK_CONNS ?= 2000
+SOAK_SECS ?= 30
+soak: lib tests
+	$(Q)scripts/gen-fixtures.sh "$(CURDIR)/$(B)/fixtures" >/dev/null
+	$(Q)TLSK_FIXTURES="$(CURDIR)/$(B)/fixtures/rsa" TLSK_FIXTURES_EC="$(CURDIR)/$(B)/fixtures/ec" \
+	    TLSK_ROOT="$(CURDIR)" TLSK_BUILD_DIR="$(CURDIR)/$(B)" TLSK_SOAK_CONNS=$(SOAK_CONNS) \
+	    TLSK_SOAK_SECS=$(SOAK_SECS) $(B)/tests/interop/test_soak
 
 # libFuzzer targets for every parser (clang with libclang-rt; tests/fuzz/run.sh): the kTLS
 # diagnostics, tlsk-serve's HTTP parsing, the bridge's record open/seal, the server's
