@@ -1,7 +1,8 @@
 /*
  * session.c - a context's sessions: the session id context, the internal cache or the
  * application's store (Node's newSession/resumeSession), and ticket keys that can be set,
- * read and rotated (the previous key still decrypts).
+ * read and rotated (the previous key still decrypts), or given as a list (the first
+ * encrypts, all decrypt) for a fleet's rotation.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -181,8 +182,8 @@ out:
 }
 
 /* Swap in a new list (n keys of 48 bytes) and wipe the old one; on failure nothing changes. */
-static int replace_keys(struct tlsk_context *ctx, const unsigned char *first, const unsigned char *rest,
-                        size_t nrest)
+static int replace_keys(struct tlsk_context *ctx, const unsigned char *first,
+                        const unsigned char *rest, size_t nrest)
 {
     unsigned char(*nk)[48] = OPENSSL_malloc((1 + nrest) * 48), (*old)[48];
     size_t old_n;
@@ -223,8 +224,8 @@ TLSK_PUBLIC int tlsk_context_set_ticket_keys(struct tlsk_context *ctx, const uns
     return rc;
 }
 
-TLSK_PUBLIC int tlsk_context_set_ticket_key_list(struct tlsk_context *ctx, const unsigned char *keys,
-                                                 size_t n)
+TLSK_PUBLIC int tlsk_context_set_ticket_key_list(struct tlsk_context *ctx,
+                                                 const unsigned char *keys, size_t n)
 {
     if (!ctx || !keys || n == 0 || n > TLSK_TICKET_KEYS_MAX) {
         return TLSK_ECONFIG;

@@ -1525,7 +1525,7 @@ static void reload(void)
     size_t n = 0;
     struct stat st;
     struct live *l, *old;
-    char why[1024];
+    char why[1024], tks[PATH_MAX + 64] = "";
 
     if (cfg.ticket_key_file) {
         keys = read_ticket_keys(cfg.ticket_key_file, &n, &st, why, sizeof why);
@@ -1534,7 +1534,7 @@ static void reload(void)
             return;
         }
     }
-    l = live_build(g_live, keys ? keys : NULL, n, why, sizeof why);
+    l = live_build(g_live, keys, n, why, sizeof why);
     if (!l) {
         logline(PROG ": SIGHUP: reload failed, keeping the old configuration: %s", why);
     } else {
@@ -1552,11 +1552,12 @@ static void reload(void)
             g_tk.have_seen = true;
             keys = NULL;
         }
-        logline(PROG ": SIGHUP: reloaded %d host%s (certificates, keys%s)%s%s%s%zu ticket key%s",
-                l->nhosts, l->nhosts == 1 ? "" : "s", cfg.client_ca ? ", client CAs" : "",
-                cfg.ticket_key_file ? "; " : "", cfg.ticket_key_file ? cfg.ticket_key_file : "",
-                cfg.ticket_key_file ? ": " : "", cfg.ticket_key_file ? g_tk.n : (size_t)0,
-                g_tk.n == 1 ? "" : "s");
+        if (cfg.ticket_key_file) {
+            snprintf(tks, sizeof tks, "; %zu ticket key%s from %s", g_tk.n,
+                     g_tk.n == 1 ? "" : "s", cfg.ticket_key_file);
+        }
+        logline(PROG ": SIGHUP: reloaded %d host%s (certificates, keys%s)%s", l->nhosts,
+                l->nhosts == 1 ? "" : "s", cfg.client_ca ? ", client CAs" : "", tks);
     }
     if (keys) {
         explicit_bzero(keys, n * 48);

@@ -9,7 +9,8 @@
  *     garbage client CA file): the log names the file and the reason, new connections still
  *     get the last good certificate, the server stays up, a good reload works after them;
  *  T1 two instances with the same --ticket-key-file: TLS 1.3 and TLS 1.2 tickets from A
- *     resume on B; an instance with other keys does not resume them (full handshake);
+ *     resume on B; an instance with other keys does not resume them (full handshake); an
+ *     instance without a key file keeps its key across a reload;
  *  T2 rotation on both instances: append the next key (change detection), move it to the
  *     front (SIGHUP), drop the oldest (change detection); a ticket under the old key resumes
  *     everywhere while the key is in the file and falls back to a full handshake after it is
@@ -401,6 +402,20 @@ static void test_tickets(void)
         p_tis(resumes(pa, vf, t1[v]), 1, "%s %s: T1 from A resumes on A", tn, vf);
         p_tis(resumes(pc, vf, t1[v]), 0,
               "%s %s: T1 does not resume on C (other keys): full handshake", tn, vf);
+    }
+
+    /* Without a key file a host keeps its (random) key across a reload: C's own tickets
+     * still resume on C after SIGHUP, although the reload built new contexts. */
+    for (int v = 0; v < 2; v++) {
+        char tc[PATH_MAX + 16];
+        snprintf(tc, sizeof tc, "%s/tc%s.pem", p_tmp, vflags[v]);
+        if (TAP_OK(get_ticket(pc, vflags[v], tc) == 0, "%s %s: ticket from C", tn, vflags[v])) {
+            kill(c.pid, SIGHUP);
+            TAP_OK(wait_count(&c, "SIGHUP: reloaded", v + 1), "%s %s: C reloaded", tn, vflags[v]);
+            p_tis(resumes(pc, vflags[v], tc), 1,
+                  "%s %s: without --ticket-key-file, C's ticket resumes on C after a reload", tn,
+                  vflags[v]);
+        }
     }
 
     /* T2 1: append K2 (change detection). */
