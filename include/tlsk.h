@@ -240,7 +240,17 @@ int tlsk_context_new(struct tlsk_context **out, const struct tlsk_context_option
 /* Replace the ticket keys (48 bytes): new tickets use them; tickets made with the previous
  * keys still resume.  Thread-safe.  0 or TLSK_ECONFIG. */
 int tlsk_context_set_ticket_keys(struct tlsk_context *ctx, const unsigned char keys[48]);
-/* The current ticket keys.  0 or TLSK_ESTATE (tickets disabled). */
+/* Most ticket keys tlsk_context_set_ticket_key_list() takes. */
+#define TLSK_TICKET_KEYS_MAX 64
+/* Replace the ticket keys with a list of n (1..TLSK_TICKET_KEYS_MAX) 48-byte keys, laid out
+ * back to back (the format of a fleet's shared key file): keys[0..47] encrypts new tickets,
+ * every key in the list decrypts; a ticket under any key but the first resumes and the client
+ * gets a fresh ticket under the first.  Keys no longer in the list stop resuming at once (a
+ * full handshake).  The previous list is wiped.  Safe while handshakes run on other threads.
+ * 0, TLSK_ECONFIG (NULL, n out of range) or TLSK_ENOMEM (the old keys stay). */
+int tlsk_context_set_ticket_key_list(struct tlsk_context *ctx, const unsigned char *keys,
+                                     size_t n);
+/* The current ticket keys (the first of the list).  0 or TLSK_ESTATE (tickets disabled). */
 int tlsk_context_get_ticket_keys(const struct tlsk_context *ctx, unsigned char keys[48]);
 /* Take another reference. */
 struct tlsk_context *tlsk_context_ref(struct tlsk_context *ctx);

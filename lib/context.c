@@ -417,6 +417,9 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     return 0;
 err:
     if (c) {
+        if (c->tk) {
+            OPENSSL_clear_free(c->tk, c->tk_n * 48);
+        }
         pthread_mutex_destroy(&c->tk_lock);
         free(c->alpn);
         free(c->npn);
@@ -440,7 +443,7 @@ TLSK_PUBLIC void tlsk_context_free(struct tlsk_context *ctx)
         return;
     }
     SSL_CTX_free(ctx->ssl_ctx);
-    OPENSSL_cleanse(ctx->tk, sizeof ctx->tk);
+    OPENSSL_clear_free(ctx->tk, ctx->tk_n * 48);
     pthread_mutex_destroy(&ctx->tk_lock);
     free(ctx->alpn);
     free(ctx->npn);

@@ -34,10 +34,11 @@ struct tlsk_context {
     bool has_store;
     int reneg_limit, reneg_window_s; /* 0/0: process-wide */
     uint64_t key_update_records;
-    /* Ticket keys: [0] current, [1] previous (still decrypts).  48 bytes each. */
+    /* Ticket keys, 48 bytes each: tk[0] encrypts, all of tk[0..tk_n-1] decrypt.  Replaced
+     * whole under tk_lock (handshakes on other threads read it); tk_n >= 1. */
     pthread_mutex_t tk_lock;
-    unsigned char tk[2][48];
-    bool tk_prev;
+    unsigned char (*tk)[48];
+    size_t tk_n;
     /* ALPN and NPN lists in wire format (length-prefixed), or NULL. */
     unsigned char *alpn, *npn;
     size_t alpn_len, npn_len;

@@ -1,7 +1,8 @@
 /*
  * session.c - a context's sessions: the session id context, the internal cache or the
  * application's store (Node's newSession/resumeSession), and ticket keys that can be set,
- * read and rotated (the previous key still decrypts).
+ * read and rotated (the previous key still decrypts), or given as a list (the first
+ * encrypts, all decrypt) for a fleet's rotation.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -138,14 +139,17 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
     }
     pthread_mutex_lock(&c->tk_lock);
     if (enc) {
-        memcpy(k, c->tk[0], 48);
         which = 0;
-    } else if (memcmp(key_name, c->tk[0], 16) == 0) {
-        memcpy(k, c->tk[0], 48);
-        which = 0;
-    } else if (c->tk_prev && memcmp(key_name, c->tk[1], 16) == 0) {
-        memcpy(k, c->tk[1], 48);
-        which = 1;
+    } else {
+        for (size_t i = 0; i < c->tk_n; i++) {
+            if (memcmp(key_name, c->tk[i], 16) == 0) {
+                which = (int)i;
+                break;
+            }
+        }
+    }
+    if (which >= 0) {
+        memcpy(k, c->tk[which], 48);
     }
     pthread_mutex_unlock(&c->tk_lock);
     if (which < 0) {
@@ -168,28 +172,65 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
     if (EVP_MAC_CTX_set_params(hctx, params) != 1) {
         goto out;
     }
-    /* A ticket under the previous keys resumes and is renewed under the current ones.  In
+    /* A ticket under any other key of the list resumes and is renewed under the first.  In
      * TLS 1.3 every resumption gets a fresh ticket (OpenSSL sends one only when asked to
      * renew), so a client always holds an unused ticket (SS-8). */
-    rc = which == 1 || SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
+    rc = which > 0 || SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
 out:
     OPENSSL_cleanse(k, sizeof k);
     return rc;
 }
 
+/* Swap in a new list (n keys of 48 bytes) and wipe the old one; on failure nothing changes. */
+static int replace_keys(struct tlsk_context *ctx, const unsigned char *first,
+                        const unsigned char *rest, size_t nrest)
+{
+    unsigned char(*nk)[48] = OPENSSL_malloc((1 + nrest) * 48), (*old)[48];
+    size_t old_n;
+
+    if (!nk) {
+        return TLSK_ENOMEM;
+    }
+    memcpy(nk[0], first, 48);
+    if (nrest) {
+        memcpy(nk[1], rest, nrest * 48);
+    }
+    pthread_mutex_lock(&ctx->tk_lock);
+    old = ctx->tk;
+    old_n = ctx->tk_n;
+    ctx->tk = nk;
+    ctx->tk_n = 1 + nrest;
+    pthread_mutex_unlock(&ctx->tk_lock);
+    if (old) {
+        OPENSSL_clear_free(old, old_n * 48);
+    }
+    return 0;
+}
+
 TLSK_PUBLIC int tlsk_context_set_ticket_keys(struct tlsk_context *ctx, const unsigned char keys[48])
 {
+    unsigned char prev[48];
+    int rc;
+
     if (!ctx || !keys) {
         return TLSK_ECONFIG;
     }
     pthread_mutex_lock(&ctx->tk_lock);
-    if (memcmp(ctx->tk[0], keys, 48) != 0) {
-        memcpy(ctx->tk[1], ctx->tk[0], 48);
-        ctx->tk_prev = true;
-        memcpy(ctx->tk[0], keys, 48);
-    }
+    memcpy(prev, ctx->tk[0], 48);
     pthread_mutex_unlock(&ctx->tk_lock);
-    return 0;
+    /* The previous first key keeps decrypting, so tickets issued just before still resume. */
+    rc = memcmp(prev, keys, 48) == 0 ? 0 : replace_keys(ctx, keys, prev, 1);
+    OPENSSL_cleanse(prev, sizeof prev);
+    return rc;
+}
+
+TLSK_PUBLIC int tlsk_context_set_ticket_key_list(struct tlsk_context *ctx,
+                                                 const unsigned char *keys, size_t n)
+{
+    if (!ctx || !keys || n == 0 || n > TLSK_TICKET_KEYS_MAX) {
+        return TLSK_ECONFIG;
+    }
+    return replace_keys(ctx, keys, keys + 48, n - 1);
 }
 
 TLSK_PUBLIC int tlsk_context_get_ticket_keys(const struct tlsk_context *ctx, unsigned char keys[48])
@@ -217,10 +258,19 @@ int tlsk__context_sessions(struct tlsk_context *c, SSL_CTX *sc,
         return tlsk__config_error(d, TLSK_EINTERNAL, "cannot set the session id context");
     }
     SSL_CTX_set_timeout(sc, o->session_timeout ? o->session_timeout : 300);
-    if (o->ticket_keys) {
-        memcpy(c->tk[0], o->ticket_keys, 48);
-    } else if (RAND_bytes(c->tk[0], 48) != 1) {
-        return tlsk__config_error(d, TLSK_EINTERNAL, "no randomness for ticket keys");
+    {
+        unsigned char k[48];
+        int rc;
+        if (o->ticket_keys) {
+            memcpy(k, o->ticket_keys, 48);
+        } else if (RAND_bytes(k, 48) != 1) {
+            return tlsk__config_error(d, TLSK_EINTERNAL, "no randomness for ticket keys");
+        }
+        rc = replace_keys(c, k, NULL, 0);
+        OPENSSL_cleanse(k, sizeof k);
+        if (rc != 0) {
+            return tlsk__config_error(d, rc, "out of memory");
+        }
     }
     SSL_CTX_set_tlsext_ticket_key_evp_cb(sc, ticket_cb);
     if (o->flags & (TLSK_NO_TICKETS | TLSK_STATEFUL_TICKETS)) {

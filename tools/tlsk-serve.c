@@ -4,7 +4,10 @@
  *
  * Architecture: one worker thread per core, each with its own SO_REUSEPORT listening socket
  * and its own epoll loop over non-blocking connections; the main thread only parses options,
- * builds the TLS contexts and the SNI table, and waits for SIGTERM/SIGINT.  A connection is a
+ * builds the TLS contexts and the SNI table (one refcounted "generation" of the
+ * configuration), and waits for signals: SIGTERM/SIGINT stop, SIGHUP builds a new generation
+ * from the same files and swaps it in for new connections (connections in flight keep theirs),
+ * and a --ticket-key-file that changes is re-read within a second.  A connection is a
  * small state machine (handshake, read head, write head, send body, close_notify, linger)
  * driven until tlsk says -EAGAIN, then parked on what tlsk_socket_events() asks for.
  * Deadlines (header, idle, send) are checked by a periodic sweep of each worker's list.
@@ -57,12 +60,24 @@ struct vhost {
 
 #define MAX_VHOSTS 64
 
-static struct {
+/* One generation of the configuration: every host's context (certificate, key, client CAs,
+ * ticket keys), its root folder and the SNI table.  Built whole from the files at startup and
+ * on SIGHUP; new connections take a reference on the current one, and a generation replaced
+ * by a reload is freed when its last connection closes, so a transfer in flight never sees
+ * its context or root change under it. */
+struct live {
+    atomic_int refs;
     struct vhost hosts[MAX_VHOSTS + 1]; /* [0] is the default host */
     int nhosts;
     struct tlsk_sni *sni;
+};
+
+static struct {
+    struct vhost hosts[MAX_VHOSTS + 1]; /* the files and names only; built into a live */
+    int nhosts;
     const char *listen;
     const char *client_ca;
+    const char *ticket_key_file;
     bool require_client_cert;
     enum tlsk_offload_policy offload;
     int min_version;
@@ -91,6 +106,18 @@ static atomic_bool g_stopping;    /* SIGTERM seen: stop accepting, finish in-fli
 static int g_stop_efd = -1;       /* readable once stopping */
 static struct sockaddr_storage g_addr; /* resolved listening address (port filled in) */
 static socklen_t g_addrlen;
+
+static pthread_mutex_t g_live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct live *g_live; /* the current generation; swapped by the main thread */
+
+/* The current ticket keys from --ticket-key-file (n x 48 bytes), and the identity of the file
+ * they (or the last refused version) came from, to notice a change. */
+static struct {
+    unsigned char *keys;
+    size_t n;
+    struct stat seen;
+    bool have_seen;
+} g_tk;
 
 /* ---------------------------------------------------------------------------------------- */
 /* Small helpers                                                                            */
@@ -150,6 +177,7 @@ struct conn {
     enum cstate state;
     uint32_t armed; /* epoll events registered */
     long long deadline;
+    struct live *live; /* the configuration generation this connection was accepted under */
     struct vhost *vh;
     char remote[64];
     char offload[96];
@@ -305,14 +333,39 @@ static void respond_text(struct conn *c, int status, bool head_only, const char 
     c->state = C_WRITE;
 }
 
-static struct vhost *host_for_ctx(struct tlsk_context *ctx)
+static struct live *live_get(void)
 {
-    for (int i = 0; i < cfg.nhosts; i++) {
-        if (cfg.hosts[i].ctx == ctx) {
-            return &cfg.hosts[i];
+    struct live *l;
+    pthread_mutex_lock(&g_live_lock);
+    l = g_live;
+    atomic_fetch_add(&l->refs, 1);
+    pthread_mutex_unlock(&g_live_lock);
+    return l;
+}
+
+static void live_put(struct live *l)
+{
+    if (!l || atomic_fetch_sub(&l->refs, 1) != 1) {
+        return;
+    }
+    for (int i = 0; i < l->nhosts; i++) {
+        tlsk_context_free(l->hosts[i].ctx);
+        if (l->hosts[i].root_fd >= 0) {
+            close(l->hosts[i].root_fd);
         }
     }
-    return &cfg.hosts[0];
+    tlsk_sni_free(l->sni);
+    free(l);
+}
+
+static struct vhost *host_for_ctx(struct live *l, struct tlsk_context *ctx)
+{
+    for (int i = 0; i < l->nhosts; i++) {
+        if (l->hosts[i].ctx == ctx) {
+            return &l->hosts[i];
+        }
+    }
+    return &l->hosts[0];
 }
 
 static void describe_offload(struct conn *c)
@@ -373,7 +426,7 @@ static void handle_request(struct conn *c, struct http_request *r)
     }
     /* With SNI, the certificate chose the host: a different Host header was meant for
      * another server (RFC 9110 15.5.20). */
-    if (cfg.sni && tlsk_socket_servername(c->s) && r->host) {
+    if (c->live->sni && tlsk_socket_servername(c->s) && r->host) {
         const char *sn = tlsk_socket_servername(c->s);
         size_t hl = strcspn(r->host, ":");
         if (r->host[0] == '[' || hl != strlen(sn) || strncasecmp(r->host, sn, hl) != 0) {
@@ -656,9 +709,10 @@ static void conn_run(struct conn *c)
                 conn_linger(c); /* the client reads our alert, not a reset */
                 return;
             }
-            c->vh = host_for_ctx(tlsk_socket_servername(c->s) && cfg.sni
-                                     ? tlsk_sni_lookup(cfg.sni, tlsk_socket_servername(c->s))
-                                     : cfg.hosts[0].ctx);
+            c->vh = host_for_ctx(c->live, tlsk_socket_servername(c->s) && c->live->sni
+                                              ? tlsk_sni_lookup(c->live->sni,
+                                                                tlsk_socket_servername(c->s))
+                                              : c->live->hosts[0].ctx);
             describe_offload(c);
             if (cfg.client_ca) {
                 c->cert_state = tlsk_socket_authorized(c->s)
@@ -925,6 +979,7 @@ static void conn_close(struct conn *c)
     if (c->next) {
         c->next->prev = c->prev;
     }
+    live_put(c->live);
     free(c->in);
     free(c->out);
     free(c);
@@ -1020,13 +1075,15 @@ static void accept_some(struct worker *w)
             close(fd);
             continue;
         }
-        rc = tlsk_socket_new_server(&c->s, cfg.hosts[0].ctx, fd,
+        c->live = live_get();
+        rc = tlsk_socket_new_server(&c->s, c->live->hosts[0].ctx, fd,
                                     &(struct tlsk_socket_options){
                                         .flags = TLSK_SOCKET_OWN_FD |
                                                  (cfg.mmap ? TLSK_SOCKET_SENDFILE_MMAP : 0),
-                                        .sni = cfg.sni,
+                                        .sni = c->live->sni,
                                     });
         if (rc != 0) {
+            live_put(c->live);
             free(c->in);
             free(c);
             close(fd);
@@ -1051,6 +1108,7 @@ static void accept_some(struct worker *w)
         if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &(struct epoll_event){ .events = EPOLLIN,
                                                                        .data.ptr = c }) != 0) {
             tlsk_socket_free(c->s);
+            live_put(c->live);
             free(c->in);
             free(c);
             continue;
@@ -1177,6 +1235,15 @@ static void usage(FILE *f)
         "    epoll loop.  SIGTERM or SIGINT stops accepting, lets responses in flight finish\n"
         "    (at most --grace seconds), closes idle connections with close_notify and exits 0.\n"
         "\n"
+        "    SIGHUP reloads without dropping anyone: every certificate, key and --client-ca\n"
+        "    file and the --ticket-key-file are read again (and the roots reopened); if all of\n"
+        "    them load, new connections use them while connections in flight finish on the\n"
+        "    old ones, and the log says \"SIGHUP: reloaded\".  If any file is bad (missing,\n"
+        "    garbage, a key that does not match its certificate) nothing changes and one line\n"
+        "    \"SIGHUP: reload failed, keeping the old configuration: ...\" names the file and\n"
+        "    the reason.  Without --ticket-key-file each host keeps its ticket key across\n"
+        "    reloads, so tickets issued before a reload still resume.\n"
+        "\n"
         "OPTIONS\n"
         "    --cert FILE, --key FILE\n"
         "        PEM certificate chain and private key of the default host (the one for\n"
@@ -1193,6 +1260,20 @@ static void usage(FILE *f)
         "    --client-ca FILE\n"
         "        Ask clients for a certificate and verify it against these CAs; the access log\n"
         "        then shows client-cert=verified or the reason it did not verify.\n"
+        "    --ticket-key-file FILE\n"
+        "        Session ticket keys shared by a fleet, so a ticket issued by any member\n"
+        "        resumes on every member (TLS 1.2 tickets and TLS 1.3 stateless tickets).  A\n"
+        "        binary file of 1 to 64 keys of 48 bytes each (16 key name, 16 HMAC-SHA256\n"
+        "        key, 16 AES-128 key), back to back: the first key encrypts new tickets, all\n"
+        "        of them decrypt, and a ticket under any but the first is renewed under the\n"
+        "        first.  Make one with: head -c 48 /dev/urandom > FILE.  Re-read on SIGHUP and\n"
+        "        within about a second of changing (replace it with rename(2) so it is never\n"
+        "        read half-written); an empty file, or one whose size is not a multiple of 48,\n"
+        "        is refused with a log line and the current keys stay.  Rotation, on every\n"
+        "        member, waiting for all members to pick up each step: 1. append the next key;\n"
+        "        2. move it to the front (it now encrypts; the old one still decrypts);\n"
+        "        3. after the ticket lifetime (300 s), drop the oldest key.  Without this\n"
+        "        option the keys are random per process.\n"
         "    --require-client-cert\n"
         "        With --client-ca: refuse the handshake without a certificate that verifies.\n"
         "    --offload auto|tx|off|require\n"
@@ -1268,7 +1349,9 @@ static int parse_long(const char *v, long lo, long hi, long *out)
     return 0;
 }
 
-static int build_host(struct vhost *h)
+/* Build one host's context and open its root; on failure why says which host, which file and
+ * what is wrong with it (tlsk's detail names the file). */
+static int build_host(struct vhost *h, char *why, size_t whylen)
 {
     static const char *const alpn[] = { "http/1.1", NULL };
     struct tlsk_context_options o = {
@@ -1280,29 +1363,248 @@ static int build_host(struct vhost *h)
         .ciphers = cfg.ciphers,
         .alpn = alpn,
     };
+    const char *what = h->name ? h->name : "--cert/--key";
     char err[512] = "";
     int rc;
 
+    h->root_fd = -1;
+    h->ctx = NULL;
     if (cfg.client_ca) {
         o.ca_file = cfg.client_ca;
         o.flags |= cfg.require_client_cert ? TLSK_REQUIRE_PEER_CERT : TLSK_REQUEST_PEER_CERT;
     }
     if (!realpath(h->root, h->root_real)) {
-        fprintf(stderr, PROG ": %s: %s\n", h->root, strerror(errno));
+        snprintf(why, whylen, "%s: root %s: %s", what, h->root, strerror(errno));
         return -1;
     }
     h->root_fd = open(h->root_real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (h->root_fd < 0) {
-        fprintf(stderr, PROG ": %s: %s\n", h->root_real, strerror(errno));
+        snprintf(why, whylen, "%s: root %.600s: %s", what, h->root_real, strerror(errno));
         return -1;
     }
     rc = tlsk_context_new(&h->ctx, &o, err, sizeof err);
     if (rc != 0) {
-        fprintf(stderr, PROG ": %s: %s (%s)\n", h->name ? h->name : "--cert/--key", err,
-                tlsk_err_name(rc));
+        char esc[600];
+        snprintf(why, whylen, "%s (cert %s, key %s%s%s): %s (%s)", what, h->cert, h->key,
+                 cfg.client_ca ? ", client CAs " : "", cfg.client_ca ? cfg.client_ca : "",
+                 cli_escape(err, esc, sizeof esc), tlsk_err_name(rc));
+        h->ctx = NULL;
         return -1;
     }
     return 0;
+}
+
+/* Read --ticket-key-file: one or more 48-byte keys (16 name, 16 HMAC, 16 AES) back to back,
+ * the first encrypting.  Anything else (missing, empty, not a multiple of 48, too many keys)
+ * is refused with the reason in why.  st receives the identity of what was read. */
+static unsigned char *read_ticket_keys(const char *path, size_t *n, struct stat *st, char *why,
+                                       size_t whylen)
+{
+    unsigned char *buf = NULL;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        snprintf(why, whylen, "ticket key file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        snprintf(why, whylen, "ticket key file %s: not a regular file", path);
+        goto fail;
+    }
+    if (st->st_size == 0 || st->st_size % 48 != 0 ||
+        st->st_size > (off_t)48 * TLSK_TICKET_KEYS_MAX) {
+        snprintf(why, whylen,
+                 "ticket key file %s: %lld bytes; wants 1 to %d keys of 48 bytes (16 name, "
+                 "16 HMAC, 16 AES)",
+                 path, (long long)st->st_size, TLSK_TICKET_KEYS_MAX);
+        goto fail;
+    }
+    buf = malloc((size_t)st->st_size);
+    if (!buf) {
+        snprintf(why, whylen, "ticket key file %s: out of memory", path);
+        goto fail;
+    }
+    while (got < (size_t)st->st_size) {
+        ssize_t r = read(fd, buf + got, (size_t)st->st_size - got);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            snprintf(why, whylen, "ticket key file %s: %s", path,
+                     r < 0 ? strerror(errno) : "shorter than its size (being rewritten?)");
+            goto fail;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *n = got / 48;
+    return buf;
+fail:
+    if (buf) {
+        explicit_bzero(buf, (size_t)st->st_size);
+        free(buf);
+    }
+    close(fd);
+    return NULL;
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static void set_keys(struct live *l, const unsigned char *keys, size_t n)
+{
+    for (int i = 0; i < l->nhosts; i++) {
+        (void)tlsk_context_set_ticket_key_list(l->hosts[i].ctx, keys, n);
+    }
+}
+
+/* Build a new generation from the files.  Ticket keys: the file's (keys, n) when given,
+ * otherwise each host keeps the key of the same host in prev (so a reload does not cost
+ * clients their resumption), or a random one at startup. */
+static struct live *live_build(const struct live *prev, const unsigned char *keys, size_t n,
+                               char *why, size_t whylen)
+{
+    struct live *l = calloc(1, sizeof *l);
+    int rc = 0;
+
+    if (!l) {
+        snprintf(why, whylen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&l->refs, 1);
+    for (int i = 0; i < cfg.nhosts; i++) {
+        l->hosts[i] = cfg.hosts[i];
+        l->nhosts = i + 1;
+        if (build_host(&l->hosts[i], why, whylen) != 0) {
+            goto fail;
+        }
+        if (!keys && prev && i < prev->nhosts) {
+            unsigned char k[48];
+            if (tlsk_context_get_ticket_keys(prev->hosts[i].ctx, k) == 0) {
+                (void)tlsk_context_set_ticket_key_list(l->hosts[i].ctx, k, 1);
+            }
+            explicit_bzero(k, sizeof k);
+        }
+    }
+    if (keys) {
+        set_keys(l, keys, n);
+    }
+    if (cfg.nhosts > 1 || cfg.hosts[0].name) {
+        rc = tlsk_sni_new(&l->sni);
+        for (int i = 0; rc == 0 && i < l->nhosts; i++) {
+            if (l->hosts[i].name) {
+                rc = tlsk_sni_add(l->sni, l->hosts[i].name, l->hosts[i].ctx);
+                if (rc != 0) {
+                    snprintf(why, whylen, "--vhost %s: %s", l->hosts[i].name, tlsk_strerror(rc));
+                    goto fail;
+                }
+            }
+        }
+        if (rc != 0) {
+            snprintf(why, whylen, "SNI table: %s", tlsk_strerror(rc));
+            goto fail;
+        }
+    }
+    return l;
+fail:
+    live_put(l);
+    return NULL;
+}
+
+/* SIGHUP: re-read every certificate, key, client CA file and the ticket key file, and swap
+ * the new generation in only if all of it loaded; otherwise the old one stays, and one line
+ * says which file and why. */
+static void reload(void)
+{
+    unsigned char *keys = NULL;
+    size_t n = 0;
+    struct stat st;
+    struct live *l, *old;
+    char why[1024], tks[PATH_MAX + 64] = "";
+
+    if (cfg.ticket_key_file) {
+        keys = read_ticket_keys(cfg.ticket_key_file, &n, &st, why, sizeof why);
+        if (!keys) {
+            logline(PROG ": SIGHUP: reload failed, keeping the old configuration: %s", why);
+            return;
+        }
+    }
+    l = live_build(g_live, keys, n, why, sizeof why);
+    if (!l) {
+        logline(PROG ": SIGHUP: reload failed, keeping the old configuration: %s", why);
+    } else {
+        pthread_mutex_lock(&g_live_lock);
+        old = g_live;
+        g_live = l;
+        pthread_mutex_unlock(&g_live_lock);
+        live_put(old); /* freed when its last connection closes */
+        if (keys) {
+            explicit_bzero(g_tk.keys, g_tk.n * 48);
+            free(g_tk.keys);
+            g_tk.keys = keys;
+            g_tk.n = n;
+            g_tk.seen = st;
+            g_tk.have_seen = true;
+            keys = NULL;
+        }
+        if (cfg.ticket_key_file) {
+            snprintf(tks, sizeof tks, "; %zu ticket key%s from %s", g_tk.n,
+                     g_tk.n == 1 ? "" : "s", cfg.ticket_key_file);
+        }
+        logline(PROG ": SIGHUP: reloaded %d host%s (certificates, keys%s)%s", l->nhosts,
+                l->nhosts == 1 ? "" : "s", cfg.client_ca ? ", client CAs" : "", tks);
+    }
+    if (keys) {
+        explicit_bzero(keys, n * 48);
+        free(keys);
+    }
+}
+
+/* Called about once a second: a --ticket-key-file that changed (rewritten in place or
+ * renamed over) is re-read and its keys go into the current generation's contexts.  A
+ * refused version is remembered so it is reported once, not every second. */
+static void ticket_keys_poll(void)
+{
+    unsigned char *keys;
+    size_t n = 0;
+    struct stat st;
+    char why[512];
+
+    if (!cfg.ticket_key_file) {
+        return;
+    }
+    if (stat(cfg.ticket_key_file, &st) != 0) {
+        if (g_tk.have_seen && g_tk.seen.st_ino != 0) {
+            logline(PROG ": ticket key file %s: %s; keeping the %zu current key%s",
+                    cfg.ticket_key_file, strerror(errno), g_tk.n, g_tk.n == 1 ? "" : "s");
+            memset(&g_tk.seen, 0, sizeof g_tk.seen);
+        }
+        return;
+    }
+    if (g_tk.have_seen && same_file(&st, &g_tk.seen)) {
+        return;
+    }
+    keys = read_ticket_keys(cfg.ticket_key_file, &n, &st, why, sizeof why);
+    g_tk.seen = st;
+    g_tk.have_seen = true;
+    if (!keys) {
+        logline(PROG ": %s; keeping the %zu current key%s", why, g_tk.n, g_tk.n == 1 ? "" : "s");
+        return;
+    }
+    pthread_mutex_lock(&g_live_lock);
+    set_keys(g_live, keys, n); /* only the main thread swaps g_live: no reference needed */
+    pthread_mutex_unlock(&g_live_lock);
+    explicit_bzero(g_tk.keys, g_tk.n * 48);
+    free(g_tk.keys);
+    g_tk.keys = keys;
+    g_tk.n = n;
+    logline(PROG ": ticket keys reloaded from %s: %zu key%s", cfg.ticket_key_file, n,
+            n == 1 ? "" : "s");
 }
 
 static int resolve_listen(void)
@@ -1360,9 +1662,13 @@ static void print_startup(void)
                 NI_NUMERICHOST | NI_NUMERICSERV);
     printf(PROG ": listening on https://%s%s%s:%s/ with %d worker%s, serving %s",
            g_addr.ss_family == AF_INET6 ? "[" : "", addr, g_addr.ss_family == AF_INET6 ? "]" : "",
-           port, cfg.workers, cfg.workers == 1 ? "" : "s", cfg.hosts[0].root_real);
-    for (int i = 1; i < cfg.nhosts; i++) {
-        printf(", %s -> %s", cfg.hosts[i].name, cfg.hosts[i].root_real);
+           port, cfg.workers, cfg.workers == 1 ? "" : "s", g_live->hosts[0].root_real);
+    for (int i = 1; i < g_live->nhosts; i++) {
+        printf(", %s -> %s", g_live->hosts[i].name, g_live->hosts[i].root_real);
+    }
+    if (cfg.ticket_key_file) {
+        printf("\n" PROG ": ticket keys from %s: %zu key%s", cfg.ticket_key_file, g_tk.n,
+               g_tk.n == 1 ? "" : "s");
     }
     printf("\n");
     if (cfg.offload == TLSK_OFFLOAD_OFF) {
@@ -1427,6 +1733,8 @@ int main(int argc, char **argv)
             root = val;
         } else if (strcmp(a, "--listen") == 0) {
             cfg.listen = val;
+        } else if (strcmp(a, "--ticket-key-file") == 0) {
+            cfg.ticket_key_file = val;
         } else if (strcmp(a, "--client-ca") == 0) {
             cfg.client_ca = val;
         } else if (strcmp(a, "--ciphersuites") == 0) {
@@ -1534,25 +1842,20 @@ int main(int argc, char **argv)
         memmove(&cfg.hosts[0], &cfg.hosts[1], (size_t)vhosts * sizeof cfg.hosts[0]);
         cfg.nhosts = vhosts;
     }
-    for (int i = 0; i < cfg.nhosts; i++) {
-        if (build_host(&cfg.hosts[i]) != 0) {
-            return 1;
-        }
-    }
-    if (vhosts > 0) {
-        int rc = tlsk_sni_new(&cfg.sni);
-        for (int i = 0; rc == 0 && i < cfg.nhosts; i++) {
-            if (cfg.hosts[i].name) {
-                rc = tlsk_sni_add(cfg.sni, cfg.hosts[i].name, cfg.hosts[i].ctx);
-                if (rc != 0) {
-                    fprintf(stderr, PROG ": --vhost %s: %s\n", cfg.hosts[i].name,
-                            tlsk_strerror(rc));
-                    return 2;
-                }
+    {
+        char why[1024];
+        if (cfg.ticket_key_file) {
+            g_tk.keys = read_ticket_keys(cfg.ticket_key_file, &g_tk.n, &g_tk.seen, why,
+                                         sizeof why);
+            if (!g_tk.keys) {
+                fprintf(stderr, PROG ": %s\n", why);
+                return 1;
             }
+            g_tk.have_seen = true;
         }
-        if (rc != 0) {
-            fprintf(stderr, PROG ": SNI table: %s\n", tlsk_strerror(rc));
+        g_live = live_build(NULL, g_tk.keys, g_tk.n, why, sizeof why);
+        if (!g_live) {
+            fprintf(stderr, PROG ": %s\n", why);
             return 1;
         }
     }
@@ -1586,6 +1889,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by the workers; main sigwaits */
 
     first_fd = resolve_listen();
@@ -1620,7 +1924,17 @@ int main(int argc, char **argv)
         }
     }
 
-    while (sigwait(&sigs, &sig) != 0 || (sig != SIGTERM && sig != SIGINT)) {
+    for (;;) {
+        /* A one-second tick: the ticket key file's change detection. */
+        sig = sigtimedwait(&sigs, NULL, &(struct timespec){ .tv_sec = 1 });
+        if (sig == SIGTERM || sig == SIGINT) {
+            break;
+        }
+        if (sig == SIGHUP) {
+            reload();
+        } else {
+            ticket_keys_poll();
+        }
     }
     logline(PROG ": %s: stopping; %ld connection%s open", sig == SIGTERM ? "SIGTERM" : "SIGINT",
             atomic_load(&g_conns), atomic_load(&g_conns) == 1 ? "" : "s");
@@ -1635,11 +1949,11 @@ int main(int argc, char **argv)
         pthread_join(workers[i].thread, NULL);
     }
     logline(PROG ": stopped");
-    for (int i = 0; i < cfg.nhosts; i++) {
-        tlsk_context_free(cfg.hosts[i].ctx);
-        close(cfg.hosts[i].root_fd);
+    live_put(g_live);
+    if (g_tk.keys) {
+        explicit_bzero(g_tk.keys, g_tk.n * 48);
+        free(g_tk.keys);
     }
-    tlsk_sni_free(cfg.sni);
     free(workers);
     return 0;
 }

@@ -11,7 +11,9 @@
  *    found (SS-3), error (SS-4: TLSK_ESESSION), garbage (SS-5); TLS 1.3 stateless (SS-8: store
  *    never consulted, new_session per ticket) and stateful (SS-9);
  *  - ticket keys shared by two forked server processes; different keys; rotation;
- *    get/set; TLSK_NO_TICKETS;
+ *    get/set; TLSK_NO_TICKETS; key lists (tlsk_context_set_ticket_key_list: the first key
+ *    encrypts, all decrypt, a ticket under a later key is renewed under the first, a dropped
+ *    key no longer resumes, bad arguments refused and the keys left as they were);
  *  - expiry after session_timeout;
  *  - tickets issued after transmit offload (tlsk_socket_new_session_ticket) reach the client
  *    and resume.
@@ -919,6 +921,84 @@ static void tickets_after_offload_tls12(void)
     tlsk_context_free(cl.ctx);
 }
 
+/* Key lists: a ticket made under A resumes after [B, A] and is renewed under B (a context
+ * with only [B] resumes the renewed one); after [B] alone it no longer resumes. */
+static void ticket_key_list(int version)
+{
+    unsigned char a[48], b[48], ba[96], got[48], saved[8192];
+    struct end sv = { 0 }, cl = { 0 }, sv2 = { 0 };
+
+    for (int i = 0; i < 48; i++) {
+        a[i] = (unsigned char)(i + 1);
+        b[i] = (unsigned char)(200 - i);
+    }
+    memcpy(ba, b, 48);
+    memcpy(ba + 48, a, 48);
+    sv.ctx = srv_ctx(version, 0, NULL, a, 0);
+    sv2.ctx = srv_ctx(version, 0, NULL, NULL, 0);
+    cl.ctx = h_client_ctx(version, NULL, TLSK_OFFLOAD_DEFAULT, 0);
+    if (!TAP_OK(sv.ctx && sv2.ctx && cl.ctx, "%s key list: contexts", vn(version))) {
+        goto out;
+    }
+    /* Bad arguments: refused, and the keys stay what they were. */
+    TAP_IS(tlsk_context_set_ticket_key_list(NULL, ba, 2), TLSK_ECONFIG,
+           "%s key list: NULL context refused", vn(version));
+    TAP_IS(tlsk_context_set_ticket_key_list(sv.ctx, NULL, 2), TLSK_ECONFIG,
+           "%s key list: NULL keys refused", vn(version));
+    TAP_IS(tlsk_context_set_ticket_key_list(sv.ctx, ba, 0), TLSK_ECONFIG,
+           "%s key list: n = 0 refused", vn(version));
+    TAP_IS(tlsk_context_set_ticket_key_list(sv.ctx, ba, TLSK_TICKET_KEYS_MAX + 1), TLSK_ECONFIG,
+           "%s key list: n > TLSK_TICKET_KEYS_MAX refused", vn(version));
+    TAP_OK(tlsk_context_get_ticket_keys(sv.ctx, got) == 0 && memcmp(got, a, 48) == 0,
+           "%s key list: keys unchanged after the refused calls", vn(version));
+
+    conn(&sv, &cl);
+    if (!conn_ok(&sv, &cl, "key list, ticket under A") || cl.sess_len <= 0) {
+        goto out;
+    }
+    memcpy(saved, cl.sess, (size_t)cl.sess_len);
+    cl.session = saved;
+    cl.session_len = (size_t)cl.sess_len;
+
+    TAP_IS(tlsk_context_set_ticket_key_list(sv.ctx, ba, 2), 0, "%s key list: set [B, A]",
+           vn(version));
+    TAP_OK(tlsk_context_get_ticket_keys(sv.ctx, got) == 0 && memcmp(got, b, 48) == 0,
+           "%s key list: get_ticket_keys returns the first key (B)", vn(version));
+    conn(&sv, &cl);
+    conn_ok(&sv, &cl, "key list [B, A], ticket under A");
+    TAP_OK(cl.reused == 1 && sv.reused == 1,
+           "%s key list: a ticket under A resumes with [B, A] (%d/%d)", vn(version), sv.reused,
+           cl.reused);
+    if (TAP_OK(cl.sess_len > 0, "%s key list: the client holds a ticket after resuming",
+               vn(version))) {
+        /* Renewed under B: a server with only [B] resumes it. */
+        struct end cl2 = cl;
+        unsigned char renewed[8192];
+        memcpy(renewed, cl.sess, (size_t)cl.sess_len);
+        cl2.session = renewed;
+        cl2.session_len = (size_t)cl.sess_len;
+        TAP_IS(tlsk_context_set_ticket_key_list(sv2.ctx, b, 1), 0, "%s key list: set [B]",
+               vn(version));
+        conn(&sv2, &cl2);
+        TAP_OK(sv2.rc == 0 && cl2.reused == 1 && sv2.reused == 1,
+               "%s key list: the ticket renewed after a non-first key is under B: resumes on "
+               "[B] alone (%d/%d)", vn(version), sv2.reused, cl2.reused);
+    }
+
+    /* A dropped: the old ticket falls back to a full handshake (that still succeeds). */
+    TAP_IS(tlsk_context_set_ticket_key_list(sv.ctx, b, 1), 0, "%s key list: set [B]",
+           vn(version));
+    conn(&sv, &cl);
+    conn_ok(&sv, &cl, "key list [B], ticket under A");
+    TAP_OK(cl.reused == 0 && sv.reused == 0,
+           "%s key list: a ticket under A does not resume once A is dropped (%d/%d)",
+           vn(version), sv.reused, cl.reused);
+out:
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(sv2.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
 int main(void)
 {
     /* OpenSSL's socket writes (an alert to a peer that already left) can raise SIGPIPE. */
@@ -954,6 +1034,8 @@ int main(void)
     ticket_keys_shared(TLSK_TLS1_3);
     ticket_keys_rotation(TLSK_TLS1_2);
     ticket_keys_rotation(TLSK_TLS1_3);
+    ticket_key_list(TLSK_TLS1_2);
+    ticket_key_list(TLSK_TLS1_3);
 
     /* Expiry. */
     expiry(TLSK_TLS1_2, TLSK_NO_TICKETS, "session id");
