@@ -22,7 +22,8 @@ static void *run_end(void *arg)
 {
     struct tp_end *e = arg;
     struct tlsk_socket *s = NULL;
-    struct tlsk_socket_options o = { .servername = "localhost", .offload = e->policy };
+    struct tlsk_socket_options o = { .servername = "localhost", .offload = e->policy,
+                                     .on_session = e->on_session, .on_session_data = e };
     int rc;
 
     rc = e->server ? tlsk_socket_new_server(&s, e->ctx, e->fd, &o)

@@ -58,6 +58,8 @@ struct tp_end {
     tp_body_fn body;
     int arg;       /* case parameter for the body */
     bool nonblock; /* make the fd non-blocking before the socket is made */
+    /* client: the socket option on_session (its data is this tp_end) */
+    void (*on_session)(struct tlsk_socket *s, const unsigned char *data, size_t len, void *ud);
     /* set by tp_conn() */
     int fd;
     bool server;

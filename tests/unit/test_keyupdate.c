@@ -208,7 +208,11 @@ static int park_server_body(struct tp_end *e, struct tlsk_socket *s)
         }
         off += (uint64_t)n;
     }
-    e->r[0] = tlsk_socket_key_update(s, 0);
+    /* arg 1: a NewSessionTicket instead (the same parked-record path, hostile review 9);
+     * arg 2: neither (the baseline) */
+    e->r[0] = e->arg == 1   ? tlsk_socket_new_session_ticket(s)
+              : e->arg == 2 ? 0
+                            : tlsk_socket_key_update(s, 0);
     e->r[1] = (tlsk_socket_events(s) & POLLOUT) != 0;
     e->v[0] = (long long)off;
     for (uint64_t end = off + PARK_TAIL; off < end;) {
@@ -249,6 +253,46 @@ static int park_client_body(struct tp_end *e, struct tlsk_socket *s)
     }
     e->v[0] = (long long)off;
     return h_shutdown(s);
+}
+
+static void count_session(struct tlsk_socket *s, const unsigned char *d, size_t n, void *ud)
+{
+    (void)s, (void)d, (void)n;
+    ((struct tp_end *)ud)->v[1]++;
+}
+
+/* A NewSessionTicket that meets a full send buffer with transmit in the kernel (any kernel):
+ * tlsk_socket_new_session_ticket() answers 0, the record waits for POLLOUT and reaches the
+ * client before the later data (before: it was lost and the socket failed with -EAGAIN). */
+static void ticket_parked(void)
+{
+    struct tp_end sv = { 0 }, cl = { 0 };
+    const char *what = "NewSessionTicket meeting a full send buffer";
+    long long plain;
+
+    sv.ctx = tp_ctx(TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    sv.nonblock = true;
+    sv.body = park_server_body;
+    cl.body = park_client_body;
+    cl.on_session = count_session;
+    /* The same connection without the extra ticket: how many the handshake brings. */
+    sv.arg = 2;
+    tp_conn(&sv, &cl);
+    plain = cl.v[1];
+    sv.arg = 1;
+    tp_conn(&sv, &cl);
+    tp_conn_ok(&sv, &cl, what);
+    TAP_IS(sv.r[0], 0, "%s: tlsk_socket_new_session_ticket() accepted it", what);
+    TAP_OK(sv.kernel_tx, "%s: transmit in the kernel", what);
+    TAP_OK(sv.r[1] == 1, "%s: the socket waits for POLLOUT to send it", what);
+    TAP_OK(sv.v[1] > sv.v[0] && cl.v[0] == sv.v[1],
+           "%s: every byte before and after it arrived intact (%lld of %lld)", what, cl.v[0],
+           sv.v[1]);
+    TAP_OK(cl.v[1] == plain + 1, "%s: the client received it (%lld sessions, %lld without)",
+           what, cl.v[1], plain);
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
 }
 
 static void ku_parked(void)
@@ -743,6 +787,9 @@ int main(void)
         /* Userspace OpenSSL refuses a key update while a write waits for room
          * (SSL_R_BAD_WRITE_RETRY): the parked record is a kernel-path mechanism. */
         ku_parked();
+    }
+    if (h_expect_ktls()) {
+        ticket_parked();
     }
     ku_request_to_offloaded();
     ku_rx13_forced();
