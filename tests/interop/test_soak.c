@@ -231,11 +231,23 @@ static void soak_server(struct p_kid *k, const char *name, const char *mode, int
      * measured about 1 MiB above round 1's peak after round 2 at 200 connections and 6.3 MiB
      * at 2,000 (make soak, bench/README.md). */
     long bound = rss_base + (long)g_conns * 512 + 65536;
-    TAP_OK(hwm > 0 && hwm <= bound, "%s: peak RSS %ld kB within %ld kB", name, hwm, bound);
     long slack = 8192 + 4L * g_conns;
+#ifdef __SANITIZE_ADDRESS__
+    /* Under AddressSanitizer the figures are its own: freed memory waits in a quarantine of
+     * up to 256 MiB that fills across rounds (CI measured the echo server 13 MiB higher after
+     * round 2).  Leaks are caught instead by LeakSanitizer when the server exits, which the
+     * clean-exit check below requires. */
+    TAP_OK(hwm > 0, "%s: peak RSS %ld kB (not bounded under AddressSanitizer; LeakSanitizer "
+           "checks the exit)", name, hwm);
+    TAP_OK(!getenv("ASAN_OPTIONS") || !strstr(getenv("ASAN_OPTIONS"), "detect_leaks=0"),
+           "%s: LeakSanitizer on for the server's exit", name);
+    (void)bound, (void)slack, (void)hwm1;
+#else
+    TAP_OK(hwm > 0 && hwm <= bound, "%s: peak RSS %ld kB within %ld kB", name, hwm, bound);
     TAP_OK(rss_after[1] <= hwm1 + slack,
            "%s: RSS after round 2 (%ld kB) not above round 1's peak (%ld kB; after round 1 "
            "%ld kB) + %ld kB", name, rss_after[1], hwm1, rss_after[0], slack);
+#endif
 
     snprintf(tn, sizeof tn, "%s: fresh well-behaved client after the load", name);
     p_begin(tn);

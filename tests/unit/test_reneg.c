@@ -17,6 +17,7 @@
  *    timeout disabled a silent client is not cut.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -25,6 +26,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "echo.h"
 #include "harness.h"
@@ -229,7 +233,18 @@ static int hold_server_body(struct tp_end *e, struct tlsk_socket *s)
     }
     e->r[1] = rc;
     snprintf(e->note, sizeof e->note, "%s", tlsk_socket_error_detail(s));
-    shutdown(e->fd, SHUT_RDWR);
+    /* Reset the connection now (the harness closes the descriptor only after both ends are
+     * done): a FIN would not do, since a client blocked on a full window never sends the new
+     * data that would draw the RST (seen on 6.1 when the client was 2 MiB ahead). */
+    {
+        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        int z = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        setsockopt(e->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        if (z >= 0) {
+            dup2(z, e->fd); /* the socket's last reference goes: RST */
+            close(z);
+        }
+    }
     return 0;
 }
 
@@ -474,6 +489,130 @@ static void rn7(bool answers, int timeout_ms)
     tlsk_context_free(st.cctx);
 }
 
+/* ---- hostile review item 9: the refusal meets a full send buffer ------------------------- */
+
+/* A TLS 1.2 server with transmit in the kernel and receive in userspace refuses a client's
+ * renegotiation with a no_renegotiation warning, which OpenSSL writes and the bridge sends
+ * as a kernel control record.  With the send buffer full it must wait (parked) and go out
+ * after the data, not be lost with the socket failing -EAGAIN for ever (before the fix the
+ * client never heard the refusal). */
+struct refusal {
+    int fd;
+    atomic_int full;  /* the server's send buffer is full */
+    long long sent;   /* bytes the server wrote before it was full */
+    int kernel_tx, kernel_rx;
+    int read_rc;      /* the server's last read: the client's fatal answer */
+    int rc;
+};
+
+static void *refusal_server(void *arg)
+{
+    struct refusal *r = arg;
+    struct tlsk_context *ctx = h_server_ctx(TLSK_TLS1_2, NULL, TLSK_OFFLOAD_TX, 0);
+    struct tlsk_socket_options o = { 0 };
+    struct tlsk_socket *s = NULL;
+    static unsigned char buf[65536];
+    struct pollfd p = { .fd = r->fd };
+
+    r->rc = ctx ? tlsk_socket_new_server(&s, ctx, r->fd, &o) : -EINVAL;
+    if (r->rc == 0 && (r->rc = h_handshake(s)) == 0) {
+        r->kernel_tx = h_kernel_has(r->fd, true, NULL, NULL) == 1;
+        r->kernel_rx = h_kernel_has(r->fd, false, NULL, NULL) == 1;
+        for (;;) {
+            ssize_t n;
+            h_pattern(31, (uint64_t)r->sent, buf, sizeof buf);
+            n = tlsk_socket_write(s, buf, sizeof buf);
+            if (n < 0) {
+                r->rc = n == -EAGAIN ? 0 : (int)n;
+                break;
+            }
+            r->sent += n;
+        }
+    }
+    atomic_store(&r->full, 1);
+    /* Read until the client's fatal alert ends it (bounded: 20 s). */
+    for (int i = 0; r->rc == 0 && i < 200; i++) {
+        ssize_t n = tlsk_socket_read(s, buf, sizeof buf);
+        if (n != -EAGAIN) {
+            r->read_rc = (int)n;
+            break;
+        }
+        p.events = (short)tlsk_socket_events(s);
+        poll(&p, 1, 100);
+    }
+    tlsk_socket_free(s);
+    tlsk_context_free(ctx);
+    return NULL;
+}
+
+static void msg_cb(int write_p, int version, int type, const void *buf, size_t len, SSL *ssl,
+                   void *arg)
+{
+    (void)version, (void)ssl;
+    if (!write_p && type == SSL3_RT_ALERT && len == 2) {
+        const unsigned char *a = buf;
+        *(int *)arg = a[0] << 8 | a[1]; /* level, description */
+    }
+}
+
+static void refusal_parked(void)
+{
+    const char *what = "a refused renegotiation meeting a full send buffer";
+    struct refusal r = { 0 };
+    SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    pthread_t th;
+    int cfd, alert = 0, rc;
+    long long got = 0, wrong = -1;
+    static unsigned char buf[65536];
+    struct timeval tv = { .tv_sec = 10 };
+
+    if (!TAP_OK(cctx && h_tcp_pair(&cfd, &r.fd) == 0, "%s: TCP pair", what)) {
+        SSL_CTX_free(cctx);
+        return;
+    }
+    h_set_nonblock(r.fd, true);
+    setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv); /* a lost refusal: no hang */
+    SSL_CTX_set_max_proto_version(cctx, TLS1_2_VERSION);
+    ssl = SSL_new(cctx);
+    SSL_set_fd(ssl, cfd);
+    SSL_set_msg_callback(ssl, msg_cb);
+    SSL_set_msg_callback_arg(ssl, &alert);
+    pthread_create(&th, NULL, refusal_server, &r);
+    rc = SSL_connect(ssl);
+    TAP_IS(rc, 1, "%s: the OpenSSL client's handshake", what);
+    while (!atomic_load(&r.full)) {
+        usleep(10 * 1000);
+    }
+    TAP_OK(r.rc == 0 && r.kernel_tx && !r.kernel_rx,
+           "%s: server transmit in the kernel, receive in userspace, send buffer full (%lld "
+           "bytes)", what, r.sent);
+    rc = SSL_renegotiate(ssl);
+    TAP_IS(rc, 1, "%s: the client asks to renegotiate", what);
+    /* The ClientHello goes out with the first read; data keeps coming until the refusal. */
+    for (;;) {
+        int n = SSL_read(ssl, buf, sizeof buf);
+        if (n <= 0) {
+            break;
+        }
+        if (wrong < 0 && h_pattern_check(31, (uint64_t)got, buf, (size_t)n) >= 0) {
+            wrong = got;
+        }
+        got += n;
+    }
+    TAP_OK(got == r.sent && wrong < 0, "%s: every byte before the refusal arrived intact (%lld "
+           "of %lld)", what, got, r.sent);
+    TAP_IS(alert, SSL3_AL_WARNING << 8 | SSL_AD_NO_RENEGOTIATION,
+           "%s: the client received the warning no_renegotiation after the data", what);
+    pthread_join(th, NULL);
+    TAP_OK(r.read_rc < 0 && r.read_rc != -EAGAIN,
+           "%s: the server hears the client's answer, not -EAGAIN for ever (%s)", what,
+           tlsk_err_name(r.read_rc));
+    SSL_free(ssl);
+    SSL_CTX_free(cctx);
+    close(cfd);
+}
+
 int main(void)
 {
     /* OpenSSL's socket writes (an alert to a peer that already left) can raise SIGPIPE. */
@@ -492,5 +631,8 @@ int main(void)
     rn7(true, 400);
     rn7(false, 400);
     rn7(false, -1);
+    if (h_expect_ktls()) {
+        refusal_parked(); /* a kernel-transmit mechanism: userspace OpenSSL queues it itself */
+    }
     return tap_done();
 }
