@@ -16,6 +16,8 @@ LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR ?= $(PREFIX)/bin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 
 VERSION := 0.1.0
 SONAME := libtlsk.so.0
@@ -25,6 +27,8 @@ B := build$(if $(SANITIZE),-san)
 PKG_CFLAGS := $(shell pkg-config --cflags openssl libmnl 2>/dev/null)
 SSL_LIBS := $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto)
 MNL_LIBS := $(shell pkg-config --libs libmnl 2>/dev/null || echo -lmnl)
+# The tools' socket activation and readiness (tools/common/service.c); never libtlsk.
+SYSTEMD_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers
 ifeq ($(CI),true)
@@ -124,7 +128,7 @@ $(B)/tools/%: tools/%.c $(B)/libtlsk.a $(TOOL_COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TOOL    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -Itools/common $(SAN_LDFLAGS) -o $@ $< $(TOOL_COMMON_OBJ) \
-	    $(TOOL_DIAG) $(B)/libtlsk.a $(LDLIBS)
+	    $(TOOL_DIAG) $(B)/libtlsk.a $(LDLIBS) $(SYSTEMD_LIBS)
 
 tests: $(TEST_BIN) $(TEST_HELPERS) tools
 
@@ -159,13 +163,20 @@ install: lib tools $(B)/tlsk.pc
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 kmod-helpers/tlsk-modprobe $(DESTDIR)$(BINDIR)/tlsk-modprobe
 	for t in $(TOOLS); do install -m 0755 $$t $(DESTDIR)$(BINDIR)/; done
+	install -d $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	for u in systemd/*.service systemd/*.socket; do \
+	    sed 's|/usr/bin/tlsk-|$(BINDIR)/tlsk-|' $$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$${u#systemd/} && \
+	    chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u#systemd/} || exit 1; done
+	install -m 0644 systemd/tlsk.sysusers $(DESTDIR)$(SYSUSERSDIR)/tlsk.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so \
 	    $(DESTDIR)$(LIBDIR)/libtlsk.a $(DESTDIR)$(INCLUDEDIR)/tlsk.h \
 	    $(patsubst include/%,$(DESTDIR)$(INCLUDEDIR)/%,$(wildcard include/tlsk/*.h)) \
 	    $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc $(DESTDIR)$(BINDIR)/tlsk-modprobe \
-	    $(patsubst $(B)/tools/%,$(DESTDIR)$(BINDIR)/%,$(TOOLS))
+	    $(patsubst $(B)/tools/%,$(DESTDIR)$(BINDIR)/%,$(TOOLS)) \
+	    $(patsubst systemd/%,$(DESTDIR)$(SYSTEMDUNITDIR)/%,$(wildcard systemd/*.service systemd/*.socket)) \
+	    $(DESTDIR)$(SYSUSERSDIR)/tlsk.conf
 	rmdir --ignore-fail-on-non-empty $(DESTDIR)$(INCLUDEDIR)/tlsk 2>/dev/null || true
 
 bench: all

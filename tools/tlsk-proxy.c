@@ -42,6 +42,7 @@
 
 #include "cli.h"
 #include "relay.h"
+#include "service.h"
 #include "tlsk.h"
 
 #define MAX_ALPN 8
@@ -113,6 +114,10 @@ static void usage(FILE *f)
         "--sni-cert serves another certificate for a name.  --proxy-protocol sends a PROXY\n"
         "protocol v2 header (client and listener addresses, ALPN, SNI, TLS version and\n"
         "cipher) to the backend.\n"
+        "\n"
+        "Under systemd (systemd/tlsk-proxy@.service and .socket), a listening socket passed by\n"
+        "socket activation (LISTEN_FDS) replaces --listen, and READY=1 goes to NOTIFY_SOCKET\n"
+        "once listening.\n"
         "\n"
         "Origin (--origin): accepts plaintext on --listen and connects to the TLS --upstream as\n"
         "a verifying client (SNI and host name --servername, default the upstream host; trust\n"
@@ -1020,6 +1025,7 @@ int main(int argc, char **argv)
             cfg.origin ? cfg.upstream : cfg.backend,
             k->ulp ? "available" : "not available, encrypting in userspace", k->release,
             cfg.workers, cfg.max_conns, cfg.max_handshakes);
+    svc_notify("READY=1");
     for (int i = 1; i < cfg.workers; i++) {
         if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
             fprintf(stderr, "tlsk-proxy: cannot start worker %d\n", i);

@@ -43,6 +43,7 @@
 
 #include "cli.h"
 #include "http.h"
+#include "service.h"
 #include "tlsk.h"
 
 #define PROG "tlsk-serve"
@@ -103,7 +104,8 @@ static struct {
 
 static atomic_long g_conns;       /* open connections, all workers */
 static atomic_bool g_stopping;    /* SIGTERM seen: stop accepting, finish in-flight */
-static int g_stop_efd = -1;       /* readable once stopping */
+static int g_stop_efd = -1;
+static bool g_activated;          /* the listening socket came from the service manager */       /* readable once stopping */
 static struct sockaddr_storage g_addr; /* resolved listening address (port filled in) */
 static socklen_t g_addrlen;
 
@@ -1034,7 +1036,9 @@ static void sweep(struct worker *w, long long now, bool stop)
 
 static void set_listening(struct worker *w, bool on)
 {
-    struct epoll_event e = { .events = EPOLLIN, .data.u64 = TAG_LISTEN };
+    /* A socket-activated socket is one for all workers: wake one of them per connection. */
+    struct epoll_event e = { .events = EPOLLIN | (g_activated ? EPOLLEXCLUSIVE : 0),
+                             .data.u64 = TAG_LISTEN };
     if (w->lfd < 0 || w->listening == on) {
         return;
     }
@@ -1243,6 +1247,12 @@ static void usage(FILE *f)
         "    \"SIGHUP: reload failed, keeping the old configuration: ...\" names the file and\n"
         "    the reason.  Without --ticket-key-file each host keeps its ticket key across\n"
         "    reloads, so tickets issued before a reload still resume.\n"
+        "\n"
+        "    Under systemd (systemd/tlsk-serve.service and .socket): a listening socket passed\n"
+        "    by socket activation (LISTEN_FDS) replaces --listen and is shared by the workers;\n"
+        "    with NOTIFY_SOCKET it reports READY=1 once serving, RELOADING=1 during a SIGHUP\n"
+        "    reload and STOPPING=1 on SIGTERM.  A passed descriptor that is not one listening\n"
+        "    TCP socket is refused (exit 1).\n"
         "\n"
         "OPTIONS\n"
         "    --cert FILE, --key FILE\n"
@@ -1610,8 +1620,21 @@ static void ticket_keys_poll(void)
 static int resolve_listen(void)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai;
-    char host[256], *colon;
+    char host[256], *colon, why[256];
     int fd;
+
+    /* Socket activation: one socket from the service manager, shared by every worker. */
+    fd = svc_listen_fd(why, sizeof why);
+    if (fd >= 0) {
+        g_activated = true;
+        g_addrlen = sizeof g_addr;
+        getsockname(fd, (struct sockaddr *)&g_addr, &g_addrlen);
+        return fd;
+    }
+    if (fd != -ENOENT) {
+        fprintf(stderr, PROG ": %s\n", why);
+        return -1;
+    }
 
     snprintf(host, sizeof host, "%s", cfg.listen);
     colon = strrchr(host, ':');
@@ -1660,9 +1683,10 @@ static void print_startup(void)
 
     getnameinfo((struct sockaddr *)&g_addr, g_addrlen, addr, sizeof addr, port, sizeof port,
                 NI_NUMERICHOST | NI_NUMERICSERV);
-    printf(PROG ": listening on https://%s%s%s:%s/ with %d worker%s, serving %s",
+    printf(PROG ": listening on https://%s%s%s:%s/%s with %d worker%s, serving %s",
            g_addr.ss_family == AF_INET6 ? "[" : "", addr, g_addr.ss_family == AF_INET6 ? "]" : "",
-           port, cfg.workers, cfg.workers == 1 ? "" : "s", g_live->hosts[0].root_real);
+           port, g_activated ? " (socket from the service manager)" : "", cfg.workers,
+           cfg.workers == 1 ? "" : "s", g_live->hosts[0].root_real);
     for (int i = 1; i < g_live->nhosts; i++) {
         printf(", %s -> %s", g_live->hosts[i].name, g_live->hosts[i].root_real);
     }
@@ -1905,7 +1929,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < cfg.workers; i++) {
         struct worker *w = &workers[i];
         w->id = i;
-        w->lfd = i == 0 ? first_fd : listen_socket();
+        w->lfd = i == 0       ? first_fd
+                 : g_activated ? fcntl(first_fd, F_DUPFD_CLOEXEC, 3)
+                               : listen_socket();
+        if (w->lfd < 0 && g_activated) {
+            w->lfd = -errno;
+        }
         w->ep = epoll_create1(EPOLL_CLOEXEC);
         if (w->lfd < 0 || w->ep < 0) {
             fprintf(stderr, PROG ": worker %d: %s\n", i,
@@ -1924,6 +1953,7 @@ int main(int argc, char **argv)
         }
     }
 
+    svc_notify("READY=1\nSTATUS=serving");
     for (;;) {
         /* A one-second tick: the ticket key file's change detection. */
         sig = sigtimedwait(&sigs, NULL, &(struct timespec){ .tv_sec = 1 });
@@ -1931,11 +1961,14 @@ int main(int argc, char **argv)
             break;
         }
         if (sig == SIGHUP) {
+            svc_notify("RELOADING=1\nSTATUS=reloading");
             reload();
+            svc_notify("READY=1\nSTATUS=serving");
         } else {
             ticket_keys_poll();
         }
     }
+    svc_notify("STOPPING=1\nSTATUS=stopping: finishing responses in flight");
     logline(PROG ": %s: stopping; %ld connection%s open", sig == SIGTERM ? "SIGTERM" : "SIGINT",
             atomic_load(&g_conns), atomic_load(&g_conns) == 1 ? "" : "s");
     atomic_store(&g_stopping, true);

@@ -20,10 +20,16 @@ trap 'rm -rf "$tmp"' EXIT
 
 make -s install PREFIX="$tmp/prefix" B="$build" >"$tmp/install.log" 2>&1
 ok $? "make install PREFIX=$tmp/prefix"
-for f in include/tlsk.h lib/libtlsk.so.0 lib/libtlsk.so lib/libtlsk.a lib/pkgconfig/tlsk.pc; do
+for f in include/tlsk.h lib/libtlsk.so.0 lib/libtlsk.so lib/libtlsk.a lib/pkgconfig/tlsk.pc \
+	lib/systemd/system/tlsk-serve.service lib/systemd/system/tlsk-serve.socket \
+	lib/systemd/system/tlsk-proxy@.service lib/systemd/system/tlsk-proxy@.socket \
+	lib/sysusers.d/tlsk.conf; do
 	test -e "$tmp/prefix/$f"
 	ok $? "installed $f"
 done
+
+grep -q "^ExecStart=$tmp/prefix/bin/tlsk-serve " "$tmp/prefix/lib/systemd/system/tlsk-serve.service"
+ok $? "the installed tlsk-serve.service runs the installed tlsk-serve"
 
 soname=$(readelf -d "$tmp/prefix/lib/libtlsk.so.0" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 test "$soname" = libtlsk.so.0

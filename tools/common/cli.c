@@ -1,5 +1,6 @@
 /* cli.c - helpers shared by the tlsk command-line tools (see cli.h). */
 #include "cli.h"
+#include "service.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -132,6 +133,20 @@ int cli_listen(const char *spec, char *bound, size_t bound_len)
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai, *p;
     int fd = -1, rc, one = 1;
 
+    char why[256];
+
+    /* Socket activation: the service manager's socket replaces --listen. */
+    fd = svc_listen_fd(why, sizeof why);
+    if (fd >= 0) {
+        if (bound) {
+            cli_sockname(fd, false, bound, bound_len);
+        }
+        return fd;
+    }
+    if (fd != -ENOENT) {
+        cli_log("%s", why);
+        return fd;
+    }
     if (split_hostport(spec, host, sizeof host, port, sizeof port) != 0) {
         return -EINVAL;
     }

@@ -29,6 +29,9 @@ int cli_set_nonblock(int fd, bool on);
  * net.core.somaxconn, 4096 by default): with a short queue a burst of connections overflows
  * it, and a connection whose final ACK the kernel dropped while the queue was full (syncookies)
  * sits established on the client's side and unknown on ours until the client sends.
+ * Under socket activation (service.h) the socket the service manager passed is returned
+ * instead (non-blocking) and spec is not used; a passed descriptor that is not a listening TCP
+ * socket is logged and refused (-ENOTSOCK, -E2BIG).
  */
 int cli_listen(const char *spec, char *bound, size_t bound_len);
 
