@@ -18,6 +18,7 @@ BINDIR ?= $(PREFIX)/bin
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+MANDIR ?= $(PREFIX)/share/man
 
 VERSION := 0.1.0
 SONAME := libtlsk.so.0
@@ -35,7 +36,8 @@ ifeq ($(CI),true)
 WERROR ?= -Werror
 endif
 CFLAGS ?= -O2 -g
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(WERROR) $(CFLAGS) \
+# CPPFLAGS and LDFLAGS from the environment (dpkg-buildflags' hardening) go on top.
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(WERROR) $(CPPFLAGS) $(CFLAGS) \
               -Iinclude -Ilib -Ikmod-helpers $(PKG_CFLAGS) -MMD -MP
 LDLIBS := $(SSL_LIBS) -lpthread
 
@@ -89,7 +91,7 @@ $(B)/%.o: %.c
 $(B)/$(SONAME): $(LIB_OBJ) lib/tlsk.map
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/tlsk.map \
-	    -Wl,--no-undefined $(SAN_LDFLAGS) -o $@ $(LIB_OBJ) $(LDLIBS)
+	    -Wl,--no-undefined $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $(LIB_OBJ) $(LDLIBS)
 	$(Q)ln -sf $(SONAME) $(B)/libtlsk.so
 
 $(B)/libtlsk.a: $(LIB_OBJ)
@@ -127,7 +129,7 @@ $(B)/tools/tlsk-stat: TOOL_DIAG = $(DIAG_CFLAGS) $(DIAG_LIB) $(MNL_LIBS)
 $(B)/tools/%: tools/%.c $(B)/libtlsk.a $(TOOL_COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TOOL    $@")
-	$(Q)$(CC) $(ALL_CFLAGS) -Itools/common $(SAN_LDFLAGS) -o $@ $< $(TOOL_COMMON_OBJ) \
+	$(Q)$(CC) $(ALL_CFLAGS) -Itools/common $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_COMMON_OBJ) \
 	    $(TOOL_DIAG) $(B)/libtlsk.a $(LDLIBS) $(SYSTEMD_LIBS)
 
 tests: $(TEST_BIN) $(TEST_HELPERS) tools
@@ -168,6 +170,8 @@ install: lib tools $(B)/tlsk.pc
 	    sed 's|/usr/bin/tlsk-|$(BINDIR)/tlsk-|' $$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$${u#systemd/} && \
 	    chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u#systemd/} || exit 1; done
 	install -m 0644 systemd/tlsk.sysusers $(DESTDIR)$(SYSUSERSDIR)/tlsk.conf
+	for s in 1 7 8; do install -d $(DESTDIR)$(MANDIR)/man$$s && \
+	    install -m 0644 man/*.$$s $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libtlsk.so \
@@ -176,7 +180,8 @@ uninstall:
 	    $(DESTDIR)$(PKGCONFIGDIR)/tlsk.pc $(DESTDIR)$(BINDIR)/tlsk-modprobe \
 	    $(patsubst $(B)/tools/%,$(DESTDIR)$(BINDIR)/%,$(TOOLS)) \
 	    $(patsubst systemd/%,$(DESTDIR)$(SYSTEMDUNITDIR)/%,$(wildcard systemd/*.service systemd/*.socket)) \
-	    $(DESTDIR)$(SYSUSERSDIR)/tlsk.conf
+	    $(DESTDIR)$(SYSUSERSDIR)/tlsk.conf \
+	    $(foreach m,$(wildcard man/*.[178]),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
 	rmdir --ignore-fail-on-non-empty $(DESTDIR)$(INCLUDEDIR)/tlsk 2>/dev/null || true
 
 bench: all

@@ -23,7 +23,9 @@ ok $? "make install PREFIX=$tmp/prefix"
 for f in include/tlsk.h lib/libtlsk.so.0 lib/libtlsk.so lib/libtlsk.a lib/pkgconfig/tlsk.pc \
 	lib/systemd/system/tlsk-serve.service lib/systemd/system/tlsk-serve.socket \
 	lib/systemd/system/tlsk-proxy@.service lib/systemd/system/tlsk-proxy@.socket \
-	lib/sysusers.d/tlsk.conf; do
+	lib/sysusers.d/tlsk.conf share/man/man7/tlsk.7 share/man/man1/tlsk-serve.1 \
+	share/man/man1/tlsk-proxy.1 share/man/man1/tlsk-exec.1 share/man/man8/tlsk-stat.8 \
+	share/man/man8/tlsk-modprobe.8; do
 	test -e "$tmp/prefix/$f"
 	ok $? "installed $f"
 done
