@@ -1372,6 +1372,11 @@ static int build_host(struct vhost *h, char *why, size_t whylen)
         .ciphersuites = cfg.ciphersuites,
         .ciphers = cfg.ciphers,
         .alpn = alpn,
+        /* Not the library's default (this program's command line): members of a fleet
+         * differ in theirs (addresses, worker counts, paths), and a ticket or session made
+         * by one must resume on another.  The library still binds sessions to the
+         * client-certificate policy and CA set (docs/OPENSSL.md §9). */
+        .session_id_context = "tlsk-serve",
     };
     const char *what = h->name ? h->name : "--cert/--key";
     char err[512] = "";
