@@ -30,6 +30,8 @@ SSL_LIBS := $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto
 MNL_LIBS := $(shell pkg-config --libs libmnl 2>/dev/null || echo -lmnl)
 # The tools' socket activation and readiness (tools/common/service.c); never libtlsk.
 SYSTEMD_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
+# tlsk-serve's session store on Redis (tools/common/rstore.c); never libtlsk.
+HIREDIS_LIBS := $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers
 ifeq ($(CI),true)
@@ -130,7 +132,7 @@ $(B)/tools/%: tools/%.c $(B)/libtlsk.a $(TOOL_COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TOOL    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) -Itools/common $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_COMMON_OBJ) \
-	    $(TOOL_DIAG) $(B)/libtlsk.a $(LDLIBS) $(SYSTEMD_LIBS)
+	    $(TOOL_DIAG) $(B)/libtlsk.a $(LDLIBS) $(SYSTEMD_LIBS) $(HIREDIS_LIBS)
 
 tests: $(TEST_BIN) $(TEST_HELPERS) tools
 
@@ -197,6 +199,8 @@ soak: lib tests
 	$(Q)TLSK_FIXTURES="$(CURDIR)/$(B)/fixtures/rsa" TLSK_FIXTURES_EC="$(CURDIR)/$(B)/fixtures/ec" \
 	    TLSK_ROOT="$(CURDIR)" TLSK_BUILD_DIR="$(CURDIR)/$(B)" TLSK_SOAK_CONNS=$(SOAK_CONNS) \
 	    TLSK_SOAK_SECS=$(SOAK_SECS) $(B)/tests/interop/test_soak
+	$(Q)TLSK_FIXTURES="$(CURDIR)/$(B)/fixtures/rsa" TLSK_ROOT="$(CURDIR)" \
+	    TLSK_BUILD_DIR="$(CURDIR)/$(B)" TLSK_FLEET_SECS=$(SOAK_SECS) tests/interop/fleet.t
 
 # libFuzzer targets for every parser (clang with libclang-rt; tests/fuzz/run.sh): the kTLS
 # diagnostics, tlsk-serve's HTTP parsing, the bridge's record open/seal, the server's

@@ -10,7 +10,7 @@ set -eu
 # Linux (the newest real-kernel tier) at sid's glibc; it fetches that kernel itself.
 # clang, libclang-rt-14-dev: `make fuzz` (libFuzzer and the sanitizer runtimes are in the
 # latter, which clang only recommends; 14 is Debian 12's clang).
-PACKAGES="build-essential pkg-config libssl-dev openssl libmnl-dev libsystemd-dev systemd debhelper dpkg-dev lintian groff-base man-db libuv1-dev user-mode-linux kmod iproute2 gnutls-bin socat curl wget python3 nodejs patchelf clang libclang-rt-14-dev"
+PACKAGES="build-essential pkg-config libssl-dev openssl libmnl-dev libsystemd-dev systemd libhiredis-dev redis-server redis-tools debhelper dpkg-dev lintian groff-base man-db libuv1-dev user-mode-linux kmod iproute2 gnutls-bin socat curl wget python3 nodejs patchelf clang libclang-rt-14-dev"
 
 check_only=0
 case ${1-} in

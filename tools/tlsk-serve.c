@@ -43,6 +43,7 @@
 
 #include "cli.h"
 #include "http.h"
+#include "rstore.h"
 #include "service.h"
 #include "tlsk.h"
 
@@ -79,6 +80,8 @@ static struct {
     const char *listen;
     const char *client_ca;
     const char *ticket_key_file;
+    const char *session_store; /* redis://HOST:PORT or unix:/path; NULL: per-process cache */
+    int store_timeout_ms;
     bool require_client_cert;
     enum tlsk_offload_policy offload;
     int min_version;
@@ -100,7 +103,11 @@ static struct {
     .idle_timeout_ms = 60000,
     .send_timeout_ms = 60000,
     .grace_ms = 30000,
+    .store_timeout_ms = 50,
 };
+
+/* Sessions live as long in a shared store as in the cache (Node's sessionTimeout). */
+#define SESSION_TIMEOUT_S 300
 
 static atomic_long g_conns;       /* open connections, all workers */
 static atomic_bool g_stopping;    /* SIGTERM seen: stop accepting, finish in-flight */
@@ -215,9 +222,10 @@ struct worker {
     long nconns;
     char date[30];
     time_t date_t;
+    struct rstore *rs; /* --session-store: this worker's Redis connection */
 };
 
-enum { TAG_LISTEN = 1, TAG_STOP = 2 };
+enum { TAG_LISTEN = 1, TAG_STOP = 2, TAG_STORE = 3 };
 
 static void conn_close(struct conn *c);
 static void conn_linger(struct conn *c);
@@ -746,8 +754,10 @@ static void conn_run(struct conn *c)
                 return;
             }
             if (n == 0) {
-                conn_close(c); /* the client said close_notify between requests */
-                return;
+                /* The client said close_notify between requests: answer with ours (RFC 8446
+                 * 6.1, RFC 5246 7.2.1), so that it sees a clean end, not a truncation. */
+                c->state = C_SHUTDOWN;
+                break;
             }
             if (n < 0) {
                 conn_linger(c); /* a bad record (alert sent), truncation, a reset */
@@ -937,6 +947,7 @@ static void conn_linger(struct conn *c)
         c->file_fd = -1;
     }
     epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    rstore_forget(w->rs, c->s);
     tlsk_socket_free(c->s); /* closes its fd; the duplicate keeps the connection */
     c->s = NULL;
     c->fd = fd;
@@ -969,6 +980,7 @@ static void conn_close(struct conn *c)
         epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
     }
     if (c->s) {
+        rstore_forget(w->rs, c->s);
         tlsk_socket_free(c->s); /* owns and closes the fd */
     } else if (c->fd >= 0) {
         close(c->fd); /* C_DRAIN's duplicate */
@@ -1093,6 +1105,7 @@ static void accept_some(struct worker *w)
             close(fd);
             continue;
         }
+        tlsk_socket_set_data(c->s, c); /* the session store's answer wakes c */
         c->w = w;
         c->fd = fd;
         c->file_fd = -1;
@@ -1145,11 +1158,24 @@ static int listen_socket(void)
     return fd;
 }
 
+/* The session store answered a lookup of this connection's handshake: go on with it. */
+static void store_wake(struct tlsk_socket *s)
+{
+    conn_run(tlsk_socket_get_data(s));
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     long long stop_deadline = 0, next_sweep = now_ms() + 250;
     struct epoll_event ev[128];
+    int wait_ms = 250;
+
+    if (cfg.session_store) {
+        /* Here, in the worker's own thread: the store's callbacks find it per thread. */
+        w->rs = rstore_new(cfg.session_store, cfg.store_timeout_ms, SESSION_TIMEOUT_S, w->ep,
+                           TAG_STORE, store_wake);
+    }
 
     for (;;) {
         bool stop = atomic_load(&g_stopping);
@@ -1167,10 +1193,12 @@ static void *worker_main(void *arg)
         if (stop && w->nconns == 0) {
             break;
         }
-        n = epoll_wait(w->ep, ev, 128, 250);
+        n = epoll_wait(w->ep, ev, 128, wait_ms);
         for (int i = 0; i < n; i++) {
             if (ev[i].data.u64 == TAG_LISTEN) {
                 accept_some(w);
+            } else if (ev[i].data.u64 == TAG_STORE) {
+                rstore_event(w->rs, ev[i].events);
             } else if (ev[i].data.u64 == TAG_STOP) {
                 /* handled at the top of the loop */
             } else {
@@ -1185,6 +1213,11 @@ static void *worker_main(void *arg)
             }
         }
         now = now_ms();
+        wait_ms = 250;
+        if (w->rs) {
+            int t = rstore_tick(w->rs, now); /* lookup deadlines (tens of ms), reconnects */
+            wait_ms = t >= 0 && t < wait_ms ? t : wait_ms;
+        }
         if (now >= next_sweep) {
             next_sweep = now + 250;
             sweep(w, now, stop);
@@ -1198,6 +1231,7 @@ static void *worker_main(void *arg)
             }
         }
     }
+    rstore_free(w->rs);
     close(w->ep);
     return NULL;
 }
@@ -1284,6 +1318,16 @@ static void usage(FILE *f)
         "        2. move it to the front (it now encrypts; the old one still decrypts);\n"
         "        3. after the ticket lifetime (300 s), drop the oldest key.  Without this\n"
         "        option the keys are random per process.\n"
+        "    --session-store redis://HOST[:PORT] | unix:/PATH\n"
+        "        Keep TLS sessions (TLS 1.2 session ids; TLS 1.3 stateful tickets) in Redis,\n"
+        "        shared by every member of a fleet that uses the same store, instead of each\n"
+        "        process's own cache.  Keys tlsk-serve:session:HEX(ID), values the session,\n"
+        "        expiring with it (300 s).  The store never stalls a handshake: a lookup not\n"
+        "        answered in --session-store-timeout is a full handshake; while Redis is\n"
+        "        down, lookups are full handshakes at once, sessions are not kept, the log\n"
+        "        says so once, and the connection is retried (100 ms doubling to 5 s).\n"
+        "    --session-store-timeout MS\n"
+        "        How long a handshake waits for the store (default 50).\n"
         "    --require-client-cert\n"
         "        With --client-ca: refuse the handshake without a certificate that verifies.\n"
         "    --offload auto|tx|off|require\n"
@@ -1377,6 +1421,8 @@ static int build_host(struct vhost *h, char *why, size_t whylen)
          * by one must resume on another.  The library still binds sessions to the
          * client-certificate policy and CA set (docs/OPENSSL.md §9). */
         .session_id_context = "tlsk-serve",
+        .session_store = cfg.session_store ? &rstore_callbacks : NULL,
+        .session_timeout = SESSION_TIMEOUT_S,
     };
     const char *what = h->name ? h->name : "--cert/--key";
     char err[512] = "";
@@ -1726,6 +1772,8 @@ int main(int argc, char **argv)
     sigset_t sigs;
     struct rlimit rl;
 
+    cli_prog = PROG;
+
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         bool flag = true;
@@ -1764,6 +1812,20 @@ int main(int argc, char **argv)
             cfg.listen = val;
         } else if (strcmp(a, "--ticket-key-file") == 0) {
             cfg.ticket_key_file = val;
+        } else if (strcmp(a, "--session-store") == 0) {
+            char host[256], why[300];
+            int port;
+            if (rstore_parse(val, host, sizeof host, &port, why, sizeof why) != 0) {
+                fprintf(stderr, PROG ": --session-store %s\n", why);
+                return 2;
+            }
+            cfg.session_store = val;
+        } else if (strcmp(a, "--session-store-timeout") == 0) {
+            if (parse_long(val, 1, 10000, &v) != 0) {
+                fprintf(stderr, PROG ": --session-store-timeout wants 1-10000 (ms)\n");
+                return 2;
+            }
+            cfg.store_timeout_ms = (int)v;
         } else if (strcmp(a, "--client-ca") == 0) {
             cfg.client_ca = val;
         } else if (strcmp(a, "--ciphersuites") == 0) {
