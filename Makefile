@@ -30,7 +30,7 @@ SSL_LIBS := $(shell pkg-config --libs openssl 2>/dev/null || echo -lssl -lcrypto
 MNL_LIBS := $(shell pkg-config --libs libmnl 2>/dev/null || echo -lmnl)
 # The tools' socket activation and readiness (tools/common/service.c); never libtlsk.
 SYSTEMD_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
-# tlsk-serve's session store on Redis (tools/common/rstore.c); never libtlsk.
+# tlsk-serve's session store on Redis (include/tlsk/redis.h, hiredis); never libtlsk.
 HIREDIS_LIBS := $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers
@@ -118,6 +118,8 @@ $(B)/tlsk.pc:
 # The libuv adapter's test also links libuv (Debian libuv1-dev).
 UV_LIBS := $(shell pkg-config --libs libuv 2>/dev/null || echo -luv)
 $(B)/tests/unit/test_uv: EXTRA_LIBS = $(UV_LIBS)
+# The Redis session store adapter's test links hiredis (Debian libhiredis-dev).
+$(B)/tests/unit/test_redis: EXTRA_LIBS = $(HIREDIS_LIBS)
 
 $(B)/tests/%: tests/%.c $(B)/libtlsk.a $(DIAG_LIB) $(TEST_LIB_OBJ)
 	@mkdir -p $(dir $@)

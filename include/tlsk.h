@@ -153,6 +153,9 @@ struct tlsk_session_store {
     int (*resume_session)(struct tlsk_socket *s, const unsigned char *id, size_t id_len,
                           void *ud);
     void *ud;
+    /* Optional: s is being freed while its resume_session answer is still pending; the
+     * store must not answer it any more. */
+    void (*cancel)(struct tlsk_socket *s, void *ud);
 };
 
 struct tlsk_context_options {
@@ -648,6 +651,30 @@ void tlsk_loop_stop(struct tlsk_loop *l);
 int tlsk_loop_free(struct tlsk_loop *l);
 /* For hooked loops: the fd of h is ready (revents), or its timer fired (revents 0). */
 void tlsk_handle_dispatch(struct tlsk_handle *h, int revents);
+/* The built-in loop inside another poll loop (as libuv's uv_backend_fd): an fd that polls
+ * readable when the loop has events to dispatch, and the ms until its next timer (-1 none,
+ * 0 due now); then tlsk_loop_run(l, 0) dispatches what is ready.  TLSK_ESTATE for hooked
+ * loops. */
+int tlsk_loop_backend_fd(const struct tlsk_loop *l);
+int tlsk_loop_backend_timeout(const struct tlsk_loop *l);
+
+/*
+ * The application's own descriptors and timers on a tlsk_loop, e.g. a database client's
+ * connection next to the TLS connections (include/tlsk/redis.h uses one).  A watcher has
+ * one fd (or -1: a timer only) and one timer; cb runs from the loop with the ready events
+ * (POLLIN/POLLOUT/POLLERR/POLLHUP), or 0 when the timer fired.  A watcher keeps the built-in
+ * loop running until it is freed.  tlsk_watcher_free() does not close the fd; the memory is
+ * released after the current dispatch, and cb is not called again.
+ */
+struct tlsk_watcher;
+typedef void (*tlsk_watcher_cb)(struct tlsk_watcher *w, int revents, void *ud);
+int tlsk_watcher_new(struct tlsk_watcher **out, struct tlsk_loop *l, int fd, tlsk_watcher_cb cb,
+                     void *ud);
+/* Watch for events (POLLIN and/or POLLOUT; 0 stops).  0 or -errno. */
+int tlsk_watcher_watch(struct tlsk_watcher *w, int events);
+/* Arm the timer ms from now, replacing any earlier (ms < 0 cancels).  0 or -errno. */
+int tlsk_watcher_timer(struct tlsk_watcher *w, int64_t ms);
+void tlsk_watcher_free(struct tlsk_watcher *w);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Servers (Node: tls.createServer, tls.Server)                                              */

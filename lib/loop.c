@@ -199,6 +199,34 @@ TLSK_PUBLIC void tlsk_loop_stop(struct tlsk_loop *l)
     }
 }
 
+/* The earliest timer of l's handles, or the later of bound (-1 none) when no earlier. */
+static int64_t next_deadline(const struct tlsk_loop *l, int64_t bound)
+{
+    int64_t next = bound;
+    for (const struct tlsk_handle *h = l->handles; h; h = h->next) {
+        if (h->deadline >= 0 && (next < 0 || h->deadline < next)) {
+            next = h->deadline;
+        }
+    }
+    return next;
+}
+
+TLSK_PUBLIC int tlsk_loop_backend_fd(const struct tlsk_loop *l)
+{
+    return !l || l->hooked ? TLSK_ESTATE : l->epfd;
+}
+
+TLSK_PUBLIC int tlsk_loop_backend_timeout(const struct tlsk_loop *l)
+{
+    int64_t next, now = tlsk__now_ms();
+
+    if (!l || l->hooked) {
+        return TLSK_ESTATE;
+    }
+    next = next_deadline(l, -1);
+    return next < 0 ? -1 : next <= now ? 0 : next - now > INT32_MAX ? INT32_MAX : (int)(next - now);
+}
+
 TLSK_PUBLIC int tlsk_loop_run(struct tlsk_loop *l, int timeout_ms)
 {
     int64_t end = timeout_ms >= 0 ? tlsk__now_ms() + timeout_ms : -1;
@@ -209,14 +237,9 @@ TLSK_PUBLIC int tlsk_loop_run(struct tlsk_loop *l, int timeout_ms)
     }
     l->stop = false;
     while (!l->stop && l->count > 0) {
-        int64_t now = tlsk__now_ms(), next = end;
+        int64_t now = tlsk__now_ms(), next = next_deadline(l, end);
         int wait, n;
 
-        for (struct tlsk_handle *h = l->handles; h; h = h->next) {
-            if (h->deadline >= 0 && (next < 0 || h->deadline < next)) {
-                next = h->deadline;
-            }
-        }
         wait = next < 0 ? -1 : next <= now ? 0 : (int)(next - now);
         n = epoll_wait(l->epfd, evs, 64, wait);
         if (n < 0) {

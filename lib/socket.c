@@ -465,6 +465,14 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
         s->ev->hooks->close(s);
         return;
     }
+    if (s->resume_state == 1) {
+        /* A session lookup still pending: the store must not answer a freed socket. */
+        const struct tlsk_context *c = s->sni_ctx ? s->sni_ctx : s->ctx;
+        s->resume_state = 2;
+        if (c && c->has_store && c->store.cancel) {
+            c->store.cancel(s, c->store.ud);
+        }
+    }
     if (s->ssl) {
         /* Freed without shutdown flags OpenSSL marks the session not resumable
          * (docs/OPENSSL.md §6); after a clean connection it must stay resumable. */

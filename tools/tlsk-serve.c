@@ -43,9 +43,9 @@
 
 #include "cli.h"
 #include "http.h"
-#include "rstore.h"
 #include "service.h"
 #include "tlsk.h"
+#include "tlsk/redis.h"
 
 #define PROG "tlsk-serve"
 
@@ -210,6 +210,7 @@ struct conn {
     unsigned requests;
     size_t drained;   /* C_LINGER, C_DRAIN: bytes dropped so far */
     bool drain_blind; /* C_DRAIN: nothing more can be read; waiting for the client's FIN */
+    bool store_wait;  /* the handshake waits for the session store's answer */
 };
 
 struct worker {
@@ -222,10 +223,56 @@ struct worker {
     long nconns;
     char date[30];
     time_t date_t;
-    struct rstore *rs; /* --session-store: this worker's Redis connection */
+    /* --session-store: this worker's Redis connection (include/tlsk/redis.h) on a built-in
+     * tlsk_loop of its own, whose backend fd sits in ep */
+    struct tlsk_loop *sloop;
+    struct tlsk_redis *redis;
+    long store_waiting; /* connections whose handshake waits for the store */
+    bool store_up, store_told;
+    uint64_t store_timeouts;
+    long long store_since, store_slow_log;
 };
 
 enum { TAG_LISTEN = 1, TAG_STOP = 2, TAG_STORE = 3 };
+
+/* The contexts are shared by the workers, each with its own Redis connection: the store they
+ * carry forwards to the calling worker's. */
+static _Thread_local struct tlsk_redis *t_redis;
+
+static void store_new(struct tlsk_socket *s, const unsigned char *id, size_t id_len,
+                      const unsigned char *data, size_t data_len, void *ud)
+{
+    (void)ud;
+    if (t_redis) {
+        tlsk_redis_store(t_redis)->new_session(s, id, id_len, data, data_len, t_redis);
+    }
+}
+
+static int store_resume(struct tlsk_socket *s, const unsigned char *id, size_t id_len, void *ud)
+{
+    (void)ud;
+    return t_redis ? tlsk_redis_store(t_redis)->resume_session(s, id, id_len, t_redis) : 0;
+}
+
+static void store_cancel(struct tlsk_socket *s, void *ud)
+{
+    (void)ud;
+    if (t_redis) {
+        tlsk_redis_store(t_redis)->cancel(s, t_redis);
+    }
+}
+
+static const struct tlsk_session_store g_store = { .new_session = store_new,
+                                                   .resume_session = store_resume,
+                                                   .cancel = store_cancel };
+
+static void store_unwait(struct conn *c)
+{
+    if (c->store_wait) {
+        c->store_wait = false;
+        c->w->store_waiting--;
+    }
+}
 
 static void conn_close(struct conn *c);
 static void conn_linger(struct conn *c);
@@ -707,6 +754,10 @@ static void conn_run(struct conn *c)
         case C_HANDSHAKE:
             n = tlsk_socket_handshake(c->s);
             if (n == -EAGAIN) {
+                if (c->w->redis && tlsk_socket_events(c->s) == 0 && !c->store_wait) {
+                    c->store_wait = true; /* a session lookup: store_run() wakes it */
+                    c->w->store_waiting++;
+                }
                 wait_for_tls(c);
                 return;
             }
@@ -947,7 +998,7 @@ static void conn_linger(struct conn *c)
         c->file_fd = -1;
     }
     epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
-    rstore_forget(w->rs, c->s);
+    store_unwait(c);
     tlsk_socket_free(c->s); /* closes its fd; the duplicate keeps the connection */
     c->s = NULL;
     c->fd = fd;
@@ -980,8 +1031,8 @@ static void conn_close(struct conn *c)
         epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
     }
     if (c->s) {
-        rstore_forget(w->rs, c->s);
-        tlsk_socket_free(c->s); /* owns and closes the fd */
+        store_unwait(c);
+        tlsk_socket_free(c->s); /* owns and closes the fd (a pending lookup is cancelled) */
     } else if (c->fd >= 0) {
         close(c->fd); /* C_DRAIN's duplicate */
     }
@@ -1158,10 +1209,43 @@ static int listen_socket(void)
     return fd;
 }
 
-/* The session store answered a lookup of this connection's handshake: go on with it. */
-static void store_wake(struct tlsk_socket *s)
+/* Run the worker's store loop (Redis replies, lookup deadlines, reconnects), then every
+ * handshake that was waiting for it: an answered one goes on, the others wait again.  One
+ * line in the log when Redis comes or goes, and at most one a second for slow lookups. */
+static void store_run(struct worker *w, long long now)
 {
-    conn_run(tlsk_socket_get_data(s));
+    const struct tlsk_redis_stats *st;
+    bool up;
+
+    tlsk_loop_run(w->sloop, 0);
+    st = tlsk_redis_stats(w->redis);
+    up = tlsk_redis_up(w->redis);
+    if (up != w->store_up || (!up && !w->store_told && now - w->store_since > 1000)) {
+        logline(PROG ": session store: redis %s %s", cfg.session_store,
+                up              ? "connected"
+                : w->store_up   ? "lost; full handshakes until it is back"
+                                : "unreachable; full handshakes until it is back");
+        w->store_up = up;
+        w->store_told = true;
+    }
+    if (st->timeouts != w->store_timeouts) {
+        if (now - w->store_slow_log >= 1000) {
+            logline(PROG ": session store: redis did not answer a lookup within %d ms; full "
+                    "handshake (logged at most once a second)", cfg.store_timeout_ms);
+            w->store_slow_log = now;
+        }
+        w->store_timeouts = st->timeouts;
+    }
+    if (w->store_waiting > 0) {
+        struct conn *next;
+        for (struct conn *c = w->conns; c; c = next) {
+            next = c->next;
+            if (c->store_wait) {
+                store_unwait(c);
+                conn_run(c);
+            }
+        }
+    }
 }
 
 static void *worker_main(void *arg)
@@ -1172,9 +1256,20 @@ static void *worker_main(void *arg)
     int wait_ms = 250;
 
     if (cfg.session_store) {
-        /* Here, in the worker's own thread: the store's callbacks find it per thread. */
-        w->rs = rstore_new(cfg.session_store, cfg.store_timeout_ms, SESSION_TIMEOUT_S, w->ep,
-                           TAG_STORE, store_wake);
+        struct tlsk_redis_options ro = { .prefix = "tlsk-serve:session:",
+                                         .timeout_ms = cfg.store_timeout_ms,
+                                         .ttl_s = SESSION_TIMEOUT_S };
+        char where[256];
+        tlsk_redis_parse_url(cfg.session_store, &ro, where, sizeof where); /* checked in main */
+        if (tlsk_loop_new(&w->sloop) != 0 || tlsk_redis_new(&w->redis, w->sloop, &ro) != 0 ||
+            epoll_ctl(w->ep, EPOLL_CTL_ADD, tlsk_loop_backend_fd(w->sloop),
+                      &(struct epoll_event){ .events = EPOLLIN, .data.u64 = TAG_STORE }) != 0) {
+            logline(PROG ": worker %d: cannot set up the session store", w->id);
+            tlsk_redis_free(w->redis);
+            w->redis = NULL;
+        }
+        t_redis = w->redis; /* the store callbacks run in this thread */
+        w->store_since = now_ms();
     }
 
     for (;;) {
@@ -1198,7 +1293,7 @@ static void *worker_main(void *arg)
             if (ev[i].data.u64 == TAG_LISTEN) {
                 accept_some(w);
             } else if (ev[i].data.u64 == TAG_STORE) {
-                rstore_event(w->rs, ev[i].events);
+                /* run below, after the connections */
             } else if (ev[i].data.u64 == TAG_STOP) {
                 /* handled at the top of the loop */
             } else {
@@ -1214,8 +1309,9 @@ static void *worker_main(void *arg)
         }
         now = now_ms();
         wait_ms = 250;
-        if (w->rs) {
-            int t = rstore_tick(w->rs, now); /* lookup deadlines (tens of ms), reconnects */
+        if (w->redis) {
+            store_run(w, now);
+            int t = tlsk_loop_backend_timeout(w->sloop); /* lookup deadlines, reconnects */
             wait_ms = t >= 0 && t < wait_ms ? t : wait_ms;
         }
         if (now >= next_sweep) {
@@ -1231,7 +1327,11 @@ static void *worker_main(void *arg)
             }
         }
     }
-    rstore_free(w->rs);
+    tlsk_redis_free(w->redis);
+    if (w->sloop) {
+        tlsk_loop_run(w->sloop, 0); /* releases what the store closed */
+        tlsk_loop_free(w->sloop);
+    }
     close(w->ep);
     return NULL;
 }
@@ -1421,7 +1521,7 @@ static int build_host(struct vhost *h, char *why, size_t whylen)
          * by one must resume on another.  The library still binds sessions to the
          * client-certificate policy and CA set (docs/OPENSSL.md §9). */
         .session_id_context = "tlsk-serve",
-        .session_store = cfg.session_store ? &rstore_callbacks : NULL,
+        .session_store = cfg.session_store ? &g_store : NULL,
         .session_timeout = SESSION_TIMEOUT_S,
     };
     const char *what = h->name ? h->name : "--cert/--key";
@@ -1813,10 +1913,11 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--ticket-key-file") == 0) {
             cfg.ticket_key_file = val;
         } else if (strcmp(a, "--session-store") == 0) {
-            char host[256], why[300];
-            int port;
-            if (rstore_parse(val, host, sizeof host, &port, why, sizeof why) != 0) {
-                fprintf(stderr, PROG ": --session-store %s\n", why);
+            struct tlsk_redis_options ro = { 0 };
+            char where[256];
+            if (tlsk_redis_parse_url(val, &ro, where, sizeof where) != 0) {
+                fprintf(stderr, PROG ": --session-store %s: wanted redis://HOST[:PORT] or "
+                        "unix:/PATH (no user, password or database)\n", val);
                 return 2;
             }
             cfg.session_store = val;
