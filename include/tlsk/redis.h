@@ -48,7 +48,8 @@ extern "C" {
 #endif
 
 struct tlsk_redis_options {
-    const char *host;   /* IP address or name of the Redis server (or path) */
+    const char *host;   /* IP address of the Redis server (a name works, but hiredis resolves
+                         * it with a blocking getaddrinfo at every connect and reconnect) */
     int port;           /* 0: 6379 */
     const char *path;   /* a unix socket instead of host:port */
     const char *prefix; /* key prefix; NULL: "tlsk:session:" */
