@@ -43,7 +43,10 @@ else
 	(cd "$top" && tar --exclude='./build*' -cf - .) | tar -xf - -C "$tmp/src/tlsk"
 fi
 start=$(date +%s)
-(cd "$tmp/src/tlsk" && DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -us -uc -b) \
+# A plain build whatever called us: `make SANITIZE=... check` passes its variables down to
+# every make through MAKEFLAGS, which would build the packaged library with sanitizers.
+(cd "$tmp/src/tlsk" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SANITIZE -u LD_PRELOAD \
+	DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -us -uc -b) \
 	>"$tmp/build.log" 2>&1
 rc=$?
 ok $rc "dpkg-buildpackage -us -uc -b ($(($(date +%s) - start)) s)" || tail -20 "$tmp/build.log" | diag
