@@ -1254,6 +1254,7 @@ static void *worker_main(void *arg)
     long long stop_deadline = 0, next_sweep = now_ms() + 250;
     struct epoll_event ev[128];
     int wait_ms = 250;
+    bool store_ready = false;
 
     if (cfg.session_store) {
         struct tlsk_redis_options ro = { .prefix = "tlsk-serve:session:",
@@ -1289,11 +1290,12 @@ static void *worker_main(void *arg)
             break;
         }
         n = epoll_wait(w->ep, ev, 128, wait_ms);
+        store_ready = false;
         for (int i = 0; i < n; i++) {
             if (ev[i].data.u64 == TAG_LISTEN) {
                 accept_some(w);
             } else if (ev[i].data.u64 == TAG_STORE) {
-                /* run below, after the connections */
+                store_ready = true; /* run below, after the connections */
             } else if (ev[i].data.u64 == TAG_STOP) {
                 /* handled at the top of the loop */
             } else {
@@ -1309,8 +1311,11 @@ static void *worker_main(void *arg)
         }
         now = now_ms();
         wait_ms = 250;
-        if (w->redis) {
+        /* Only when Redis spoke or a store timer is due: not one more syscall per wake-up. */
+        if (w->redis && (store_ready || tlsk_loop_backend_timeout(w->sloop) == 0)) {
             store_run(w, now);
+        }
+        if (w->redis) {
             int t = tlsk_loop_backend_timeout(w->sloop); /* lookup deadlines, reconnects */
             wait_ms = t >= 0 && t < wait_ms ? t : wait_ms;
         }
