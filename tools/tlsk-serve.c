@@ -927,7 +927,14 @@ static void conn_run(struct conn *c)
                 arm(c, EPOLLIN);
                 return;
             }
-            if (n <= 0 || (c->drained += (size_t)n) >= CLI_LINGER_BYTES) {
+            if (n <= 0) {
+                /* The client's close_notify (or a bad record) is in: what it sent after that
+                 * is ignored (RFC 8446 6.1), but read and dropped below TLS until its FIN,
+                 * for closing with it unread would reset the connection. */
+                conn_linger(c);
+                return;
+            }
+            if ((c->drained += (size_t)n) >= CLI_LINGER_BYTES) {
                 conn_close(c);
                 return;
             }
