@@ -19,6 +19,8 @@
  * No certificate verification: the server's cost, not the client's, is measured.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -73,6 +75,24 @@ static int on_session(SSL *ssl, SSL_SESSION *sess)
     return 1; /* we keep the reference */
 }
 
+/* A TLS 1.3 server's tickets follow its Finished, and no data comes after them: read
+ * without blocking until one has arrived (at most 1 s). */
+static void wait_ticket(SSL *ssl, int fd)
+{
+    SSL_SESSION *before = g_last;
+    char c;
+
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    for (int i = 0; i < 100 && g_last == before; i++) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (SSL_peek(ssl, &c, 1) > 0) {
+            break;
+        }
+        poll(&p, 1, 10);
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+}
+
 static int do_loop(SSL_CTX *ctx, const struct addrinfo *a, const char *resume, double seconds)
 {
     long conns = 0, resumed = 0;
@@ -88,7 +108,6 @@ static int do_loop(SSL_CTX *ctx, const struct addrinfo *a, const char *resume, d
     do {
         int fd = tcp_connect(a);
         SSL *ssl = SSL_new(ctx);
-        char c;
         if (fd < 0 || !ssl) {
             fail("cannot connect");
         }
@@ -100,8 +119,7 @@ static int do_loop(SSL_CTX *ctx, const struct addrinfo *a, const char *resume, d
             fail("handshake failed");
         }
         if (SSL_version(ssl) == TLS1_3_VERSION && strcmp(resume, "none") != 0) {
-            /* The server's tickets follow its Finished: read them (a zero-byte peek). */
-            SSL_peek(ssl, &c, 0);
+            wait_ticket(ssl, fd);
         }
         resumed += SSL_session_reused(ssl);
         conns++;

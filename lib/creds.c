@@ -244,6 +244,28 @@ static int load_crl(SSL_CTX *sc, const struct tlsk_context_options *o, struct tl
     return 0;
 }
 
+/* A certificate given without its chain is completed from the trust store once, here, and
+ * OpenSSL's automatic chain building is then turned off: left on, it searches the store on
+ * every handshake (with the system store, a scan of /etc/ssl/certs: docs/OPENSSL.md §10).
+ * The chain sent is the same; a store that changes later is not consulted, as Node, which
+ * completes the chain when the certificate is loaded. */
+static void freeze_chain(SSL_CTX *sc)
+{
+    STACK_OF(X509) *chain = NULL;
+
+    if (!SSL_CTX_get0_certificate(sc)) {
+        return;
+    }
+    SSL_CTX_get0_chain_certs(sc, &chain);
+    if ((!chain || sk_X509_num(chain) == 0) &&
+        SSL_CTX_build_cert_chain(sc, SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR) <= 0) {
+        ERR_clear_error();
+        return; /* as before: OpenSSL tries again per handshake */
+    }
+    ERR_clear_error();
+    SSL_CTX_set_mode(sc, SSL_MODE_NO_AUTO_CHAIN);
+}
+
 /* Everything the options name, in the order OpenSSL needs it (the key after its certificate,
  * PKCS#12 after the trust store it adds to). */
 int tlsk__load_credentials(SSL_CTX *sc, const struct tlsk_context_options *o,
@@ -265,5 +287,6 @@ int tlsk__load_credentials(SSL_CTX *sc, const struct tlsk_context_options *o,
     if ((o->crl_file || o->crl_pem) && (rc = load_crl(sc, o, d)) != 0) {
         return rc;
     }
+    freeze_chain(sc);
     return 0;
 }

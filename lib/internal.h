@@ -162,6 +162,7 @@ struct tlsk_socket {
 
     /* sendfile in userspace: reused buffer, and a chunk OpenSSL still has to finish. */
     unsigned char *sf_buf;
+    size_t sf_cap;         /* bytes allocated at sf_buf; freed once a call sends all it was asked */
     size_t sf_pending;     /* bytes of sf_buf handed to SSL_write and not yet accepted */
     off_t sf_pending_off;  /* file offset those bytes came from */
 

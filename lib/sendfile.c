@@ -105,12 +105,6 @@ static ssize_t user_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, 
     } else if ((pos = lseek(file_fd, 0, SEEK_CUR)) < 0) {
         return -errno;
     }
-    if (!s->sf_buf) {
-        s->sf_buf = malloc(SF_BUF_SIZE);
-        if (!s->sf_buf) {
-            return TLSK_ENOMEM;
-        }
-    }
     if (s->flags & TLSK_SOCKET_SENDFILE_MMAP) {
         n = mapped_sendfile(s, file_fd, pos, count);
         if (n != -ENODEV) {
@@ -129,6 +123,17 @@ static ssize_t user_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, 
         chunk = s->sf_pending;
     } else {
         chunk = count < SF_BUF_SIZE ? count : SF_BUF_SIZE;
+        if (s->sf_cap < chunk) {
+            /* Sized to the call, in whole records: a small file gets a small buffer (from
+             * the heap, reused), a large one the full 256 KiB. */
+            size_t cap = (chunk + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT * TLSK_MAX_PLAINTEXT;
+            free(s->sf_buf);
+            s->sf_cap = 0;
+            if (!(s->sf_buf = malloc(cap))) {
+                return TLSK_ENOMEM;
+            }
+            s->sf_cap = cap;
+        }
         do {
             n = pread(file_fd, s->sf_buf, chunk, pos);
         } while (n < 0 && errno == EINTR);
@@ -155,6 +160,12 @@ static ssize_t user_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, 
         memmove(s->sf_buf, s->sf_buf + n, chunk - (size_t)n);
         s->sf_pending = chunk - (size_t)n;
         s->sf_pending_off = pos + n;
+    } else if ((size_t)n == count) {
+        /* All that was asked for is out: an idle keep-alive connection holds no buffer
+         * (docs/DESIGN.md: memory per idle connection). */
+        free(s->sf_buf);
+        s->sf_buf = NULL;
+        s->sf_cap = 0;
     }
     if (offset) {
         *offset = pos + n;

@@ -192,8 +192,8 @@ struct conn {
     char offload[96];
     const char *cert_state;
 
-    char *in;
-    size_t in_len;
+    char *in; /* NULL while idle; grows to cfg.max_header */
+    size_t in_len, in_cap;
     size_t head_len; /* head of the request being answered, consumed when it completes */
     long long discard;
 
@@ -312,6 +312,47 @@ static void wait_for_tls(struct conn *c)
 {
     int ev = tlsk_socket_events(c->s);
     arm(c, ((ev & POLLOUT) ? EPOLLOUT : 0) | (((ev & POLLIN) || !(ev & POLLOUT)) ? EPOLLIN : 0));
+}
+
+/* Room to read more of a request head into c->in: 1 KiB at first, doubled while full, up
+ * to cfg.max_header. */
+static bool in_reserve(struct conn *c)
+{
+    size_t cap = c->in_cap;
+    char *p;
+
+    if (c->in && c->in_len < cap) {
+        return true;
+    }
+    cap = cap ? cap * 2 : 1024;
+    if (cap > cfg.max_header) {
+        cap = cfg.max_header;
+    }
+    if (cap <= c->in_len) {
+        return false; /* cannot happen: C_READ answers 431 at max_header */
+    }
+    if (!(p = realloc(c->in, cap))) {
+        return false;
+    }
+    c->in = p;
+    c->in_cap = cap;
+    return true;
+}
+
+/* Waiting for a request with nothing of it read: an idle keep-alive connection keeps no
+ * buffers of its own (docs/ARCHITECTURE.md, memory per idle connection). */
+static void conn_idle(struct conn *c)
+{
+    if (c->in_len == 0 && c->in) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+    if (c->out_len == 0 && c->out) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
 }
 
 static bool out_reserve(struct conn *c, size_t n)
@@ -799,8 +840,13 @@ static void conn_run(struct conn *c)
                 respond_text(c, memchr(c->in, '\n', c->in_len) ? 431 : 414, false, NULL);
                 break;
             }
-            n = tlsk_socket_read(c->s, c->in + c->in_len, cfg.max_header - c->in_len);
+            if (!in_reserve(c)) {
+                conn_linger(c);
+                return;
+            }
+            n = tlsk_socket_read(c->s, c->in + c->in_len, c->in_cap - c->in_len);
             if (n == -EAGAIN) {
+                conn_idle(c);
                 wait_for_tls(c);
                 return;
             }
@@ -833,7 +879,11 @@ static void conn_run(struct conn *c)
                 c->state = C_READ;
                 break;
             }
-            n = tlsk_socket_read(c->s, c->in, cfg.max_header);
+            if (!in_reserve(c)) {
+                conn_linger(c);
+                return;
+            }
+            n = tlsk_socket_read(c->s, c->in, c->in_cap);
             if (n == -EAGAIN) {
                 wait_for_tls(c);
                 return;
@@ -1139,13 +1189,7 @@ static void accept_some(struct worker *w)
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c = calloc(1, sizeof *c);
-        if (c) {
-            c->in = malloc(cfg.max_header + 1);
-        }
-        if (!c || !c->in) {
-            if (c) {
-                free(c);
-            }
+        if (!c) {
             close(fd);
             continue;
         }

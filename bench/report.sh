@@ -1,0 +1,155 @@
+#!/bin/bash
+# report.sh - medians, ratios, targets and plots from the rows bench/suite.sh wrote.
+#
+#   bench/report.sh RESULTS.tsv OUTDIR
+#
+# Rows: scenario, case, server, run, value, cost (tab-separated).  In every case the first
+# server is tlsk's ("tlsk"; "ktls" in the kernel scenario) and the other one is the reference
+# (nginx, haproxy; "user", the same binary in userspace mode).  Writes OUTDIR/summary.md (and
+# prints it) and, when gnuplot is there, OUTDIR/ratios.png, cost-vs-size.png, rate-vs-conns.png.
+set -eu
+
+tsv=$1
+out=$2
+md=$out/summary.md
+med=$out/medians.tsv
+
+# scenario case server runs median-value median-cost, in the order the cases first appear.
+awk -F'\t' '
+	{ k = $1 "\t" $2 "\t" $3; if (!(k in n)) order[++nk] = k; n[k]++; v[k, n[k]] = $5; c[k, n[k]] = $6 }
+	function med(a, k, m,   i, j, t, x) {
+		for (i = 1; i <= m; i++) x[i] = a[k, i] + 0
+		for (i = 2; i <= m; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+		return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+	}
+	END { for (i = 1; i <= nk; i++) { k = order[i]; printf "%s\t%d\t%g\t%g\n", k, n[k], med(v, k, n[k]), med(c, k, n[k]) } }
+' "$tsv" >"$med"
+
+{
+	[ -s "$out/meta.txt" ] && sed 's/^ *//; s/^== //; s/$/  /' "$out/meta.txt" && echo
+	echo "Every figure is a median over the runs; a ratio is tlsk's figure over the reference's."
+	echo "\"every run\" for bulk is the worst of the per-run ratios (run i of tlsk against run i"
+	echo "of the reference).  The kernel rows come from user-mode Linux: structure, not speed."
+	echo
+	echo "| scenario | case | units | tlsk | reference | ratio | tlsk cost | ref. cost | cost ratio | target | met |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|"
+	awk -F'\t' -v tsv="$tsv" '
+		BEGIN {
+			while ((getline l < tsv) > 0) {
+				split(l, f, "\t"); rv[f[1], f[2], f[3], f[4]] = f[5]; rc[f[1], f[2], f[3], f[4]] = f[6]
+			}
+		}
+		function units(s, c) {
+			if (s == "bulk" || s == "proxy" || c ~ /1g$/) return "GB/s; CPU s/GiB"
+			if (s == "small" || s == "workers") return "req/s; CPU ms/1000 req"
+			if (s == "handshake") return "conn/s; CPU ms/conn"
+			if (s == "idle") return "KiB/conn; server MiB"
+			if (c ~ /^cpu/) return "utime s/GiB; stime s/GiB"
+			if (c ~ /^rss/) return "KiB/conn"
+			return "syscalls"
+		}
+		{
+			s = $1; c = $2; srv = $3
+			if (srv == "tlsk" || srv == "ktls") { ours[s, c] = srv; ov[s, c] = $5; oc[s, c] = $6; if (!((s, c) in seen)) { seen[s, c] = 1; order[++n] = s SUBSEP c } }
+			else { ref[s, c] = srv; fv[s, c] = $5; fc[s, c] = $6 }
+		}
+		function r(a, b) { return b > 0 ? a / b : 0 }
+		function worst(s, c, which, dir,   i, w, x) {   # the worst per-run ratio
+			w = ""
+			for (i = 1; ((s, c, ours[s, c], i) in rv); i++) {
+				x = which == "v" ? r(rv[s, c, ours[s, c], i], rv[s, c, ref[s, c], i]) : r(rc[s, c, ours[s, c], i], rc[s, c, ref[s, c], i])
+				if (w == "" || (dir > 0 ? x < w : x > w)) w = x
+			}
+			return w
+		}
+		END {
+			for (i = 1; i <= n; i++) {
+				split(order[i], k, SUBSEP); s = k[1]; c = k[2]
+				vr = r(ov[s, c], fv[s, c]); cr = r(oc[s, c], fc[s, c]); t = ""; met = ""
+				if (s == "bulk") {
+					wv = worst(s, c, "v", 1); wc = worst(s, c, "c", -1)
+					t = ">= 1.2x, CPU <= 0.8x, every run"; met = (wv >= 1.2 && wc <= 0.8) ? "yes" : sprintf("no (every run: %.2fx, %.2fx)", wv, wc)
+				} else if (s == "small" && c ~ /^(1|4|16)k/) {
+					t = ">= 1.2x, CPU <= 0.8x"; met = (vr >= 1.2 && cr <= 0.8) ? "yes" : "no"
+				} else if (s == "handshake") {
+					t = "CPU <= 0.9x"; met = cr <= 0.9 ? "yes" : "no"
+				} else if (s == "idle") {
+					t = "<= 0.5x"; met = vr <= 0.5 ? "yes" : "no"
+				} else if (s == "proxy") {
+					t = ">= 1.3x"; met = vr >= 1.3 ? "yes" : "no"
+				} else if (s == "kernel" && c == "cpu-per-gib") {
+					t = "utime <= 0.05x"; met = vr <= 0.05 ? "yes" : "no"
+				} else if (s == "kernel" && c == "syscalls-per-gib") {
+					t = "<= 0.125x"; met = vr <= 0.125 ? "yes" : "no"
+				} else if (s == "kernel" && c == "rss-per-idle-conn") {
+					t = "<= 0.5x"; met = vr <= 0.5 ? "yes" : "no"
+				} else if (s == "kernel" && c == "syscalls-per-conn-cbc") {
+					t = "<= 1 more"; met = ov[s, c] - fv[s, c] <= 1 ? "yes" : sprintf("no (%+g)", ov[s, c] - fv[s, c])
+				}
+				printf "| %s | %s | %s | %g | %g %s | %.2fx | %g | %g | %s | %s | %s |\n", s, c, units(s, c), ov[s, c], fv[s, c], ref[s, c],
+					vr, oc[s, c], fc[s, c], fc[s, c] > 0 ? sprintf("%.2fx", cr) : "", t, met
+			}
+		}
+	' "$med"
+} >"$md"
+cat "$md"
+
+command -v gnuplot >/dev/null 2>&1 || exit 0
+
+# Data for the plots.
+awk -F'\t' '($3 == "tlsk" || $3 == "ktls") { o[$1 SUBSEP $2] = $5 "\t" $6 } ($3 != "tlsk" && $3 != "ktls") { f[$1 SUBSEP $2] = $5 "\t" $6; order[++n] = $1 SUBSEP $2 }
+	END { for (i = 1; i <= n; i++) { k = order[i]; if (!(k in o)) continue; split(k, a, SUBSEP); if (a[1] == "kernel") continue
+		split(o[k], x, "\t"); split(f[k], y, "\t")
+		printf "%s/%s\t%g\t%g\n", a[1], a[2], y[1] > 0 ? x[1] / y[1] : 0, y[2] > 0 ? x[2] / y[2] : 0 } }' "$med" >"$out/ratios.dat"
+for srv in tlsk nginx; do
+	awk -F'\t' -v s="$srv" '$1 == "small" && $3 == s && $2 ~ /-c64$/ { k = $2; sub(/k-c64$/, "", k); print k * 1024 "\t" $6 }
+		$1 == "bulk" && $3 == s { print 2^30 "\t" $6 * 1e6 }' "$med" >"$out/size-$srv.dat"
+	awk -F'\t' -v s="$srv" '$1 == "small" && $3 == s { split($2, a, "k-c"); print a[1] "\t" a[2] "\t" $5 }' "$med" |
+		sort -k1,1n -k2,2n >"$out/conns-$srv.dat"
+done
+
+if [ -s "$out/ratios.dat" ]; then
+	gnuplot <<EOF
+set terminal pngcairo size 1400,600 font ",10"
+set output "$out/ratios.png"
+set title "tlsk / reference, medians (throughput: higher is better; CPU per unit of work: lower is better)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set xtics rotate by -50 scale 0
+set grid ytics
+set yrange [0:*]
+set key top left
+set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2
+plot "$out/ratios.dat" using 2:xtic(1) title "throughput ratio", "" using 3 title "CPU-per-work ratio"
+EOF
+fi
+if [ -s "$out/size-tlsk.dat" ]; then
+	gnuplot <<EOF
+set terminal pngcairo size 900,600 font ",10"
+set output "$out/cost-vs-size.png"
+set title "server CPU per response against response size (64 connections; 1 GiB: one download)"
+set logscale xy
+set xlabel "response body (bytes)"
+set ylabel "server CPU per response (microseconds)"
+set grid
+set key top left
+plot "$out/size-tlsk.dat" using 1:2 with linespoints lw 2 title "tlsk-serve", \
+     "$out/size-nginx.dat" using 1:2 with linespoints lw 2 title "nginx"
+EOF
+fi
+if [ -s "$out/conns-tlsk.dat" ]; then
+	gnuplot <<EOF
+set terminal pngcairo size 900,600 font ",10"
+set output "$out/rate-vs-conns.png"
+set title "requests per second against keep-alive connections (one worker each)"
+set logscale x 2
+set xlabel "connections"
+set ylabel "requests/s"
+set grid
+set key outside right
+plot for [k in "1 4 16 64"] "$out/conns-tlsk.dat" using (strcol(1) eq k ? \$2 : 1/0):3 with linespoints lw 2 title "tlsk ".k." KiB", \
+     for [k in "1 4 16 64"] "$out/conns-nginx.dat" using (strcol(1) eq k ? \$2 : 1/0):3 with linespoints dt 2 title "nginx ".k." KiB"
+EOF
+fi
+rm -f "$out"/*.dat

@@ -1,0 +1,319 @@
+#!/bin/bash
+# suite.sh - the benchmark suite (make bench): tlsk's tools against nginx and haproxy, side by
+# side in one run, over loopback.  See bench/README.md for what each scenario measures.
+#
+#   bench/suite.sh                     every scenario
+#   SCENARIOS="small handshake" bench/suite.sh
+#
+# Scenarios (in this order):
+#   bulk       one 1 GiB download (bench/client.c), tlsk-serve against nginx (sendfile on)
+#   small      1, 4, 16, 64 KiB files, keep-alive, 1, 16, 64, 256 connections (wrk -t1)
+#   handshake  new connections (bench/hs.c): full TLS 1.2 and 1.3 with RSA-2048 and P-256
+#              certificates, resumed by TLS 1.2 session id, TLS 1.2 ticket, TLS 1.3 ticket
+#   idle       resident memory per idle keep-alive TLS connection, IDLE (2000) of them
+#   proxy      tlsk-proxy against haproxy, TLS terminated in front of a plain nginx: 1 GiB
+#   workers    the 4 KiB / 64-connection case and the 1 GiB download with two workers each
+#   kernel     the kernel path, structurally, in user-mode Linux (bench/kernel.sh): kTLS mode
+#              against userspace mode of the same tlsk-serve (CPU, syscalls, memory)
+# Servers alternate within each run of a case; every figure is the median of RUNS runs.  The
+# server's CPU is utime + stime from /proc/PID/stat (with its children: nginx's and haproxy's
+# workers) before and after each run; its memory is VmRSS.  One worker each unless said; the
+# server on CPU 0 and the client on the last CPU (taskset).  TLS 1.3 TLS_AES_128_GCM_SHA256
+# and TLS 1.2 ECDHE-*-AES128-GCM-SHA256 throughout.
+#
+# Results: every run's row in $OUT/results.tsv (scenario, case, server, run, value, cost), the
+# medians and ratios in $OUT/summary.md (also printed), and plots (gnuplot) in $OUT/*.png.
+#
+# Environment:
+#   SCENARIOS   which scenarios (default: all of the above)
+#   RUNS=5      runs per case and server        DURATION=2   seconds per wrk / handshake run
+#   IDLE=2000   idle connections                SIZES, CONNS the small-file grid (KiB, counts)
+#   OUT         results folder (default bench/results)
+#   BENCH_DIR   scratch folder (default /tmp/tlsk-bench; the large files are kept there)
+#   TLSK_BUILD  build folder with tools/ (default build; built with make when missing)
+set -eu
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+runs=${RUNS:-5}
+dur=${DURATION:-2}
+idle=${IDLE:-2000}
+sizes=${SIZES:-1 4 16 64}
+conns=${CONNS:-1 16 64 256}
+scenarios=${SCENARIOS:-bulk small handshake idle proxy workers kernel}
+dir=${BENCH_DIR:-/tmp/tlsk-bench}
+out=${OUT:-$top/bench/results}
+build=${TLSK_BUILD:-build}
+suite=TLS_AES_128_GCM_SHA256
+fx=$top/build/fixtures/rsa
+fx_ec=$top/build/fixtures/ec
+. "$top/bench/lib.sh"
+
+# ---- prerequisites ------------------------------------------------------------------------
+cd "$top"
+[ -s "$fx/agent1-cert.pem" ] && [ -s "$fx_ec/agent1-cert.pem" ] ||
+	scripts/gen-fixtures.sh "$top/build/fixtures" >/dev/null || die "cannot generate fixtures"
+make -s "$build/tools/tlsk-serve" "$build/tools/tlsk-proxy" || die "cannot build the tools"
+serve=$top/$build/tools/tlsk-serve
+proxy=$top/$build/tools/tlsk-proxy
+need_pkg nginx nginx-light
+need_pkg wrk wrk
+need_pkg haproxy haproxy
+need_pkg gnuplot gnuplot-nox
+mkdir -p "$dir/www" "$dir/logs" "$out"
+chmod 755 "$dir" "$dir/www"
+build_clients
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+for k in $sizes; do
+	make_file "${k}k.bin" $((k * 1024))
+done
+make_file 1k.bin 1024
+make_file big.bin $((1024 * 1024 * 1024))
+set_pinning 1
+
+tsv=$out/results.tsv
+: >"$tsv"
+declare -A PID PORT
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# start_tlsk NAME WORKERS FIXTURES [OPTIONS...]
+start_tlsk() {
+	local name=$1 w=$2 f=$3 port
+	shift 3
+	port=$(free_port)
+	$pin_srv "$serve" --cert "$f/agent1-cert.pem" --key "$f/agent1-key.pem" --root "$dir/www" \
+		--listen "127.0.0.1:$port" --workers "$w" --quiet --max-connections 20000 \
+		--idle-timeout 300 --ciphersuites "$suite" "$@" \
+		>"$dir/logs/$name.out" 2>"$dir/logs/$name.err" &
+	PID[$name]=$!
+	PORT[$name]=$port
+	pids+=("$!")
+	wait_port "$port"
+}
+
+# start_nginx NAME WORKERS FIXTURES [SSL=1]
+start_nginx() {
+	local name=$1 port conf fx=$3 # nginx_conf reads fx
+	port=$(free_port)
+	conf=$(nginx_conf "$name" "$port" 0 "$2")
+	if [ "${4:-1}" = 0 ]; then
+		sed -i 's/ ssl;$/;/; /ssl_/d' "$conf"
+	fi
+	$pin_srv nginx -p "$dir/nginx-$name" -c "$conf" -e "$dir/nginx-$name/logs/error.log" &
+	PID[$name]=$!
+	PORT[$name]=$port
+	pids+=("$!")
+	wait_port "$port"
+}
+
+stop() { # NAME...
+	local n
+	for n in "$@"; do
+		kill -TERM "${PID[$n]}" 2>/dev/null || true
+		wait "${PID[$n]}" 2>/dev/null || true
+	done
+}
+
+row() { # scenario case server run value cost
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$tsv"
+	printf '   %-9s %-18s %-10s run %s  %12s %12s\n' "$@"
+}
+
+# One download of big.bin: GB/s and server CPU s/GiB.
+run_bulk() { # scenario case server-name run
+	local c0 c1 o b t
+	c0=$(cpu_ticks "${PID[$3]}")
+	o=$($pin_cli "$dir/client" 127.0.0.1 "${PORT[$3]}" /big.bin --ciphersuite "$suite") ||
+		die "$3: download failed: $o"
+	c1=$(cpu_ticks "${PID[$3]}")
+	b=${o#bytes=} b=${b%% *} t=${o#*seconds=} t=${t%% *}
+	[ "$b" = $((1024 * 1024 * 1024)) ] || die "$3: got $b bytes"
+	row "$1" "$2" "${3%%-*}" "$4" "$(awk -v b="$b" -v t="$t" 'BEGIN { printf "%.4f", b / t / 1e9 }')" \
+		"$(awk -v c=$((c1 - c0)) -v hz="$hz" -v b="$b" 'BEGIN { printf "%.4f", c / hz / (b / 2^30) }')"
+}
+
+# One wrk run: requests/s and server CPU ms per 1000 requests.
+run_wrk() { # scenario case server-name run conns path
+	local c0 c1 o n rps
+	c0=$(cpu_ticks "${PID[$3]}")
+	o=$($pin_cli wrk -t1 -c"$5" -d"${dur}s" "https://127.0.0.1:${PORT[$3]}$6" 2>&1) ||
+		die "$3: wrk failed: $o"
+	c1=$(cpu_ticks "${PID[$3]}")
+	if grep -qE 'Non-2xx|Socket errors' <<<"$o"; then
+		die "$3 $2: wrk saw errors: $(grep -E 'Non-2xx|Socket errors' <<<"$o")"
+	fi
+	n=$(awk '/requests in/ { print $1 }' <<<"$o")
+	rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$o")
+	[ "${n:-0}" -gt 0 ] || die "$3: wrk made no requests: $o"
+	row "$1" "$2" "${3%%-*}" "$4" "$rps" \
+		"$(awk -v c=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.4f", c / hz * 1e6 / n }')"
+}
+
+# One handshake loop: connections/s and server CPU ms per connection.
+run_hs() { # case server-name run hs-options...
+	local case=$1 name=$2 c0 c1 o n t run=$3
+	shift 3
+	c0=$(cpu_ticks "${PID[$name]}")
+	o=$($pin_cli "$dir/hs" 127.0.0.1 "${PORT[$name]}" loop --seconds "$dur" "$@" 2>&1) ||
+		die "$name $*: $o"
+	c1=$(cpu_ticks "${PID[$name]}")
+	n=${o#conns=} n=${n%% *} t=${o#*seconds=} t=${t%% *}
+	row handshake "$case" "${name%%-*}" "$run" "$(awk -v n="$n" -v t="$t" 'BEGIN { printf "%.1f", n / t }')" \
+		"$(awk -v c=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.4f", c / hz * 1000 / n }')"
+}
+
+# Resident memory per idle connection: KiB per connection, and the server's total RSS in MiB.
+run_idle() { # server-name run
+	local r0 r1 fifo=$dir/idle.fifo hp line
+	rm -f "$fifo"
+	mkfifo "$fifo"
+	r0=$(rss_kib "${PID[$1]}")
+	$pin_cli "$dir/hs" 127.0.0.1 "${PORT[$1]}" hold --count "$idle" --path /1k.bin \
+		<"$fifo" >"$dir/idle.out" 2>&1 &
+	hp=$!
+	exec 7>"$fifo"
+	for _ in $(seq 600); do
+		line=$(cat "$dir/idle.out")
+		[ -n "$line" ] && break
+		kill -0 "$hp" 2>/dev/null || break
+		sleep 0.1
+	done
+	[ "$line" = "ready $idle" ] || die "$1: idle client: $line"
+	sleep 0.5
+	r1=$(rss_kib "${PID[$1]}")
+	exec 7>&-
+	wait "$hp" || true
+	row idle "$idle" "${1%%-*}" "$2" "$(awk -v a="$r0" -v b="$r1" -v n="$idle" 'BEGIN { printf "%.2f", (b - a) / n }')" \
+		"$(awk -v b="$r1" 'BEGIN { printf "%.1f", b / 1024 }')"
+	sleep 1 # the server notices the closes
+}
+
+{
+echo "== tlsk benchmark suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(
+	grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), kernel $(uname -r)"
+echo "   $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | sed 's/.*: //'), $(
+	haproxy -v | head -n 1 | cut -d' ' -f1-3), $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+echo "   scenarios: $scenarios; $runs runs per case; server CPU $srv_cpus${cli_cpu:+, client CPU $cli_cpu}"
+} | tee "$out/meta.txt"
+
+start_tlsk tlsk 1 "$fx"
+start_nginx nginx 1 "$fx"
+sed -n 1p "$dir/logs/tlsk.out" | sed 's/^/   tlsk-serve: /'
+
+for sc in $scenarios; do
+	case $sc in
+	bulk)
+		echo "== bulk: 1 GiB download (GB/s, server CPU s/GiB)"
+		for r in $(seq "$runs"); do
+			run_bulk bulk 1g tlsk "$r"
+			run_bulk bulk 1g nginx "$r"
+		done
+		;;
+	small)
+		echo "== small: files over keep-alive, wrk -t1 (req/s, server CPU ms per 1000 requests)"
+		for k in $sizes; do
+			for c in $conns; do
+				for r in $(seq "$runs"); do
+					run_wrk small "${k}k-c$c" tlsk "$r" "$c" "/${k}k.bin"
+					run_wrk small "${k}k-c$c" nginx "$r" "$c" "/${k}k.bin"
+				done
+			done
+		done
+		;;
+	handshake)
+		echo "== handshake: one connection at a time (connections/s, server CPU ms per connection)"
+		start_tlsk tlsk-ec 1 "$fx_ec"
+		start_nginx nginx-ec 1 "$fx_ec"
+		for r in $(seq "$runs"); do
+			for v in 1.2 1.3; do
+				run_hs "full-$v-rsa" tlsk "$r" --tls "$v" --resume none
+				run_hs "full-$v-rsa" nginx "$r" --tls "$v" --resume none
+				run_hs "full-$v-p256" tlsk-ec "$r" --tls "$v" --resume none
+				run_hs "full-$v-p256" nginx-ec "$r" --tls "$v" --resume none
+			done
+			run_hs ids-1.2 tlsk "$r" --tls 1.2 --resume ids
+			run_hs ids-1.2 nginx "$r" --tls 1.2 --resume ids
+			for v in 1.2 1.3; do
+				run_hs "tickets-$v" tlsk "$r" --tls "$v" --resume tickets
+				run_hs "tickets-$v" nginx "$r" --tls "$v" --resume tickets
+			done
+		done
+		stop tlsk-ec nginx-ec
+		;;
+	idle)
+		echo "== idle: $idle idle keep-alive TLS 1.3 connections (KiB RSS per connection, server MiB)"
+		for r in $(seq "$runs"); do
+			run_idle tlsk "$r"
+			run_idle nginx "$r"
+		done
+		;;
+	proxy)
+		echo "== proxy: TLS terminated in front of plain nginx, 1 GiB (GB/s, proxy CPU s/GiB)"
+		start_nginx backend 1 "$fx" 0
+		port=$(free_port)
+		$pin_srv "$proxy" --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" \
+			--listen "127.0.0.1:$port" --backend "127.0.0.1:${PORT[backend]}" --workers 1 \
+			>"$dir/logs/proxy.out" 2>&1 &
+		PID[tlsk-proxy]=$! PORT[tlsk-proxy]=$port
+		pids+=("$!")
+		wait_port "$port"
+		cat "$fx/agent1-cert.pem" "$fx/agent1-key.pem" >"$dir/haproxy.pem"
+		port=$(free_port)
+		cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 9000
+    ssl-default-bind-ciphersuites $suite
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 300s
+    timeout server 300s
+frontend tls
+    bind 127.0.0.1:$port ssl crt $dir/haproxy.pem
+    default_backend plain
+backend plain
+    server nginx 127.0.0.1:${PORT[backend]}
+EOF
+		$pin_srv haproxy -db -f "$dir/haproxy.cfg" >"$dir/logs/haproxy.out" 2>&1 &
+		PID[haproxy]=$! PORT[haproxy]=$port
+		pids+=("$!")
+		wait_port "$port"
+		for r in $(seq "$runs"); do
+			run_bulk proxy 1g tlsk-proxy "$r"
+			run_bulk proxy 1g haproxy "$r"
+		done
+		stop tlsk-proxy haproxy backend
+		;;
+	workers)
+		echo "== workers: two each (req/s, CPU ms per 1000 requests; GB/s, CPU s/GiB)"
+		set_pinning 2
+		start_tlsk tlsk-w2 2 "$fx"
+		start_nginx nginx-w2 2 "$fx"
+		for r in $(seq "$runs"); do
+			run_wrk workers w2-4k-c64 tlsk-w2 "$r" 64 /4k.bin
+			run_wrk workers w2-4k-c64 nginx-w2 "$r" 64 /4k.bin
+			run_bulk workers w2-1g tlsk-w2 "$r"
+			run_bulk workers w2-1g nginx-w2 "$r"
+		done
+		stop tlsk-w2 nginx-w2
+		set_pinning 1
+		;;
+	kernel)
+		echo "== kernel: kTLS mode against userspace mode in user-mode Linux (structural only)"
+		BENCH_TSV=$tsv KRUNS=$((runs < 3 ? runs : 3)) TLSK_BUILD=$build bench/kernel.sh ||
+			die "bench/kernel.sh failed"
+		;;
+	*) die "unknown scenario $sc" ;;
+	esac
+done
+
+stop tlsk nginx
+bench/report.sh "$tsv" "$out"
