@@ -85,7 +85,7 @@ static void wait_ticket(SSL *ssl, int fd)
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     for (int i = 0; i < 100 && g_last == before; i++) {
         struct pollfd p = { .fd = fd, .events = POLLIN };
-        if (SSL_peek(ssl, &c, 1) > 0) {
+        if (SSL_peek(ssl, &c, 1) > 0 || g_last != before) {
             break;
         }
         poll(&p, 1, 10);

@@ -50,13 +50,13 @@ awk -F'\t' '
 		}
 		{
 			s = $1; c = $2; srv = $3
-			if (srv == "tlsk" || srv == "ktls") { ours[s, c] = srv; ov[s, c] = $5; oc[s, c] = $6; if (!((s, c) in seen)) { seen[s, c] = 1; order[++n] = s SUBSEP c } }
+			if (srv == "tlsk" || srv == "ktls") { ours[s, c] = srv; ov[s, c] = $5; oc[s, c] = $6; if (!((s SUBSEP c) in seen)) { seen[s, c] = 1; order[++n] = s SUBSEP c } }
 			else { ref[s, c] = srv; fv[s, c] = $5; fc[s, c] = $6 }
 		}
 		function r(a, b) { return b > 0 ? a / b : 0 }
 		function worst(s, c, which, dir,   i, w, x) {   # the worst per-run ratio
 			w = ""
-			for (i = 1; ((s, c, ours[s, c], i) in rv); i++) {
+			for (i = 1; ((s SUBSEP c SUBSEP ours[s, c] SUBSEP i) in rv); i++) {
 				x = which == "v" ? r(rv[s, c, ours[s, c], i], rv[s, c, ref[s, c], i]) : r(rc[s, c, ours[s, c], i], rc[s, c, ref[s, c], i])
 				if (w == "" || (dir > 0 ? x < w : x > w)) w = x
 			}
@@ -87,7 +87,7 @@ awk -F'\t' '
 					t = "<= 1 more"; met = ov[s, c] - fv[s, c] <= 1 ? "yes" : sprintf("no (%+g)", ov[s, c] - fv[s, c])
 				}
 				printf "| %s | %s | %s | %g | %g %s | %.2fx | %g | %g | %s | %s | %s |\n", s, c, units(s, c), ov[s, c], fv[s, c], ref[s, c],
-					vr, oc[s, c], fc[s, c], fc[s, c] > 0 ? sprintf("%.2fx", cr) : "", t, met
+					vr, oc[s, c], fc[s, c], (fc[s, c] > 0 ? sprintf("%.2fx", cr) : ""), t, met
 			}
 		}
 	' "$med"
@@ -100,7 +100,7 @@ command -v gnuplot >/dev/null 2>&1 || exit 0
 awk -F'\t' '($3 == "tlsk" || $3 == "ktls") { o[$1 SUBSEP $2] = $5 "\t" $6 } ($3 != "tlsk" && $3 != "ktls") { f[$1 SUBSEP $2] = $5 "\t" $6; order[++n] = $1 SUBSEP $2 }
 	END { for (i = 1; i <= n; i++) { k = order[i]; if (!(k in o)) continue; split(k, a, SUBSEP); if (a[1] == "kernel") continue
 		split(o[k], x, "\t"); split(f[k], y, "\t")
-		printf "%s/%s\t%g\t%g\n", a[1], a[2], y[1] > 0 ? x[1] / y[1] : 0, y[2] > 0 ? x[2] / y[2] : 0 } }' "$med" >"$out/ratios.dat"
+		printf "%s/%s\t%g\t%g\n", a[1], a[2], (y[1] > 0 ? x[1] / y[1] : 0), (y[2] > 0 ? x[2] / y[2] : 0) } }' "$med" >"$out/ratios.dat"
 for srv in tlsk nginx; do
 	awk -F'\t' -v s="$srv" '$1 == "small" && $3 == s && $2 ~ /-c64$/ { k = $2; sub(/k-c64$/, "", k); print k * 1024 "\t" $6 }
 		$1 == "bulk" && $3 == s { print 2^30 "\t" $6 * 1e6 }' "$med" >"$out/size-$srv.dat"

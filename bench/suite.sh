@@ -248,9 +248,14 @@ for sc in $scenarios; do
 		;;
 	idle)
 		echo "== idle: $idle idle keep-alive TLS 1.3 connections (KiB RSS per connection, server MiB)"
+		# Fresh servers each run: memory freed by earlier scenarios would hide the growth.
 		for r in $(seq "$runs"); do
-			run_idle tlsk "$r"
-			run_idle nginx "$r"
+			start_tlsk tlsk-idle 1 "$fx"
+			run_idle tlsk-idle "$r"
+			stop tlsk-idle
+			start_nginx nginx-idle 1 "$fx"
+			run_idle nginx-idle "$r"
+			stop nginx-idle
 		done
 		;;
 	proxy)

@@ -278,7 +278,6 @@ static int new_ssl_ctx(const struct tlsk_context_options *o, struct tlsk__detail
         SSL_CTX_set_options(sc, SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
     }
     SSL_CTX_set_client_hello_cb(sc, tlsk__hello_cb, NULL);
-    SSL_CTX_set_keylog_callback(sc, tlsk__keylog_cb);
     *out = sc;
     return 0;
 }
@@ -409,9 +408,12 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     c->ssl_ctx = sc;
     c->offload = o->offload == TLSK_OFFLOAD_DEFAULT ? TLSK_OFFLOAD_AUTO : o->offload;
     c->flags = o->flags;
-    if (c->offload != TLSK_OFFLOAD_OFF) {
-        /* Probe the kernel now (cached), not inside the first handshake on a loop thread. */
-        (void)tlsk_kernel_probe();
+    /* Probe the kernel now (cached), not inside the first handshake on a loop thread; the
+     * TLS 1.3 secrets are captured only where the kernel could take them (a socket may ask
+     * for offload although its context's policy is off). */
+    c->keylog = tlsk_kernel_probe()->ulp;
+    if (c->keylog) {
+        SSL_CTX_set_keylog_callback(sc, tlsk__keylog_cb);
     }
     *out = c;
     return 0;

@@ -33,6 +33,10 @@ struct tlsk_context {
     struct tlsk_session_store store;
     bool has_store;
     int reneg_limit, reneg_window_s; /* 0/0: process-wide */
+    /* The kernel had a tls ULP when this context was made, so its SSL_CTX has the keylog
+     * callback that captures TLS 1.3 traffic secrets (without one, OpenSSL does not format
+     * five keylog lines per handshake: docs/OPENSSL.md §2.1). */
+    bool keylog;
     uint64_t key_update_records;
     /* Ticket keys, 48 bytes each: tk[0] encrypts, all of tk[0..tk_n-1] decrypt.  Replaced
      * whole under tk_lock (handshakes on other threads read it); tk_n >= 1. */

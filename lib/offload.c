@@ -253,6 +253,10 @@ static void decide(struct tlsk_socket *s, int version)
     } else if (!(caps = tlsk_kernel_probe())->ulp) {
         both = TLSK_REASON_NO_ULP;
         err = caps->ulp_err;
+    } else if (version == TLS1_3_VERSION && !s->ctx->keylog) {
+        /* The module came after the context (tlsk_kernel_load_tls): no secrets captured. */
+        both = TLSK_REASON_NO_ULP;
+        err = -ENOENT;
     } else if (version == TLS1_2_VERSION && (s->ctx->flags & TLSK_ALLOW_RENEGOTIATION)) {
         /* The kernel cannot change TLS 1.2 keys: renegotiation needs userspace. */
         both = TLSK_REASON_RENEGOTIATION;

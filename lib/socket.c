@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -125,9 +126,9 @@ void tlsk__keylog_cb(const SSL *ssl, const char *line)
         return;
     }
     p++;
-    while (p[0] && p[1] && n < sizeof dst->b) {
-        unsigned hi, lo;
-        if (sscanf(p, "%1x%1x", &hi, &lo) != 2) {
+    while (n < sizeof dst->b) {
+        int hi = OPENSSL_hexchar2int((unsigned char)p[0]), lo;
+        if (hi < 0 || (lo = OPENSSL_hexchar2int((unsigned char)p[1])) < 0) {
             break;
         }
         dst->b[n++] = (unsigned char)(hi << 4 | lo);

@@ -508,6 +508,34 @@ static int errno_status(int e)
     }
 }
 
+/* A body that fits in one TLS record together with the head is read in after it: one
+ * record, one write(2), and no TCP_CORK on and off around it (bench/README.md, small files).
+ * False when it does not fit or the file came up short (then sent the usual way). */
+#define RECORD_MAX 16384 /* TLS plaintext per record (RFC 8446 5.1) */
+
+static bool inline_body(struct conn *c, int fd, off_t first, size_t len)
+{
+    size_t got = 0;
+
+    if (len > RECORD_MAX || c->out_len > RECORD_MAX - len ||
+        !out_reserve(c, len)) {
+        return false;
+    }
+    while (got < len) {
+        ssize_t n = pread(fd, c->out + c->out_len + got, len - got, first + (off_t)got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        got += (size_t)n;
+    }
+    c->out_len += len;
+    c->body_bytes = (long long)len;
+    return true;
+}
+
 /* Build the response to one parsed request; leaves c in C_WRITE (head, maybe a generated
  * body) and, for a file body, file_fd/file_off/file_end set for C_BODY. */
 static void handle_request(struct conn *c, struct http_request *r)
@@ -671,6 +699,10 @@ static void handle_request(struct conn *c, struct http_request *r)
     head_end(c);
     c->state = C_WRITE;
     if (head_only || last < first) {
+        close(fd);
+        return;
+    }
+    if (inline_body(c, fd, first, (size_t)(last - first + 1))) {
         close(fd);
         return;
     }
@@ -958,6 +990,10 @@ static void conn_run(struct conn *c)
             n = tlsk_socket_shutdown(c->s);
             if (n == -EAGAIN) {
                 wait_for_tls(c);
+                return;
+            }
+            if (n == -EPIPE || n == -ECONNRESET) {
+                conn_close(c); /* the client is gone: nothing to linger for */
                 return;
             }
             if (n < 0) {
