@@ -188,8 +188,10 @@ uninstall:
 	    $(foreach m,$(wildcard man/*.[178]),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
 	rmdir --ignore-fail-on-non-empty $(DESTDIR)$(INCLUDEDIR)/tlsk 2>/dev/null || true
 
+# The benchmark suite (bench/README.md): every scenario against nginx / haproxy side by side,
+# results and plots in bench/results/.  bench/serve.sh alone is the detailed bulk download.
 bench: all
-	$(Q)bench/serve.sh
+	$(Q)bench/suite.sh
 
 # The load and fault suite at full scale (tests/interop/test_soak.c, which make test runs
 # small): SOAK_CONNS concurrent connections, two rounds of SOAK_SECS seconds per server

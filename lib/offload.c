@@ -108,10 +108,13 @@ static int install(int fd, int optname, const struct tlsk__keys *k)
 
 /*
  * Read one direction's kernel state: version, cipher and the current record sequence.  The
- * kernel wants the exact struct length of the cipher (EINVAL otherwise), so version and
- * cipher are asked for first.  Returns 0 or -errno; key bytes read are wiped.
+ * kernel wants the exact struct length of the cipher (EINVAL otherwise): with the cipher
+ * known (expect, a TLSK_KCIPHER_*) one call asks for that length, and a kernel holding
+ * another cipher answers EINVAL; with expect 0, version and cipher are asked for first.
+ * Returns 0 or -errno; key bytes read are wiped.
  */
-static int read_kernel_state(int fd, int optname, int *version, int *cipher, uint64_t *seq)
+static int read_kernel_state(int fd, int optname, int expect, int *version, int *cipher,
+                             uint64_t *seq)
 {
     union crypto_info ci;
     socklen_t len = sizeof ci.base;
@@ -119,10 +122,13 @@ static int read_kernel_state(int fd, int optname, int *version, int *cipher, uin
     size_t full;
     int rc = 0;
 
-    if (getsockopt(fd, TLSK_SOL_TLS, optname, &ci, &len) != 0) {
-        return -errno;
+    if (!expect) {
+        if (getsockopt(fd, TLSK_SOL_TLS, optname, &ci, &len) != 0) {
+            return -errno;
+        }
+        expect = ci.base.cipher_type;
     }
-    if ((full = layout(&ci, ci.base.cipher_type, &iv, &key, &salt, &p)) == 0) {
+    if ((full = layout(&ci, expect, &iv, &key, &salt, &p)) == 0) {
         return -EPROTO;
     }
     len = (socklen_t)full;
@@ -142,15 +148,16 @@ int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq)
 {
     int version, cipher;
 
-    return read_kernel_state(fd, tx ? TLSK_TLS_TX : TLSK_TLS_RX, &version, &cipher, seq);
+    return read_kernel_state(fd, tx ? TLSK_TLS_TX : TLSK_TLS_RX, 0, &version, &cipher, seq);
 }
 
-/* Read the installed state back: the kernel must report our version, cipher and sequence. */
+/* Read the installed state back: the kernel must report our version, cipher and sequence
+ * (one getsockopt: the length asked for is our cipher's). */
 static int verify_installed(int fd, int optname, const struct tlsk__keys *k)
 {
     int version, cipher;
     uint64_t seq;
-    int rc = read_kernel_state(fd, optname, &version, &cipher, &seq);
+    int rc = read_kernel_state(fd, optname, k->kcipher, &version, &cipher, &seq);
 
     if (rc != 0) {
         return rc;
@@ -198,19 +205,14 @@ static void keep(struct tlsk_direction *d, enum tlsk_reason reason, int err)
     d->err = err;
 }
 
+/* One syscall: only an AF_INET or AF_INET6 stream socket reports IPPROTO_TCP (a unix
+ * socket 0, MPTCP 262), so the domain need not be asked too (bench/README.md, kernel). */
 static bool is_tcp(int fd)
 {
     int v = 0;
     socklen_t l = sizeof v;
 
-    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &l) != 0 || v != IPPROTO_TCP) {
-        return false;
-    }
-    l = sizeof v;
-    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &l) != 0) {
-        return false;
-    }
-    return v == AF_INET || v == AF_INET6;
+    return getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &l) == 0 && v == IPPROTO_TCP;
 }
 
 /* Receive: what keeps it in userspace once the cipher is known to the kernel. */
