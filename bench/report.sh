@@ -103,7 +103,7 @@ awk -F'\t' '($3 == "tlsk" || $3 == "ktls") { o[$1 SUBSEP $2] = $5 "\t" $6 } ($3 
 		printf "%s/%s\t%g\t%g\n", a[1], a[2], (y[1] > 0 ? x[1] / y[1] : 0), (y[2] > 0 ? x[2] / y[2] : 0) } }' "$med" >"$out/ratios.dat"
 for srv in tlsk nginx; do
 	awk -F'\t' -v s="$srv" '$1 == "small" && $3 == s && $2 ~ /-c64$/ { k = $2; sub(/k-c64$/, "", k); print k * 1024 "\t" $6 }
-		$1 == "bulk" && $3 == s { print 2^30 "\t" $6 * 1e6 }' "$med" >"$out/size-$srv.dat"
+		$1 == "bulk" && $3 == s { print 2^30 "\t" $6 * 1e6 }' "$med" | sort -g >"$out/size-$srv.dat"
 	awk -F'\t' -v s="$srv" '$1 == "small" && $3 == s { split($2, a, "k-c"); print a[1] "\t" a[2] "\t" $5 }' "$med" |
 		sort -k1,1n -k2,2n >"$out/conns-$srv.dat"
 done

@@ -475,6 +475,40 @@ out:
     tlsk_context_free(cl.ctx);
 }
 
+/* A server whose cert_file holds agent1 alone and whose trust store (ca_file) has its issuer:
+ * the chain is completed from the store (once, at load: lib/creds.c freeze_chain, docs/
+ * OPENSSL.md §10), so the client sees ca1 at index 1 on every connection, as Node's. */
+static void server_chain_from_store(void)
+{
+    struct tlsk_context_options so = { .cert_file = agent1_cert,
+                                       .key_file = agent1_key,
+                                       .ca_file = ca1_cert };
+    struct side sv = { 0 }, cl = { 0 };
+    struct tlsk_cert_info *ci = NULL;
+
+    sv.ctx = ctx_new(&so);
+    cl.ctx = h_client_ctx(0, NULL, TLSK_OFFLOAD_DEFAULT, 0);
+    for (int i = 1; i <= 2; i++) {
+        if (!TAP_OK(sv.ctx && cl.ctx && pair_connect(&sv, &cl) == 0,
+                    "chain from the store, connection %d: handshake", i)) {
+            pair_close(&sv, &cl);
+            break;
+        }
+        ci = NULL;
+        if (TAP_OK(tlsk_socket_peer_certificate(cl.s, 1, &ci) == 0,
+                   "chain from the store, connection %d: index 1 present", i)) {
+            TAP_OK(str_eq(name_get(ci->subject, ci->subject_count, "CN"), "ca1"),
+                   "chain from the store, connection %d: index 1 is ca1", i);
+            tlsk_cert_info_free(ci);
+        }
+        TAP_IS(peer_rc(cl.s, 2), -ENOENT, "chain from the store, connection %d: index 2 -ENOENT",
+               i);
+        pair_close(&sv, &cl);
+    }
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
 /* TLSK_REQUIRE_PEER_CERT: the server sees the client's certificate (and its chain when the
  * client's cert_file carries one). */
 static void client_cert(int version, const char *client_cert_file, bool with_chain)
@@ -639,6 +673,7 @@ int main(void)
         return tap_done();
     }
     server_chain(chain);
+    server_chain_from_store();
     client_cert(TLSK_TLS1_3, agent1_cert, false);
     client_cert(TLSK_TLS1_2, agent1_cert, false);
     client_cert(TLSK_TLS1_3, chain, true);
