@@ -39,6 +39,15 @@ set_pinning() { # workers
 	fi
 }
 
+# Servers started in the background put their PIDs in the caller's pids array; `trap
+# cleanup EXIT` stops them all however the script ends.
+cleanup() {
+	for p in "${pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+}
+
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

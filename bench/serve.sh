@@ -62,13 +62,7 @@ set_pinning "$workers"
 	echo "serve.sh: note: $workers workers on $(nproc) CPUs share a CPU with the client"
 
 pids=()
-cleanup() {
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	wait 2>/dev/null || true
-}
-trap cleanup EXIT
+trap cleanup EXIT # bench/lib.sh: stops every server in pids
 
 # ---- servers -------------------------------------------------------------------------------
 tlsk_port=$(free_port)

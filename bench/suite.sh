@@ -74,13 +74,7 @@ tsv=$out/results.tsv
 : >"$tsv"
 declare -A PID PORT
 pids=()
-cleanup() {
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	wait 2>/dev/null || true
-}
-trap cleanup EXIT
+trap cleanup EXIT # bench/lib.sh: stops every server in pids
 
 # start_tlsk NAME WORKERS FIXTURES [OPTIONS...]
 start_tlsk() {

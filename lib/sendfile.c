@@ -162,7 +162,7 @@ static ssize_t user_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, 
         s->sf_pending_off = pos + n;
     } else if ((size_t)n == count) {
         /* All that was asked for is out: an idle keep-alive connection holds no buffer
-         * (docs/DESIGN.md: memory per idle connection). */
+         * (bench/README.md, idle memory). */
         free(s->sf_buf);
         s->sf_buf = NULL;
         s->sf_cap = 0;

@@ -340,7 +340,7 @@ static bool in_reserve(struct conn *c)
 }
 
 /* Waiting for a request with nothing of it read: an idle keep-alive connection keeps no
- * buffers of its own (docs/ARCHITECTURE.md, memory per idle connection). */
+ * buffers of its own (bench/README.md, idle memory). */
 static void conn_idle(struct conn *c)
 {
     if (c->in_len == 0 && c->in) {
