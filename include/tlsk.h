@@ -420,7 +420,10 @@ ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t len);
 /*
  * tlsk_socket_write() - write application data.  Returns bytes accepted (> 0, possibly
  * fewer than len on a non-blocking fd), -EAGAIN, -EPIPE, or another negative code.  After
- * -EAGAIN retry with the same bytes.
+ * -EAGAIN or a short count, write the bytes not accepted again (as with SSL_write): in
+ * userspace mode records already made for them may be queued, waiting for the socket
+ * (tlsk_socket_events() then asks for POLLOUT), and leave first.  A count returned is bytes
+ * whose records have left.
  */
 ssize_t tlsk_socket_write(struct tlsk_socket *s, const void *buf, size_t len);
 ssize_t tlsk_socket_writev(struct tlsk_socket *s, const struct iovec *iov, int iovcnt);

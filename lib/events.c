@@ -81,7 +81,7 @@ static void update_watch(struct tlsk_socket *s)
         if (!ev->paused && !ev->read_done) {
             events |= POLLIN;
         }
-        if (ev->woff < ev->wlen || (ev->ending && !ev->ended)) {
+        if (ev->woff < ev->wlen || (ev->ending && !ev->ended) || tlsk__txq_busy(s)) {
             events |= tlsk_socket_events(s) & POLLIN ? POLLIN | POLLOUT : POLLOUT;
         }
     }
@@ -240,7 +240,13 @@ static void fail_now(struct tlsk_socket *s, int err)
 static int flush(struct tlsk_socket *s)
 {
     struct tlsk__ev *ev = s->ev;
+    int rc;
 
+    /* Records the socket did not take yet (txq.c), even with nothing of ours queued. */
+    if ((rc = tlsk__txq_flush(s)) != 0 && rc != -EAGAIN) {
+        fail_now(s, rc);
+        return -1;
+    }
     while (ev->woff < ev->wlen) {
         ssize_t n = tlsk_socket_write(s, ev->wbuf + ev->woff, ev->wlen - ev->woff);
         if (n == -EAGAIN) {
@@ -263,7 +269,7 @@ static int flush(struct tlsk_socket *s)
         }
     }
     if (ev->ending && !ev->ended) {
-        int rc = tlsk_socket_shutdown(s);
+        rc = tlsk_socket_shutdown(s);
         if (rc == 0) {
             ev->ended = true;
             maybe_done(s);

@@ -169,6 +169,8 @@ struct tlsk_socket {
     size_t sf_cap;         /* bytes allocated at sf_buf; freed once a call sends all it was asked */
     size_t sf_pending;     /* bytes of sf_buf handed to SSL_write and not yet accepted */
     off_t sf_pending_off;  /* file offset those bytes came from */
+    /* Userspace records gathered into one send (txq.c), or NULL. */
+    struct tlsk__txq *txq;
 
     uint64_t bytes_written, bytes_read; /* TLS bytes on the transport (see socket.c) */
     uint64_t rx_seq0;                   /* kernel RX sequence number at install */
@@ -370,6 +372,18 @@ ssize_t tlsk__tx_allowance(struct tlsk_socket *s, size_t want);
 ssize_t tlsk__kernel_sent(struct tlsk_socket *s, ssize_t n, const char *what);
 /* Userspace write of one buffer through OpenSSL. */
 ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t len);
+
+/* txq.c: userspace writes of many records in one send. */
+/* Write buf through OpenSSL in batches of records, each sent whole when the socket takes it;
+ * the count of bytes whose records have left, -EAGAIN, or a code (tlsk_socket_write()). */
+ssize_t tlsk__txq_write(struct tlsk_socket *s, const unsigned char *buf, size_t len);
+/* Records (or anything OpenSSL wrote after them) still waiting for the socket. */
+bool tlsk__txq_busy(const struct tlsk_socket *s);
+/* Busy, or records sent that a later write is still to be told of. */
+bool tlsk__txq_pending(const struct tlsk_socket *s);
+/* Send what waits: 0 when nothing is left, -EAGAIN (POLLOUT), or the send's failure. */
+int tlsk__txq_flush(struct tlsk_socket *s);
+void tlsk__txq_free(struct tlsk_socket *s);
 
 /* events.c: a socket joins a loop; ocb/owner hear of it (the server), or NULL. */
 int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, const struct tlsk__ev_owner *ocb,

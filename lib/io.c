@@ -218,10 +218,18 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
     if (s->rx_kernel) {
         return kernel_read(s, buf, len);
     }
+    if (tlsk__txq_busy(s)) {
+        /* Queued records go first; what OpenSSL writes while reading queues behind them.  A
+         * send that fails here fails the next write. */
+        (void)tlsk__txq_flush(s);
+    }
     tlsk__user_rx_limit(s);
     ERR_clear_error();
     errno = 0;
     r = SSL_read_ex(s->ssl, buf, len, &got);
+    if (tlsk__txq_busy(s)) {
+        (void)tlsk__txq_flush(s);
+    }
     if (s->reneg_err) {
         return tlsk__fail(s, s->reneg_err);
     }
@@ -326,6 +334,17 @@ ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t
 
     tlsk__user_tx_limit(s);
 
+    /* Two records or more go out in one send (txq.c); so does anything after records still
+     * queued.  Not while a TLS 1.2 renegotiation runs (OpenSSL may want to read) and not on
+     * the memory transport. */
+    if (!s->is_pair && ((len > TLSK_MAX_PLAINTEXT && !SSL_in_init(s->ssl) && !s->reneg_running) ||
+                        tlsk__txq_pending(s))) {
+        ssize_t n = tlsk__txq_write(s, buf, len);
+        if (n >= 0 || n == -EAGAIN || n == -EPIPE) {
+            return n;
+        }
+        return tlsk__fail(s, (int)n);
+    }
     while (done < len) {
         size_t w = 0;
         int r;
@@ -492,6 +511,10 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_SENT_SHUTDOWN);
     } else {
         int r;
+        /* Records still queued leave before close_notify. */
+        if ((rc = tlsk__txq_flush(s)) != 0) {
+            return rc;
+        }
         ERR_clear_error();
         errno = 0;
         r = SSL_shutdown(s->ssl);

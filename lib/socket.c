@@ -445,7 +445,7 @@ int tlsk__ensure_open(struct tlsk_socket *s)
 
 TLSK_PUBLIC int tlsk_socket_events(const struct tlsk_socket *s)
 {
-    return s ? s->want | (s->pend_len ? POLLOUT : 0) : 0;
+    return s ? s->want | (s->pend_len || tlsk__txq_busy(s) ? POLLOUT : 0) : 0;
 }
 
 static void wipe_free(void *p, size_t len)
@@ -483,6 +483,7 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
         SSL_free(s->ssl);
     }
     BIO_free(s->sock_bio);
+    tlsk__txq_free(s);
     wipe_free(s->pend, s->pend_len);
     if (s->flags & TLSK_SOCKET_OWN_FD) {
         close(s->fd);

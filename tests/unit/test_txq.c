@@ -1,0 +1,309 @@
+/* test_txq.c - userspace writes gather records into one send (lib/txq.c), and keep the
+ * write contract: a count is bytes whose records have left, -EAGAIN or a short count means
+ * "write the same bytes again", queued records never overtake or get overtaken (an alert,
+ * close_notify), and the peer reads exactly the stream that was written.
+ *
+ * Every connection keeps both directions in userspace (policy off): in the kernel tiers the
+ * kernel sends TLS records itself and this code is not used.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "pair.h"
+#include "tap.h"
+#include "tlsk.h"
+
+#define BIG (4u << 20)
+
+static unsigned char pattern(size_t i)
+{
+    return (unsigned char)(i * 7 + (i >> 11));
+}
+
+/* The sends a thread makes while counting: write(2) (OpenSSL's socket BIO) and send(2)
+ * (txq.c) are wrapped here, counted, and passed straight to the kernel.  Nothing is faked:
+ * the library is linked statically into this program, so its calls (and libcrypto's) land
+ * here. */
+static __thread bool counting;
+static __thread long long sends;
+
+__attribute__((visibility("default"))) ssize_t write(int fd, const void *buf, size_t len)
+{
+    sends += counting;
+    return syscall(SYS_write, fd, buf, len);
+}
+
+__attribute__((visibility("default"))) ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    sends += counting;
+    return syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
+}
+
+static unsigned char *big_buf(size_t len)
+{
+    unsigned char *b = malloc(len);
+    for (size_t i = 0; b && i < len; i++) {
+        b[i] = pattern(i);
+    }
+    return b;
+}
+
+/* Reader: exactly arg bytes of the pattern (v[0] = bytes read, r[0] = 1 if all matched),
+ * then close in order.  With nonblock set it reads slowly: small reads with pauses, so that
+ * the writer meets a full socket. */
+static int read_pattern(struct tp_end *e, struct tlsk_socket *s)
+{
+    unsigned char buf[8192];
+    size_t got = 0, want = (size_t)e->arg;
+    bool same = true;
+    int pauses = 0;
+
+    while (got < want) {
+        size_t n = want - got < sizeof buf ? want - got : sizeof buf;
+        ssize_t r;
+        if (e->nonblock && pauses < 40 && got % (256 * 1024) < sizeof buf) {
+            usleep(20000);
+            pauses++;
+        }
+        r = tlsk_socket_read(s, buf, n);
+        if (r == -EAGAIN) {
+            if ((r = tp_wait(s)) != 0) {
+                return (int)r;
+            }
+            continue;
+        }
+        if (r <= 0) {
+            snprintf(e->note, sizeof e->note, "read %s after %zu bytes", tlsk_err_name((int)r),
+                     got);
+            return r == 0 ? -EPROTO : (int)r;
+        }
+        for (ssize_t i = 0; i < r; i++) {
+            same = same && buf[i] == pattern(got + (size_t)i);
+        }
+        got += (size_t)r;
+    }
+    e->v[0] = (long long)got;
+    e->r[0] = same;
+    return tp_finish(s, false);
+}
+
+/* Writer, blocking socket: one tlsk_socket_write of BIG bytes; v[0] = its result, v[1] =
+ * write syscalls it took, v[2] = tlsk_socket_events() after it. */
+static int write_once(struct tp_end *e, struct tlsk_socket *s)
+{
+    unsigned char *b = big_buf(BIG);
+    ssize_t n;
+
+    if (!b) {
+        return -ENOMEM;
+    }
+    sends = 0;
+    counting = true;
+    n = tlsk_socket_write(s, b, BIG);
+    counting = false;
+    e->v[1] = sends;
+    e->v[0] = n;
+    e->v[2] = tlsk_socket_events(s) & POLLOUT;
+    free(b);
+    if (n < 0) {
+        return (int)n;
+    }
+    return tp_finish(s, true);
+}
+
+/* Writer, non-blocking socket with a small send buffer: the contract loop (a short count
+ * moves on, -EAGAIN waits, the rest is offered again).  v[0] = bytes written, v[1] = short
+ * counts and -EAGAIN seen, r[0] = 1 if no count ever exceeded what was offered. */
+static int write_contract(struct tp_end *e, struct tlsk_socket *s)
+{
+    size_t len = (size_t)e->arg, done = 0;
+    unsigned char *b = big_buf(len);
+    int sndbuf = 16384;
+    bool sane = true;
+
+    if (!b) {
+        return -ENOMEM;
+    }
+    setsockopt(tlsk_socket_fd(s), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    while (done < len) {
+        size_t offer = len - done < 300000 ? len - done : 300000;
+        ssize_t n = tlsk_socket_write(s, b + done, offer);
+        if (n == -EAGAIN) {
+            e->v[1]++;
+            if (tp_wait(s) != 0) {
+                break;
+            }
+            continue;
+        }
+        if (n <= 0) {
+            free(b);
+            return n < 0 ? (int)n : -EPROTO;
+        }
+        sane = sane && (size_t)n <= offer;
+        e->v[1] += (size_t)n < offer;
+        done += (size_t)n;
+    }
+    free(b);
+    e->v[0] = (long long)done;
+    e->r[0] = sane;
+    return tp_finish(s, true);
+}
+
+/* Writer: one write that the socket cannot take whole, then close_notify without offering
+ * the rest again.  The queued records must leave before close_notify (the peer reads a clean
+ * end after whole records).  v[0] = the write's result, v[1] = shutdown calls until 0. */
+static int write_then_shutdown(struct tp_end *e, struct tlsk_socket *s)
+{
+    unsigned char *b = big_buf(BIG);
+    int sndbuf = 16384, rc;
+    ssize_t n;
+
+    if (!b) {
+        return -ENOMEM;
+    }
+    setsockopt(tlsk_socket_fd(s), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    n = tlsk_socket_write(s, b, BIG);
+    free(b);
+    e->v[0] = n;
+    if (n < 0 && n != -EAGAIN) {
+        return (int)n;
+    }
+    while ((rc = tlsk_socket_shutdown(s)) == -EAGAIN) {
+        e->v[1]++;
+        if ((rc = tp_wait(s)) != 0) {
+            return rc;
+        }
+    }
+    e->v[1]++;
+    return rc;
+}
+
+/* Reader for write_then_shutdown: slowly, everything up to close_notify.  v[0] = bytes,
+ * r[0] = 1 if they are a prefix of the pattern, r[1] = 1 if the end was close_notify. */
+static int read_to_close(struct tp_end *e, struct tlsk_socket *s)
+{
+    unsigned char buf[8192];
+    size_t got = 0;
+    bool same = true;
+
+    usleep(200000); /* let the writer meet the full socket first */
+    for (;;) {
+        ssize_t r = tlsk_socket_read(s, buf, sizeof buf);
+        if (r == -EAGAIN) {
+            if ((r = tp_wait(s)) != 0) {
+                return (int)r;
+            }
+            continue;
+        }
+        if (r < 0) {
+            snprintf(e->note, sizeof e->note, "read %s after %zu bytes", tlsk_err_name((int)r),
+                     got);
+            return (int)r;
+        }
+        if (r == 0) {
+            e->r[1] = 1;
+            break;
+        }
+        for (ssize_t i = 0; i < r; i++) {
+            same = same && buf[i] == pattern(got + (size_t)i);
+        }
+        got += (size_t)r;
+    }
+    e->v[0] = (long long)got;
+    e->r[0] = same;
+    return 0;
+}
+
+static void one_send_per_batch(int version, const char *v)
+{
+    struct tp_end sv = { 0 }, cl = { 0 };
+
+    sv.ctx = tp_ctx(version, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(version, 0, NULL, 0, 0, 0);
+    sv.policy = cl.policy = TLSK_OFFLOAD_OFF;
+    sv.body = write_once;
+    cl.body = read_pattern;
+    cl.arg = BIG;
+    tp_conn(&sv, &cl);
+    if (tp_conn_ok(&sv, &cl, v)) {
+        TAP_OK(sv.v[0] == BIG, "%s: one 4 MiB write returns 4 MiB (%lld)", v, sv.v[0]);
+        TAP_OK(cl.v[0] == BIG && cl.r[0], "%s: the peer read exactly the 4 MiB written", v);
+        /* 256 records: one write(2) each before txq.c; one send per 16 records now, plus
+         * any short send of a full socket. */
+        TAP_OK(sv.v[1] > 0 && sv.v[1] <= 64,
+               "%s: 256 records left in %lld write syscalls (at most 64)", v, sv.v[1]);
+        TAP_OK(sv.v[2] == 0, "%s: nothing is left queued after a whole write", v);
+    }
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+static void contract(int version, const char *v, size_t len)
+{
+    struct tp_end sv = { 0 }, cl = { 0 };
+
+    sv.ctx = tp_ctx(version, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(version, 0, NULL, 0, 0, 0);
+    sv.policy = cl.policy = TLSK_OFFLOAD_OFF;
+    sv.nonblock = cl.nonblock = true;
+    sv.body = write_contract;
+    sv.arg = (int)len;
+    cl.body = read_pattern;
+    cl.arg = (int)len;
+    tp_conn(&sv, &cl);
+    if (tp_conn_ok(&sv, &cl, v)) {
+        TAP_OK(sv.v[0] == (long long)len && sv.r[0],
+               "%s: non-blocking writes add up to the stream (%lld of %zu), none over its offer",
+               v, sv.v[0], len);
+        TAP_OK(sv.v[1] > 0, "%s: the slow reader made writes short or -EAGAIN (%lld times)", v,
+               sv.v[1]);
+        TAP_OK(cl.v[0] == (long long)len && cl.r[0], "%s: the peer read exactly the stream", v);
+    }
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+static void close_after_queue(int version, const char *v)
+{
+    struct tp_end sv = { 0 }, cl = { 0 };
+
+    sv.ctx = tp_ctx(version, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(version, 0, NULL, 0, 0, 0);
+    sv.policy = cl.policy = TLSK_OFFLOAD_OFF;
+    sv.nonblock = cl.nonblock = true;
+    sv.body = write_then_shutdown;
+    cl.body = read_to_close;
+    tp_conn(&sv, &cl);
+    if (tp_conn_ok(&sv, &cl, v)) {
+        TAP_OK(sv.v[0] == -EAGAIN || (sv.v[0] > 0 && sv.v[0] < (long long)BIG),
+               "%s: a 4 MiB write into a full socket is short or -EAGAIN (%lld)", v, sv.v[0]);
+        TAP_OK(sv.v[1] > 1, "%s: close_notify waited for the queued records (%lld calls)", v,
+               sv.v[1]);
+        TAP_OK(cl.r[1] && cl.r[0] && cl.v[0] >= (sv.v[0] > 0 ? sv.v[0] : 0),
+               "%s: the peer read %lld bytes of the stream (at least the %lld reported), then "
+               "close_notify", v, cl.v[0], sv.v[0]);
+    }
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    alarm(120);
+    one_send_per_batch(TLSK_TLS1_3, "TLS 1.3");
+    one_send_per_batch(TLSK_TLS1_2, "TLS 1.2");
+    contract(TLSK_TLS1_3, "TLS 1.3 contract", 3u << 20);
+    contract(TLSK_TLS1_2, "TLS 1.2 contract", 3u << 20);
+    close_after_queue(TLSK_TLS1_3, "TLS 1.3 close");
+    close_after_queue(TLSK_TLS1_2, "TLS 1.2 close");
+    return tap_done();
+}
