@@ -120,8 +120,8 @@ UV_LIBS := $(shell pkg-config --libs libuv 2>/dev/null || echo -luv)
 $(B)/tests/unit/test_uv: EXTRA_LIBS = $(UV_LIBS)
 # The Redis session store adapter's test links hiredis (Debian libhiredis-dev).
 $(B)/tests/unit/test_redis: EXTRA_LIBS = $(HIREDIS_LIBS)
-# test_txq counts its sends by wrapping write(2) and send(2): exported, libcrypto's calls too.
-$(B)/tests/unit/test_txq: EXTRA_LIBS = -Wl,--export-dynamic
+# test_userio counts syscalls by wrapping read(2), write(2), send(2); exported, libcrypto calls them too.
+$(B)/tests/unit/test_userio: EXTRA_LIBS = -Wl,--export-dynamic
 
 $(B)/tests/%: tests/%.c $(B)/libtlsk.a $(DIAG_LIB) $(TEST_LIB_OBJ)
 	@mkdir -p $(dir $@)

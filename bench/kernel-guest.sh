@@ -32,7 +32,7 @@
 # download or the GETs not saying tx=kernel), or when anything fails; missed targets do not
 # fail it.
 #
-# Environment: KRUNS=3, KSIZE_MIB=64 (must match big.bin), KCPU_REPS=16, KIDLE=500, KCONNS=50.
+# Environment: KRUNS=3, KSIZE_MIB=64 (must match big.bin), KCPU_REPS=64, KIDLE=500, KCONNS=50.
 set -eu
 
 out=${1:?usage: kernel-guest.sh OUTDIR}
@@ -48,7 +48,7 @@ tmp=${TMPDIR:-/tmp}
 www=$tmp/www
 tsv=$out/results.tsv
 ipc=$out/ipc
-reps=${KCPU_REPS:-16}
+reps=${KCPU_REPS:-64}
 page=$(getconf PAGESIZE)
 ciphers=ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA256
 cbc=ECDHE-RSA-AES128-SHA256

@@ -21,12 +21,13 @@
 # Prints the guest's table on stdout.  With BENCH_TSV set, appends to that file one line per
 # figure and run: kernel<TAB>CASE<TAB>ktls|user<TAB>RUN<TAB>VALUE1<TAB>VALUE2 (cpu-per-gib:
 # utime s/GiB and stime s/GiB; the others: the value and 0).  The strace summaries are kept in
-# KOUT/strace/, the guest's own CPU accounting in KOUT/guest-cpu.txt.  Takes about 4 minutes.
+# KOUT/strace/, the guest's own CPU accounting in KOUT/guest-cpu.txt.  Takes about 6 minutes.
 #
 # Environment:
 #   KRUNS=3          runs (each: both modes, fresh servers)
 #   KSIZE_MIB=64     size of the downloaded file
-#   KCPU_REPS=16     downloads of the file per CPU figure (host utime comes in 10 ms ticks)
+#   KCPU_REPS=64     downloads of the file per CPU figure: 4 GiB, so that one 10 ms tick of
+#                    host utime is 2.5 ms per GiB (at 1 GiB kTLS mode measured 1-2 ticks)
 #   KIDLE=500        idle connections for the RSS figure
 #   KCONNS=50        sequential connections per syscall count
 #   KOUT=build/bench-kernel   host folder for binaries, files and results (seen by the guest)

@@ -265,8 +265,6 @@ static int new_ssl_ctx(const struct tlsk_context_options *o, struct tlsk__detail
     SSL_CTX_set_max_proto_version(sc, vmax);
     SSL_CTX_set_mode(sc, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                              SSL_MODE_RELEASE_BUFFERS);
-    /* Bytes past the peer's Finished must stay in the kernel for kTLS RX (docs/OPENSSL.md §4). */
-    SSL_CTX_set_read_ahead(sc, 0);
     SSL_CTX_set_options(sc, SSL_OP_NO_COMPRESSION);
     SSL_CTX_clear_options(sc, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_ENABLE_KTLS);
     if (o->flags & TLSK_HONOR_CIPHER_ORDER) {
@@ -415,6 +413,10 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     if (c->keylog) {
         SSL_CTX_set_keylog_callback(sc, tlsk__keylog_cb);
     }
+    /* Bytes past the peer's Finished must stay in the kernel for kTLS RX, so OpenSSL reads
+     * exactly one record at a time where the kernel could take the connection; where it
+     * cannot, OpenSSL reads what has arrived in one read(2) (docs/OPENSSL.md §4). */
+    SSL_CTX_set_read_ahead(sc, !c->keylog);
     *out = c;
     return 0;
 err:

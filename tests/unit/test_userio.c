@@ -1,10 +1,16 @@
-/* test_txq.c - userspace writes gather records into one send (lib/txq.c), and keep the
- * write contract: a count is bytes whose records have left, -EAGAIN or a short count means
- * "write the same bytes again", queued records never overtake or get overtaken (an alert,
- * close_notify), and the peer reads exactly the stream that was written.
+/* test_userio.c - userspace I/O in as few syscalls as the contract allows.
+ *
+ * Writes: records gather into one send (lib/txq.c) and the write contract holds: a count is
+ * bytes whose records have left, -EAGAIN or a short count means "write the same bytes again",
+ * queued records never overtake or get overtaken (an alert, close_notify), and the peer reads
+ * exactly the stream that was written.
+ *
+ * Reads: a context made where the kernel has no tls ULP reads ahead (one read(2) for what has
+ * arrived); one made where the kernel could take the connection reads one record at a time,
+ * so that bytes past the handshake stay in the kernel for RX offload (docs/OPENSSL.md §4).
  *
  * Every connection keeps both directions in userspace (policy off): in the kernel tiers the
- * kernel sends TLS records itself and this code is not used.
+ * kernel makes TLS records itself and the write path here is not used.
  */
 #include <errno.h>
 #include <poll.h>
@@ -28,12 +34,12 @@ static unsigned char pattern(size_t i)
     return (unsigned char)(i * 7 + (i >> 11));
 }
 
-/* The sends a thread makes while counting: write(2) (OpenSSL's socket BIO) and send(2)
- * (txq.c) are wrapped here, counted, and passed straight to the kernel.  Nothing is faked:
- * the library is linked statically into this program, so its calls (and libcrypto's) land
- * here. */
+/* The syscalls a thread makes while counting: read(2) and write(2) (OpenSSL's socket BIO) and
+ * send(2) (txq.c) are wrapped here, counted, and passed straight to the kernel.  Nothing is
+ * faked: the library is linked statically into this program and the wrappers are exported,
+ * so its calls and libcrypto's land here. */
 static __thread bool counting;
-static __thread long long sends;
+static __thread long long sends, reads;
 
 __attribute__((visibility("default"))) ssize_t write(int fd, const void *buf, size_t len)
 {
@@ -45,6 +51,12 @@ __attribute__((visibility("default"))) ssize_t send(int fd, const void *buf, siz
 {
     sends += counting;
     return syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
+}
+
+__attribute__((visibility("default"))) ssize_t read(int fd, void *buf, size_t len)
+{
+    reads += counting;
+    return syscall(SYS_read, fd, buf, len);
 }
 
 static unsigned char *big_buf(size_t len)
@@ -222,67 +234,57 @@ static int read_to_close(struct tp_end *e, struct tlsk_socket *s)
     return 0;
 }
 
+/* One userspace-only connection: sbody on the server, cbody on the client (arg for both). */
+static bool run(struct tp_end *sv, struct tp_end *cl, int version, bool nonblock,
+                tp_body_fn sbody, tp_body_fn cbody, int arg, const char *v)
+{
+    sv->ctx = tp_ctx(version, 0, "agent1", 0, 0, 0);
+    cl->ctx = tp_ctx(version, 0, NULL, 0, 0, 0);
+    sv->policy = cl->policy = TLSK_OFFLOAD_OFF;
+    sv->nonblock = cl->nonblock = nonblock;
+    sv->body = sbody;
+    cl->body = cbody;
+    sv->arg = cl->arg = arg;
+    tp_conn(sv, cl);
+    tlsk_context_free(sv->ctx);
+    tlsk_context_free(cl->ctx);
+    return tp_conn_ok(sv, cl, v);
+}
+
 static void one_send_per_batch(int version, const char *v)
 {
     struct tp_end sv = { 0 }, cl = { 0 };
 
-    sv.ctx = tp_ctx(version, 0, "agent1", 0, 0, 0);
-    cl.ctx = tp_ctx(version, 0, NULL, 0, 0, 0);
-    sv.policy = cl.policy = TLSK_OFFLOAD_OFF;
-    sv.body = write_once;
-    cl.body = read_pattern;
-    cl.arg = BIG;
-    tp_conn(&sv, &cl);
-    if (tp_conn_ok(&sv, &cl, v)) {
+    if (run(&sv, &cl, version, false, write_once, read_pattern, BIG, v)) {
         TAP_OK(sv.v[0] == BIG, "%s: one 4 MiB write returns 4 MiB (%lld)", v, sv.v[0]);
         TAP_OK(cl.v[0] == BIG && cl.r[0], "%s: the peer read exactly the 4 MiB written", v);
-        /* 256 records: one write(2) each before txq.c; one send per 16 records now, plus
-         * any short send of a full socket. */
+        /* 256 records: one write(2) each without txq.c; one send per 16 records with it,
+         * plus any short send of a full socket. */
         TAP_OK(sv.v[1] > 0 && sv.v[1] <= 64,
-               "%s: 256 records left in %lld write syscalls (at most 64)", v, sv.v[1]);
+               "%s: 256 records left in %lld write/send syscalls (at most 64)", v, sv.v[1]);
         TAP_OK(sv.v[2] == 0, "%s: nothing is left queued after a whole write", v);
     }
-    tlsk_context_free(sv.ctx);
-    tlsk_context_free(cl.ctx);
 }
 
-static void contract(int version, const char *v, size_t len)
+static void contract(int version, const char *v, int len)
 {
     struct tp_end sv = { 0 }, cl = { 0 };
 
-    sv.ctx = tp_ctx(version, 0, "agent1", 0, 0, 0);
-    cl.ctx = tp_ctx(version, 0, NULL, 0, 0, 0);
-    sv.policy = cl.policy = TLSK_OFFLOAD_OFF;
-    sv.nonblock = cl.nonblock = true;
-    sv.body = write_contract;
-    sv.arg = (int)len;
-    cl.body = read_pattern;
-    cl.arg = (int)len;
-    tp_conn(&sv, &cl);
-    if (tp_conn_ok(&sv, &cl, v)) {
-        TAP_OK(sv.v[0] == (long long)len && sv.r[0],
-               "%s: non-blocking writes add up to the stream (%lld of %zu), none over its offer",
+    if (run(&sv, &cl, version, true, write_contract, read_pattern, len, v)) {
+        TAP_OK(sv.v[0] == len && sv.r[0],
+               "%s: non-blocking writes add up to the stream (%lld of %d), none over its offer",
                v, sv.v[0], len);
         TAP_OK(sv.v[1] > 0, "%s: the slow reader made writes short or -EAGAIN (%lld times)", v,
                sv.v[1]);
-        TAP_OK(cl.v[0] == (long long)len && cl.r[0], "%s: the peer read exactly the stream", v);
+        TAP_OK(cl.v[0] == len && cl.r[0], "%s: the peer read exactly the stream", v);
     }
-    tlsk_context_free(sv.ctx);
-    tlsk_context_free(cl.ctx);
 }
 
 static void close_after_queue(int version, const char *v)
 {
     struct tp_end sv = { 0 }, cl = { 0 };
 
-    sv.ctx = tp_ctx(version, 0, "agent1", 0, 0, 0);
-    cl.ctx = tp_ctx(version, 0, NULL, 0, 0, 0);
-    sv.policy = cl.policy = TLSK_OFFLOAD_OFF;
-    sv.nonblock = cl.nonblock = true;
-    sv.body = write_then_shutdown;
-    cl.body = read_to_close;
-    tp_conn(&sv, &cl);
-    if (tp_conn_ok(&sv, &cl, v)) {
+    if (run(&sv, &cl, version, true, write_then_shutdown, read_to_close, 0, v)) {
         TAP_OK(sv.v[0] == -EAGAIN || (sv.v[0] > 0 && sv.v[0] < (long long)BIG),
                "%s: a 4 MiB write into a full socket is short or -EAGAIN (%lld)", v, sv.v[0]);
         TAP_OK(sv.v[1] > 1, "%s: close_notify waited for the queued records (%lld calls)", v,
@@ -291,8 +293,64 @@ static void close_after_queue(int version, const char *v)
                "%s: the peer read %lld bytes of the stream (at least the %lld reported), then "
                "close_notify", v, cl.v[0], sv.v[0]);
     }
-    tlsk_context_free(sv.ctx);
-    tlsk_context_free(cl.ctx);
+}
+
+#define SMALL_RECS 64
+#define SMALL_LEN 100
+
+/* Client: SMALL_RECS records of SMALL_LEN bytes, each its own write, then close. */
+static int write_small(struct tp_end *e, struct tlsk_socket *s)
+{
+    unsigned char b[SMALL_LEN];
+
+    (void)e;
+    for (int i = 0; i < SMALL_RECS; i++) {
+        memset(b, 'a' + i % 26, sizeof b);
+        if (h_write_all(s, b, sizeof b) != 0) {
+            return -EIO;
+        }
+    }
+    return tp_finish(s, false);
+}
+
+/* Server: once they have all arrived, read them; v[0] = read(2) calls, r[0] = bytes right. */
+static int read_small(struct tp_end *e, struct tlsk_socket *s)
+{
+    unsigned char b[SMALL_RECS * SMALL_LEN];
+    ssize_t n;
+    bool same = true;
+
+    usleep(200000);
+    reads = 0;
+    counting = true;
+    n = h_read_full(s, b, sizeof b);
+    counting = false;
+    e->v[0] = reads;
+    for (size_t i = 0; n == (ssize_t)sizeof b && i < sizeof b; i++) {
+        same = same && b[i] == 'a' + (i / SMALL_LEN) % 26;
+    }
+    e->r[0] = n == (ssize_t)sizeof b && same;
+    return tp_finish(s, true);
+}
+
+static void read_ahead(int version, const char *v)
+{
+    struct tp_end sv = { 0 }, cl = { 0 };
+    bool ulp = tlsk_kernel_probe()->ulp;
+
+    if (run(&sv, &cl, version, false, read_small, write_small, 0, v)) {
+        TAP_OK(sv.r[0], "%s: the server read the %d records exactly", v, SMALL_RECS);
+        if (ulp) {
+            /* Read-ahead here would keep bytes past a handshake from the kernel. */
+            TAP_OK(sv.v[0] >= 2 * SMALL_RECS,
+                   "%s: the kernel has a tls ULP: one record per read, header then body "
+                   "(%lld reads for %d records)", v, sv.v[0], SMALL_RECS);
+        } else {
+            TAP_OK(sv.v[0] >= 1 && sv.v[0] <= 8,
+                   "%s: no tls ULP: OpenSSL reads ahead (%lld reads for %d records, at most 8)",
+                   v, sv.v[0], SMALL_RECS);
+        }
+    }
 }
 
 int main(void)
@@ -301,9 +359,11 @@ int main(void)
     alarm(120);
     one_send_per_batch(TLSK_TLS1_3, "TLS 1.3");
     one_send_per_batch(TLSK_TLS1_2, "TLS 1.2");
-    contract(TLSK_TLS1_3, "TLS 1.3 contract", 3u << 20);
-    contract(TLSK_TLS1_2, "TLS 1.2 contract", 3u << 20);
+    contract(TLSK_TLS1_3, "TLS 1.3 contract", 3 << 20);
+    contract(TLSK_TLS1_2, "TLS 1.2 contract", 3 << 20);
     close_after_queue(TLSK_TLS1_3, "TLS 1.3 close");
     close_after_queue(TLSK_TLS1_2, "TLS 1.2 close");
+    read_ahead(TLSK_TLS1_3, "TLS 1.3 reads");
+    read_ahead(TLSK_TLS1_2, "TLS 1.2 reads");
     return tap_done();
 }
