@@ -273,7 +273,8 @@ void tlsk__loop_reap(struct tlsk_loop *l);
 /* record.c: one record sealed or opened with k at sequence seq (RFC 8446 5.2, RFC 5246
  * 6.2.3.3).  Seal: -EMSGSIZE past 2^14 bytes of plaintext, -ENOBUFS when out_cap is short.
  * Open: -EPROTO for a malformed record or a short out_cap, -EBADMSG when it does not
- * authenticate. */
+ * authenticate, -EMSGSIZE past the limits (record_overflow: ciphertext over 2^14 + 256 in
+ * TLS 1.3 or 2^14 + 2048 in TLS 1.2, content over 2^14). */
 #define TLSK_TAG_LEN 16 /* every AEAD tlsk offloads has a 16-byte tag */
 /* A sequence number as it goes on the wire: 8 bytes, big-endian. */
 void tlsk__put_be64(unsigned char out[8], uint64_t v);

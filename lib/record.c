@@ -194,6 +194,11 @@ int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned c
     }
     body = rec + 5;
     body_len = rec_len - 5;
+    /* Records over the limits are record_overflow, as the kernel's EMSGSIZE (RFC 8446 5.2 and
+     * 5.4: ciphertext at most 2^14 + 256, content at most 2^14; RFC 5246 6.2.3: 2^14 + 2048). */
+    if (body_len > TLSK_MAX_PLAINTEXT + (k->version == TLS1_3_VERSION ? 256 : 2048)) {
+        return -EMSGSIZE;
+    }
     if (k->version == TLS1_3_VERSION) {
         unsigned char tag[TLSK_TAG_LEN];
         size_t n;
@@ -215,6 +220,9 @@ int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned c
         if (n == 0) {
             return -EPROTO;
         }
+        if (n - 1 > TLSK_MAX_PLAINTEXT) {
+            return -EMSGSIZE;
+        }
         *type = out[n - 1];
         *out_len = n - 1;
         return 0;
@@ -232,6 +240,9 @@ int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned c
         aad[8] = rec[0], aad[9] = rec[1], aad[10] = rec[2];
         aad[11] = (unsigned char)(ct_len >> 8), aad[12] = (unsigned char)ct_len;
         memcpy(tag, body + ex + ct_len, TLSK_TAG_LEN);
+        if (ct_len > TLSK_MAX_PLAINTEXT) {
+            return -EMSGSIZE;
+        }
         if (aead(0, k, nonce, aad, 13, body + ex, ct_len, out, tag) != 0) {
             return -EBADMSG;
         }

@@ -635,6 +635,84 @@ static void check_sizes(const struct vec *v)
            suite_name(v));
 }
 
+/* TLS 1.3 AES-GCM by hand (RFC 8446 5.2, 5.3): inner plaintext in, record out, without
+ * tlsk__record_seal's own limit, so that records over 2^14 can be made.  The record's length,
+ * or 0 when the suite is not AES-GCM or OpenSSL fails. */
+static size_t seal13_by_hand(const struct tlsk__keys *k, uint64_t seq, const unsigned char *inner,
+                             size_t inner_len, unsigned char *rec)
+{
+    const EVP_CIPHER *c = k->tlsk_cipher == TLSK_CIPHER_AES_128_GCM   ? EVP_aes_128_gcm()
+                          : k->tlsk_cipher == TLSK_CIPHER_AES_256_GCM ? EVP_aes_256_gcm()
+                                                                      : NULL;
+    EVP_CIPHER_CTX *cx = c ? EVP_CIPHER_CTX_new() : NULL;
+    unsigned char nonce[12];
+    size_t len = inner_len + TLSK_TAG_LEN;
+    int n = 0, f = 0, ok;
+
+    memcpy(nonce, k->iv, 12);
+    for (int i = 0; i < 8; i++) {
+        nonce[4 + i] ^= (unsigned char)(seq >> (56 - 8 * i));
+    }
+    rec[0] = TLSK_REC_APPDATA, rec[1] = 3, rec[2] = 3;
+    rec[3] = (unsigned char)(len >> 8), rec[4] = (unsigned char)len;
+    ok = cx && EVP_EncryptInit_ex(cx, c, NULL, k->key, nonce) == 1 &&
+         EVP_EncryptUpdate(cx, NULL, &n, rec, 5) == 1 &&
+         EVP_EncryptUpdate(cx, rec + 5, &n, inner, (int)inner_len) == 1 &&
+         EVP_EncryptFinal_ex(cx, rec + 5 + n, &f) == 1 &&
+         EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_GCM_GET_TAG, TLSK_TAG_LEN, rec + 5 + inner_len) == 1;
+    EVP_CIPHER_CTX_free(cx);
+    return ok ? 5 + len : 0;
+}
+
+/* Records over the limits are refused with -EMSGSIZE (record_overflow), as the kernel does:
+ * a ciphertext longer than the version allows, before any decryption, and in TLS 1.3 an
+ * authentic record whose content is over 2^14 bytes.  2^14 bytes of content, its type, 239
+ * bytes of padding and the tag make exactly 2^14 + 256: within them. */
+static void check_overflow(const struct vec *v)
+{
+    static unsigned char inner[TLSK_MAX_PLAINTEXT + 256], rec[5 + TLSK_MAX_PLAINTEXT + 2048 + 64];
+    static unsigned char out[TLSK_MAX_PLAINTEXT + 2048 + 64];
+    size_t limit = TLSK_MAX_PLAINTEXT + (v->version == TLSK_TLS1_3 ? 256 : 2048) + 1;
+    struct tlsk__keys k;
+    size_t n = 0, m = 0;
+    int type = -1, rc;
+
+    keys_of(v, &k);
+    memset(rec, 0x5a, sizeof rec);
+    rec[0] = TLSK_REC_APPDATA, rec[1] = 3, rec[2] = 3;
+    rec[3] = (unsigned char)(limit >> 8), rec[4] = (unsigned char)limit;
+    rc = tlsk__record_open(&k, 0, rec, 5 + limit, &type, out, sizeof out, &m);
+    TAP_IS(rc, -EMSGSIZE, "%s: a ciphertext of %zu bytes, one over the limit, is -EMSGSIZE",
+           suite_name(v), limit);
+    if (v->version == TLSK_TLS1_2) {
+        /* Within the ciphertext limit, but 2^14 + 1 bytes of plaintext: known before
+         * decrypting, so the bytes need not authenticate. */
+        size_t ex = v->cipher == TLSK_CIPHER_CHACHA20_POLY1305 ? 0 : 8;
+        size_t len = ex + TLSK_MAX_PLAINTEXT + 1 + TLSK_TAG_LEN;
+        rec[3] = (unsigned char)(len >> 8), rec[4] = (unsigned char)len;
+        rc = tlsk__record_open(&k, 0, rec, 5 + len, &type, out, sizeof out, &m);
+        TAP_IS(rc, -EMSGSIZE, "%s: 2^14 + 1 bytes of plaintext inside the ciphertext limit is "
+               "-EMSGSIZE", suite_name(v));
+    }
+    if (v->version != TLSK_TLS1_3 || (v->cipher != TLSK_CIPHER_AES_128_GCM &&
+                                         v->cipher != TLSK_CIPHER_AES_256_GCM)) {
+        return;
+    }
+    memset(inner, 'x', sizeof inner);
+    inner[TLSK_MAX_PLAINTEXT] = TLSK_REC_APPDATA;
+    memset(inner + TLSK_MAX_PLAINTEXT + 1, 0, 239);
+    n = seal13_by_hand(&k, 9, inner, TLSK_MAX_PLAINTEXT + 240, rec);
+    rc = n ? tlsk__record_open(&k, 9, rec, n, &type, out, sizeof out, &m) : -1;
+    TAP_OK(rc == 0 && m == TLSK_MAX_PLAINTEXT && type == TLSK_REC_APPDATA,
+           "%s: 2^14 bytes of content and 239 of padding (2^14 + 256 in all) open (%d, %zu)", suite_name(v), rc, m);
+    memset(inner, 'x', sizeof inner);
+    inner[TLSK_MAX_PLAINTEXT + 1] = TLSK_REC_APPDATA;
+    n = seal13_by_hand(&k, 9, inner, TLSK_MAX_PLAINTEXT + 2, rec);
+    rc = n ? tlsk__record_open(&k, 9, rec, n, &type, out, sizeof out, &m) : -1;
+    TAP_IS(rc, -EMSGSIZE, "%s: an authentic record with 2^14 + 1 bytes of content is -EMSGSIZE",
+           suite_name(v));
+}
+
 /* TLS 1.3: an inner plaintext of zeros only has no content type (RFC 8446 5.4): malformed.
  * Sealing type 0 after an empty plaintext makes exactly that record. */
 static void check_no_content_type(const struct vec *v)
@@ -667,6 +745,7 @@ int main(void)
         if (!*done) {
             *done = true;
             check_sizes(v);
+            check_overflow(v);
             if (v->version == TLSK_TLS1_3) {
                 check_no_content_type(v);
             }
