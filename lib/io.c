@@ -218,18 +218,14 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
     if (s->rx_kernel) {
         return kernel_read(s, buf, len);
     }
-    if (tlsk__txq_busy(s)) {
-        /* Queued records go first; what OpenSSL writes while reading queues behind them.  A
-         * send that fails here fails the next write. */
-        (void)tlsk__txq_flush(s);
-    }
+    /* Queued records go first; what OpenSSL writes while reading queues behind them.  A send
+     * that fails here fails the next write. */
+    (void)tlsk__txq_flush(s);
     tlsk__user_rx_limit(s);
     ERR_clear_error();
     errno = 0;
     r = SSL_read_ex(s->ssl, buf, len, &got);
-    if (tlsk__txq_busy(s)) {
-        (void)tlsk__txq_flush(s);
-    }
+    (void)tlsk__txq_flush(s);
     if (s->reneg_err) {
         return tlsk__fail(s, s->reneg_err);
     }
@@ -327,6 +323,16 @@ static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, 
     return r;
 }
 
+/* A userspace write that failed with r: would-block and a gone peer are answered as they are,
+ * anything else fails the socket (0, OpenSSL's "closed", as TLSK_ECLOSED). */
+static ssize_t user_write_failed(struct tlsk_socket *s, int r)
+{
+    if (r == -EAGAIN || r == -EPIPE) {
+        return r;
+    }
+    return tlsk__fail(s, r == 0 ? TLSK_ECLOSED : r);
+}
+
 /* Userspace write of one buffer: OpenSSL in partial-write mode returns after each record. */
 ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t len)
 {
@@ -340,10 +346,7 @@ ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t
     if (!s->is_pair && ((len > TLSK_MAX_PLAINTEXT && !SSL_in_init(s->ssl) && !s->reneg_running) ||
                         tlsk__txq_pending(s))) {
         ssize_t n = tlsk__txq_write(s, buf, len);
-        if (n >= 0 || n == -EAGAIN || n == -EPIPE) {
-            return n;
-        }
-        return tlsk__fail(s, (int)n);
+        return n > 0 ? n : user_write_failed(s, (int)n);
     }
     while (done < len) {
         size_t w = 0;
@@ -360,10 +363,7 @@ ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t
         if (done > 0 && r == -EAGAIN) {
             break;
         }
-        if (r == -EAGAIN || r == -EPIPE) {
-            return r;
-        }
-        return tlsk__fail(s, r == 0 ? TLSK_ECLOSED : r);
+        return user_write_failed(s, r);
     }
     return (ssize_t)done;
 }

@@ -168,11 +168,12 @@ static int flush_q(struct tlsk_socket *s, bool keep)
                 s->want = POLLOUT;
                 return -EAGAIN;
             }
-            /* The records can never leave: the caller hears why (as from OpenSSL's own
-             * write), and OpenSSL writes to the socket again, where it meets the same. */
+            /* The records can never leave: the caller hears why, with the detail OpenSSL's
+             * own write gives (errors.c), and OpenSSL writes to the socket again, where it
+             * meets the same. */
             q->nrec = q->r0 = 0;
             gather_off(s, false);
-            return -e;
+            return tlsk__set_detail(s, -e, "%s", strerror(e));
         }
         q->off += (size_t)n;
     }
