@@ -1,8 +1,9 @@
 /*
  * test_edges.c - the moments around offload that are easy to get wrong:
  *  - application data the peer sends right after its Finished, while this side is still in
- *    the handshake, must be in the kernel's queue (OpenSSL must not have read it) and must
- *    arrive intact after receive offload (docs/OPENSSL.md §4);
+ *    the handshake, must be in the kernel's queue where the kernel has a tls ULP (OpenSSL
+ *    must not have read it; without one OpenSSL reads ahead by design) and must arrive intact
+ *    after receive offload (docs/OPENSSL.md §4);
  *  - a TLS 1.3 client with receive offload gets the server's NewSessionTickets through the
  *    kernel, re-injected into OpenSSL, and a second connection resumes with them (docs/OPENSSL.md §5);
  *  - resumed handshakes (TLS 1.2 and 1.3) offload like full ones: their sequence numbers are
@@ -143,9 +144,17 @@ static void early_data(int version, const char *suite, unsigned flags)
     pthread_create(&b, NULL, writer, wr);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
-    TAP_OK(rd->queued > 0, "%s %s: peer's data sent right after its Finished was still queued in "
-           "the kernel when the %s finished its handshake (FIONREAD %d)", v, suite,
-           reader_is_server ? "server" : "client", rd->queued);
+    if (tlsk_kernel_probe()->ulp) {
+        TAP_OK(rd->queued > 0, "%s %s: peer's data sent right after its Finished was still queued "
+               "in the kernel when the %s finished its handshake (FIONREAD %d)", v, suite,
+               reader_is_server ? "server" : "client", rd->queued);
+    } else {
+        /* Without a tls ULP nothing can go to the kernel and OpenSSL reads ahead by design
+         * (docs/OPENSSL.md §4; test_userio checks it reads ahead here and not with a ULP):
+         * whether these bytes were still queued is a race, so it is not asserted. */
+        tap_diag("%s %s: no tls ULP, read-ahead on: FIONREAD %d after the handshake (not "
+                 "checked)", v, suite, rd->queued);
+    }
     if (!TAP_OK(rd->rc == 0, "%s %s: %d bytes arrived intact, close_notify both ways", v, suite,
                 EARLY_LEN)) {
         tap_diag("  reader: %s: %s", tlsk_err_name(rd->rc), rd->detail);
