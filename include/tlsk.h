@@ -311,6 +311,13 @@ enum {
      * The caller guarantees the file is not truncated while it is sent: a page past the new
      * end raises SIGBUS.  No effect when transmit is in the kernel. */
     TLSK_SOCKET_SENDFILE_MMAP = 1u << 17,
+    /* Servers: once the kernel has both directions, free OpenSSL's state for the connection
+     * (about 12 KB: docs/KERNEL.md §14) and speak the rest of the protocol in tlsk: data,
+     * key updates both ways (Linux 6.14+), alerts, close_notify.  The getters answer as
+     * before.  What only OpenSSL can do then answers TLSK_ESTATE with a detail:
+     * tlsk_socket_new_session_ticket() and tlsk_socket_session().  No effect on a
+     * connection with a direction in userspace, or on a client. */
+    TLSK_SOCKET_LEAN = 1u << 18,
 };
 
 /* ---------------------------------------------------------------------------------------- */

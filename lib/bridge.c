@@ -7,6 +7,9 @@
  * OpenSSL -> kernel: records OpenSSL writes to its memory BIO are decrypted with its write key
  * at its write sequence and sent as plaintext control records (TLS_SET_RECORD_TYPE).
  * The record crypto itself is record.c.
+ * A lean socket (lean.c) has no OpenSSL left: the bridge itself then speaks the little a
+ * server still hears and says after the handshake (KeyUpdate, alerts, close_notify), with
+ * the same answers OpenSSL gives (docs/KERNEL.md §14).
  */
 #include <errno.h>
 #include <poll.h>
@@ -120,9 +123,12 @@ static int handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t 
  */
 int tlsk__bridge_answer_key_update(struct tlsk_socket *s)
 {
-    int type = SSL_get_key_update_type(s->ssl);
-    int r;
+    int type, r;
 
+    if (!s->ssl) {
+        return 0; /* a lean socket answers as it reads the KeyUpdate (lean_key_update_in) */
+    }
+    type = SSL_get_key_update_type(s->ssl);
     if (!s->tx_kernel || !s->kernel_rekey || type == SSL_KEY_UPDATE_NONE) {
         return 0;
     }
@@ -139,7 +145,7 @@ int tlsk__bridge_answer_key_update(struct tlsk_socket *s)
  * gets the same answer in both modes: 0 to read on, 1 for close_notify, or the failure. */
 static int alert_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
 {
-    bool tls13 = SSL_version(s->ssl) == TLS1_3_VERSION;
+    bool tls13 = tlsk__version(s) == TLS1_3_VERSION;
 
     if (len != 2) {
         tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE); /* SSL_R_INVALID_ALERT */
@@ -147,7 +153,9 @@ static int alert_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
     }
     if (msg[1] == SSL_AD_CLOSE_NOTIFY && (tls13 || msg[0] == SSL3_AL_WARNING)) {
         s->got_close_notify = true;
-        SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_RECEIVED_SHUTDOWN);
+        if (s->ssl) {
+            SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_RECEIVED_SHUTDOWN);
+        }
         return 1;
     }
     if (tls13 && msg[1] == SSL_AD_USER_CANCELLED) {
@@ -168,15 +176,123 @@ static int alert_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
     return tlsk__set_detail(s, TLSK_EPROTO, "alert of unknown level %d", msg[0]);
 }
 
+static int forward(struct tlsk_socket *s, int type, const unsigned char *pt, size_t len,
+                   bool rekey);
+
+/* A lean socket sends a KeyUpdate itself, as OpenSSL would (RFC 8446 4.6.3): under the old key,
+ * then the kernel takes the next one.  0 when sent or parked, -EAGAIN while another record is
+ * parked (nothing sent), or a code. */
+int tlsk__bridge_key_update(struct tlsk_socket *s, int request_peer)
+{
+    const unsigned char ku[5] = { SSL3_MT_KEY_UPDATE, 0, 0, 1,
+                                  request_peer ? SSL_KEY_UPDATE_REQUESTED
+                                               : SSL_KEY_UPDATE_NOT_REQUESTED };
+    int rc;
+
+    if (s->pend_len && (rc = tlsk__bridge_flush_out(s)) != 0) {
+        return rc;
+    }
+    if (s->pend_len) {
+        s->want = POLLOUT;
+        return -EAGAIN;
+    }
+    if ((rc = tlsk__tls13_next_secret(s, &s->otx_secret)) != 0) {
+        return rc;
+    }
+    s->key_updates++;
+    return forward(s, TLSK_REC_HANDSHAKE, ku, sizeof ku, true);
+}
+
+/* A lean socket's fatal answer to a post-handshake message: the alert OpenSSL would send. */
+static int lean_refuse(struct tlsk_socket *s, int alert, const char *why, int mt)
+{
+    tlsk__bridge_fatal_alert(s, alert);
+    return tlsk__set_detail(s, TLSK_EPROTO, "%s (handshake message type %d after the handshake)",
+                            why, mt);
+}
+
+/* A KeyUpdate, judged in the order OpenSSL 3.0 judges one (the message size limit in
+ * tls_get_message_header, then tls_process_key_update: record boundary, length, type), then
+ * followed: the kernel's receive key moves on, and update_requested gets our own KeyUpdate.
+ * The record starts with the message header (len >= 4). */
+static int lean_key_update_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
+{
+    size_t body = (size_t)msg[1] << 16 | (size_t)msg[2] << 8 | msg[3];
+    int rc;
+
+    if (body > 1) {
+        return lean_refuse(s, SSL_AD_ILLEGAL_PARAMETER, "KeyUpdate too long", msg[0]);
+    }
+    if (4 + body != len) {
+        /* Cut short (the rest would be under the next key) or followed by more: RFC 8446 5.1
+         * wants a key change on a record boundary. */
+        return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE,
+                           "KeyUpdate not aligned with a record boundary", msg[0]);
+    }
+    if (body != 1) {
+        return lean_refuse(s, SSL_AD_DECODE_ERROR, "empty KeyUpdate", msg[0]);
+    }
+    if (msg[4] != SSL_KEY_UPDATE_NOT_REQUESTED && msg[4] != SSL_KEY_UPDATE_REQUESTED) {
+        return lean_refuse(s, SSL_AD_ILLEGAL_PARAMETER, "KeyUpdate of unknown type", msg[0]);
+    }
+    if (!s->kernel_rekey) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE,
+                                "peer sent a TLS 1.3 KeyUpdate and this kernel cannot re-key "
+                                "receive (Linux 6.14+ can); the connection cannot continue");
+    }
+    if ((rc = tlsk__tls13_next_secret(s, &s->orx_secret)) != 0 ||
+        (rc = tlsk__kernel_rekey(s, false)) != 0) {
+        return rc;
+    }
+    s->key_updates++;
+    s->rx_ku_seen++;
+    s->rx_ku_asked = false;
+    if (msg[4] != SSL_KEY_UPDATE_REQUESTED) {
+        return 0;
+    }
+    rc = tlsk__bridge_key_update(s, 0);
+    if (rc == -EAGAIN) {
+        s->lean->ku_owed = true; /* sent after the parked record (tlsk__bridge_flush_out) */
+        rc = 0;
+    }
+    return rc;
+}
+
+/* A handshake record on a lean socket (a server).  TLS 1.3: only a KeyUpdate may come.  TLS
+ * 1.2: a ClientHello is a renegotiation attempt (2, refused by the caller); nothing else may
+ * come. */
+static int lean_handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
+{
+    int mt = len >= 1 ? msg[0] : -1;
+
+    if (tlsk__version(s) == TLS1_2_VERSION) {
+        if (mt == SSL3_MT_CLIENT_HELLO) {
+            return 2;
+        }
+        return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE, "unexpected message", mt);
+    }
+    if (mt != SSL3_MT_KEY_UPDATE) {
+        return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE, "unexpected message", mt);
+    }
+    if (len < 4) {
+        return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE,
+                           "KeyUpdate not aligned with a record boundary", mt);
+    }
+    return lean_key_update_in(s, msg, len);
+}
+
 /* A control record (type != 23) received from kTLS RX, reassembled up to MSG_EOR.
  * Returns 0 to continue reading, 1 for close_notify, 2 for a TLS 1.2 renegotiation attempt
  * (to be counted, then refused), or a negative code. */
 int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char *msg, size_t len)
 {
-    int version = SSL_version(s->ssl);
+    int version = tlsk__version(s);
 
     if (type == TLSK_REC_ALERT) {
         return alert_in(s, msg, len);
+    }
+    if (type == TLSK_REC_HANDSHAKE && s->lean) {
+        return lean_handshake_in(s, msg, len);
     }
     if (type == TLSK_REC_HANDSHAKE) {
         int mt = len >= 1 ? msg[0] : -1;
@@ -198,9 +314,6 @@ int tlsk__bridge_control_in(struct tlsk_socket *s, int type, const unsigned char
     return tlsk__set_detail(s, TLSK_ECONTROL, "unexpected record type %d after the handshake",
                             type);
 }
-
-static int forward(struct tlsk_socket *s, int type, const unsigned char *pt, size_t len,
-                   bool rekey);
 
 /* Refuse a TLS 1.2 renegotiation with a no_renegotiation warning (RFC 5246 7.4.1.1 lets a
  * client ignore a HelloRequest; a server may refuse a ClientHello so). */
@@ -290,17 +403,22 @@ static int send_parked(struct tlsk_socket *s)
  * or waits parked behind a record that met a full send buffer (s->pend_len). */
 int tlsk__bridge_flush_out(struct tlsk_socket *s)
 {
-    BIO *w = SSL_get_wbio(s->ssl);
+    BIO *w = s->ssl ? SSL_get_wbio(s->ssl) : NULL;
     unsigned char rec[5 + TLSK_MAX_PLAINTEXT + 256 + TLSK_TAG_LEN];
     unsigned char pt[TLSK_MAX_PLAINTEXT + 256];
     struct tlsk__keys k;
     int rc = 0;
 
-    if (!s->tx_kernel || !w) {
+    if (!s->tx_kernel || (!w && !s->lean)) {
         return 0;
     }
     rc = send_parked(s);
-    if (rc != 0 || BIO_ctrl_pending(w) == 0) {
+    if (rc == 0 && s->lean && s->lean->ku_owed) {
+        /* The answer to a peer's update_requested waited behind a parked record. */
+        s->lean->ku_owed = false;
+        rc = tlsk__bridge_key_update(s, 0);
+    }
+    if (rc != 0 || !w || BIO_ctrl_pending(w) == 0) {
         return rc == -EAGAIN ? 0 : rc;
     }
     rc = SSL_version(s->ssl) == TLS1_3_VERSION ? tlsk__derive_keys_from(s, &s->otx_secret, &k)

@@ -22,7 +22,7 @@
     (TLSK_VERIFY_NONE_INSECURE | TLSK_OFFLOAD_RX_TLS13 | TLSK_REQUIRE_PEER_CERT |             \
      TLSK_REQUEST_PEER_CERT | TLSK_HONOR_CIPHER_ORDER | TLSK_ALLOW_RENEGOTIATION |             \
      TLSK_STATEFUL_TICKETS | TLSK_NO_TICKETS | TLSK_NO_RX_TLS13)
-#define TLSK__SOCKET_FLAGS (TLSK_SOCKET_OWN_FD | TLSK_SOCKET_SENDFILE_MMAP)
+#define TLSK__SOCKET_FLAGS (TLSK_SOCKET_OWN_FD | TLSK_SOCKET_SENDFILE_MMAP | TLSK_SOCKET_LEAN)
 
 struct tlsk_context {
     atomic_int refs;
@@ -125,9 +125,21 @@ enum tlsk__state {
     TLSK__FAILED,
 };
 
+/* What the getters and the bridge read of OpenSSL's connection once it is freed (lean.c). */
+struct tlsk__lean {
+    int version;
+    const SSL_CIPHER *cipher; /* libssl's static table */
+    bool reused, asked_cert;
+    long verify_result;
+    X509 *peer;               /* a reference, or NULL */
+    STACK_OF(X509) *chain;    /* references, or NULL */
+    bool ku_owed;             /* our answer to update_requested waits behind a parked record */
+};
+
 struct tlsk_socket {
     struct tlsk_context *ctx;
-    SSL *ssl;
+    SSL *ssl; /* NULL once a lean socket has freed it (lean != NULL) */
+    struct tlsk__lean *lean;
     int fd;
     unsigned flags;
     bool is_server;
@@ -320,6 +332,9 @@ int tlsk__bridge_flush_out(struct tlsk_socket *s) TLSK_MUST_CHECK;
 int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t len)
     TLSK_MUST_CHECK;
 int tlsk__bridge_refuse_renegotiation(struct tlsk_socket *s) TLSK_MUST_CHECK;
+/* A lean socket's own KeyUpdate (request_peer: update_requested), through the kernel, which
+ * then takes the next transmit key.  0 (sent or parked), -EAGAIN, or a code. */
+int tlsk__bridge_key_update(struct tlsk_socket *s, int request_peer) TLSK_MUST_CHECK;
 /* Send the KeyUpdate OpenSSL owes the peer (update_requested) through the kernel now. */
 int tlsk__bridge_answer_key_update(struct tlsk_socket *s) TLSK_MUST_CHECK;
 /* Send a fatal alert through kernel TX after the kernel rejected a record (consuming the
@@ -385,6 +400,14 @@ bool tlsk__txq_pending(const struct tlsk_socket *s);
 /* Send what waits: 0 when nothing is left, -EAGAIN (POLLOUT), or the send's failure. */
 int tlsk__txq_flush(struct tlsk_socket *s);
 void tlsk__txq_free(struct tlsk_socket *s);
+
+/* lean.c: OpenSSL's connection freed after full offload (TLSK_SOCKET_LEAN). */
+/* Free s->ssl when the socket asked for it and nothing is left for OpenSSL to do. */
+void tlsk__lean_release(struct tlsk_socket *s);
+void tlsk__lean_free(struct tlsk_socket *s);
+/* The negotiated version and cipher, from OpenSSL or from what it left. */
+int tlsk__version(const struct tlsk_socket *s);
+const SSL_CIPHER *tlsk__cipher(const struct tlsk_socket *s);
 
 /* events.c: a socket joins a loop; ocb/owner hear of it (the server), or NULL. */
 int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, const struct tlsk__ev_owner *ocb,

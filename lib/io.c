@@ -38,7 +38,7 @@ static ssize_t kernel_read_error(struct tlsk_socket *s, int e)
     }
     if (e == EMSGSIZE || e == EINVAL) {
         tlsk__bridge_fatal_alert(s, e == EMSGSIZE                             ? SSL_AD_RECORD_OVERFLOW
-                                    : SSL_version(s->ssl) == TLS1_3_VERSION ? SSL_AD_DECODE_ERROR
+                                    : tlsk__version(s) == TLS1_3_VERSION ? SSL_AD_DECODE_ERROR
                                                                              : SSL_AD_PROTOCOL_VERSION);
         return tlsk__fail(s, tlsk__set_detail(s, TLSK_EPROTO, "kernel: malformed record (%s)",
                                               strerror(e)));
@@ -102,7 +102,7 @@ static int kernel_control(struct tlsk_socket *s)
     s->bytes_read += s->ctrl_len;
     warning = alert && s->ctrl_len == 2 &&
               (s->ctrl[0] == SSL3_AL_WARNING ||
-               (SSL_version(s->ssl) == TLS1_3_VERSION && s->ctrl[1] == SSL_AD_USER_CANCELLED));
+               (tlsk__version(s) == TLS1_3_VERSION && s->ctrl[1] == SSL_AD_USER_CANCELLED));
     if (warning && warn_alerts(s, true)) {
         OPENSSL_cleanse(s->ctrl, s->ctrl_len);
         s->ctrl_len = 0;
@@ -508,7 +508,9 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         if (rc != 0) {
             return tlsk__set_detail(s, rc, "sending close_notify: %s", strerror(-rc));
         }
-        SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_SENT_SHUTDOWN);
+        if (s->ssl) {
+            SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_SENT_SHUTDOWN);
+        }
     } else {
         int r;
         /* Records still queued leave before close_notify. */

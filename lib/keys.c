@@ -53,9 +53,9 @@ int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t 
 
 size_t tlsk__record_overhead(const struct tlsk_socket *s)
 {
-    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const SSL_CIPHER *c = tlsk__cipher(s);
 
-    if (SSL_version(s->ssl) == TLS1_3_VERSION) {
+    if (tlsk__version(s) == TLS1_3_VERSION) {
         return 5 + 1 + 16;
     }
     if (c && SSL_CIPHER_get_cipher_nid(c) == NID_chacha20_poly1305) {
@@ -126,7 +126,7 @@ out:
 
 int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec)
 {
-    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const SSL_CIPHER *c = tlsk__cipher(s);
     const EVP_MD *md = c ? SSL_CIPHER_get_handshake_digest(c) : NULL;
     struct tlsk__secret next = { .len = sec->len };
     int rc;
@@ -147,12 +147,12 @@ int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec)
 int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec,
                            struct tlsk__keys *k)
 {
-    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const SSL_CIPHER *c = tlsk__cipher(s);
     const EVP_MD *md;
 
     memset(k, 0, sizeof *k);
     if (!c || tlsk__cipher_of(c, &k->tlsk_cipher, &k->kcipher, &k->key_len) != 0 ||
-        SSL_version(s->ssl) != TLS1_3_VERSION || sec->len == 0 ||
+        tlsk__version(s) != TLS1_3_VERSION || sec->len == 0 ||
         !(md = SSL_CIPHER_get_handshake_digest(c))) {
         return TLSK_EINTERNAL;
     }
@@ -170,7 +170,7 @@ int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec
  * for the caller. */
 int tlsk__derive_keys(struct tlsk_socket *s, int client_side, struct tlsk__keys *k)
 {
-    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const SSL_CIPHER *c = tlsk__cipher(s);
     const EVP_MD *md;
     const char *digest;
     int rc = TLSK_EINTERNAL;
@@ -184,7 +184,7 @@ int tlsk__derive_keys(struct tlsk_socket *s, int client_side, struct tlsk__keys 
     if (!digest) {
         return TLSK_EINTERNAL;
     }
-    k->version = SSL_version(s->ssl);
+    k->version = tlsk__version(s);
     if (k->version == TLS1_3_VERSION) {
         const struct tlsk__secret *sec = client_side ? &s->client_secret : &s->server_secret;
         if (sec->len == 0) {

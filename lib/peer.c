@@ -19,12 +19,18 @@
 /* ---------------------------------------------------------------------------------------- */
 /* The negotiated connection                                                                */
 
+/* SSL_get_version()'s names, for a lean socket's version as well. */
+static const char *version_name(int version)
+{
+    return version == TLS1_3_VERSION ? "TLSv1.3" : version == TLS1_2_VERSION ? "TLSv1.2" : "unknown";
+}
+
 TLSK_PUBLIC const char *tlsk_socket_version(const struct tlsk_socket *s)
 {
     if (!s || s->state != TLSK__OPEN) {
         return NULL;
     }
-    return SSL_get_version(s->ssl);
+    return s->ssl ? SSL_get_version(s->ssl) : version_name(tlsk__version(s));
 }
 
 TLSK_PUBLIC const char *tlsk_socket_cipher(const struct tlsk_socket *s)
@@ -32,7 +38,7 @@ TLSK_PUBLIC const char *tlsk_socket_cipher(const struct tlsk_socket *s)
     if (!s || s->state != TLSK__OPEN) {
         return NULL;
     }
-    return SSL_get_cipher_name(s->ssl);
+    return SSL_CIPHER_get_name(tlsk__cipher(s));
 }
 
 TLSK_PUBLIC int tlsk_socket_version_number(const struct tlsk_socket *s)
@@ -40,7 +46,7 @@ TLSK_PUBLIC int tlsk_socket_version_number(const struct tlsk_socket *s)
     if (!s || s->state != TLSK__OPEN) {
         return 0;
     }
-    return SSL_version(s->ssl);
+    return tlsk__version(s);
 }
 
 TLSK_PUBLIC int tlsk_socket_session_reused(const struct tlsk_socket *s)
@@ -48,7 +54,7 @@ TLSK_PUBLIC int tlsk_socket_session_reused(const struct tlsk_socket *s)
     if (!s || s->state != TLSK__OPEN) {
         return 0;
     }
-    return SSL_session_reused(s->ssl);
+    return s->lean ? s->lean->reused : SSL_session_reused(s->ssl);
 }
 
 TLSK_PUBLIC ssize_t tlsk_socket_session(const struct tlsk_socket *s, void *buf, size_t len)
@@ -59,6 +65,9 @@ TLSK_PUBLIC ssize_t tlsk_socket_session(const struct tlsk_socket *s, void *buf, 
 
     if (!s) {
         return TLSK_ECONFIG;
+    }
+    if (s->lean) {
+        return TLSK_ESTATE; /* freed with OpenSSL's state (TLSK_SOCKET_LEAN) */
     }
     sess = SSL_get_session(s->ssl);
     if (!sess || !SSL_SESSION_is_resumable(sess)) {
@@ -132,12 +141,22 @@ static const struct {
     { X509_V_ERR_CA_MD_TOO_WEAK, "CA_MD_TOO_WEAK" },
 };
 
+static const X509 *peer_cert(const struct tlsk_socket *s)
+{
+    return s->lean ? s->lean->peer : SSL_get0_peer_certificate(s->ssl);
+}
+
+static long verify_result(const struct tlsk_socket *s)
+{
+    return s->lean ? s->lean->verify_result : SSL_get_verify_result(s->ssl);
+}
+
 TLSK_PUBLIC int tlsk_socket_authorized(const struct tlsk_socket *s)
 {
-    if (!s || s->state != TLSK__OPEN || !SSL_get0_peer_certificate(s->ssl)) {
+    if (!s || s->state != TLSK__OPEN || !peer_cert(s)) {
         return 0;
     }
-    return SSL_get_verify_result(s->ssl) == X509_V_OK;
+    return verify_result(s) == X509_V_OK;
 }
 
 TLSK_PUBLIC const char *tlsk_socket_authorization_error(const struct tlsk_socket *s)
@@ -147,20 +166,21 @@ TLSK_PUBLIC const char *tlsk_socket_authorization_error(const struct tlsk_socket
     if (!s || s->state == TLSK__HANDSHAKE) {
         return NULL;
     }
-    if (s->state == TLSK__FAILED && SSL_get_verify_result(s->ssl) == X509_V_OK) {
+    if (s->state == TLSK__FAILED && verify_result(s) == X509_V_OK) {
         return NULL; /* failed for another reason */
     }
     /* After a failed handshake the verification's code stays readable, so a client can tell
      * DEPTH_ZERO_SELF_SIGNED_CERT from HOSTNAME_MISMATCH. */
-    if (s->state == TLSK__OPEN && !SSL_get0_peer_certificate(s->ssl)) {
+    if (s->state == TLSK__OPEN && !peer_cert(s)) {
         /* A server that asked for no certificate has nothing to report (row 1 of the
          * verify table); one that asked and got none says so (A4). */
-        if (s->is_server && !(SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER)) {
+        if (s->is_server && !(s->lean ? s->lean->asked_cert
+                                      : (SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER) != 0)) {
             return NULL;
         }
         return "NO_PEER_CERTIFICATE";
     }
-    v = SSL_get_verify_result(s->ssl);
+    v = verify_result(s);
     if (v == X509_V_OK) {
         return NULL;
     }
@@ -214,12 +234,12 @@ TLSK_PUBLIC int tlsk_socket_peer_certificate(const struct tlsk_socket *s, size_t
         return TLSK_ESTATE;
     }
     /* The session keeps the peer's certificate, so this also answers on resumed connections. */
-    x = SSL_get0_peer_certificate(s->ssl);
+    x = peer_cert(s);
     if (!x) {
         return -ENOENT;
     }
     if (index > 0) {
-        STACK_OF(X509) *chain = SSL_get_peer_cert_chain(s->ssl);
+        STACK_OF(X509) *chain = s->lean ? s->lean->chain : SSL_get_peer_cert_chain(s->ssl);
         int n = chain ? sk_X509_num(chain) : 0, skip = 0;
 
         /* A client's chain starts with the leaf, a server's does not: index 1 is the first
@@ -245,12 +265,12 @@ TLSK_PUBLIC int tlsk_socket_get_cipher(const struct tlsk_socket *s, struct tlsk_
     if (!s || !out) {
         return TLSK_ECONFIG;
     }
-    if (s->state != TLSK__OPEN || !(c = SSL_get_current_cipher(s->ssl))) {
+    if (s->state != TLSK__OPEN || !(c = tlsk__cipher(s))) {
         return TLSK_ESTATE;
     }
     out->name = SSL_CIPHER_get_name(c);
     out->standard_name = SSL_CIPHER_standard_name(c);
-    out->version = SSL_get_version(s->ssl);
+    out->version = s->ssl ? SSL_get_version(s->ssl) : version_name(tlsk__version(s));
     out->bits = SSL_CIPHER_get_bits(c, NULL);
     return 0;
 }

@@ -45,9 +45,9 @@ int tlsk__reneg_attempt(struct tlsk_socket *s)
 
 uint64_t tlsk__key_limit(const struct tlsk_socket *s)
 {
-    const SSL_CIPHER *c = SSL_get_current_cipher(s->ssl);
+    const SSL_CIPHER *c = tlsk__cipher(s);
 
-    if (SSL_version(s->ssl) != TLS1_3_VERSION) {
+    if (tlsk__version(s) != TLS1_3_VERSION) {
         return UINT64_MAX;
     }
     if (s->ctx->key_update_records) {
@@ -83,6 +83,10 @@ static int post_handshake_write(struct tlsk_socket *s)
 /* Start a TLS 1.3 key update now. */
 static int key_update_now(struct tlsk_socket *s, int request_peer)
 {
+    if (s->lean) {
+        int rc = tlsk__bridge_key_update(s, request_peer);
+        return rc == 0 || rc == -EAGAIN ? rc : tlsk__fail(s, rc);
+    }
     if (!s->ku_pending &&
         SSL_key_update(s->ssl, request_peer ? SSL_KEY_UPDATE_REQUESTED
                                             : SSL_KEY_UPDATE_NOT_REQUESTED) != 1) {
@@ -182,8 +186,12 @@ ssize_t tlsk__kernel_budget(struct tlsk_socket *s, size_t want)
 
 TLSK_PUBLIC int tlsk_socket_new_session_ticket(struct tlsk_socket *s)
 {
-    if (!s || s->state != TLSK__OPEN || !s->is_server || SSL_version(s->ssl) != TLS1_3_VERSION) {
+    if (!s || s->state != TLSK__OPEN || !s->is_server || tlsk__version(s) != TLS1_3_VERSION) {
         return TLSK_ESTATE;
+    }
+    if (s->lean) {
+        return tlsk__set_detail(s, TLSK_ESTATE, "OpenSSL's state was freed after offload "
+                                                "(TLSK_SOCKET_LEAN): no more tickets");
     }
     if (!s->ku_pending && SSL_new_session_ticket(s->ssl) != 1) {
         ERR_clear_error();
@@ -194,7 +202,7 @@ TLSK_PUBLIC int tlsk_socket_new_session_ticket(struct tlsk_socket *s)
 
 TLSK_PUBLIC int tlsk_socket_key_update(struct tlsk_socket *s, int request_peer)
 {
-    if (!s || s->state != TLSK__OPEN || SSL_version(s->ssl) != TLS1_3_VERSION) {
+    if (!s || s->state != TLSK__OPEN || tlsk__version(s) != TLS1_3_VERSION) {
         return TLSK_ESTATE;
     }
     if (s->tx_kernel && !s->kernel_rekey) {
@@ -217,7 +225,7 @@ TLSK_PUBLIC int tlsk_socket_renegotiate(struct tlsk_socket *s, unsigned flags)
     if (!s || s->state != TLSK__OPEN) {
         return s && s->state == TLSK__FAILED ? s->fail_code : TLSK_ESTATE;
     }
-    if (SSL_version(s->ssl) != TLS1_2_VERSION) {
+    if (tlsk__version(s) != TLS1_2_VERSION) {
         return tlsk__set_detail(s, TLSK_ERENEG_UNAVAILABLE,
                                 "renegotiation is unavailable: TLS 1.3 has none");
     }

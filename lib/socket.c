@@ -429,6 +429,7 @@ TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
     tlsk__peer_opened(s);
     s->state = TLSK__OPEN;
     s->detail[0] = '\0';
+    tlsk__lean_release(s);
     return 0;
 }
 
@@ -482,6 +483,7 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
         }
         SSL_free(s->ssl);
     }
+    tlsk__lean_free(s);
     BIO_free(s->sock_bio);
     tlsk__txq_free(s);
     wipe_free(s->pend, s->pend_len);

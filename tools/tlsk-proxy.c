@@ -715,7 +715,8 @@ static void accept_some(struct worker *w)
             drop_oldest(w, "--max-handshakes");
         }
         rc = tlsk_socket_new_server(&c->s, ctx, fd,
-                                    &(struct tlsk_socket_options){ .flags = TLSK_SOCKET_OWN_FD,
+                                    &(struct tlsk_socket_options){ .flags = TLSK_SOCKET_OWN_FD |
+                                                                            TLSK_SOCKET_LEAN,
                                                                    .sni_cb = sni_check,
                                                                    .sni_data = c });
         if (rc != 0) {

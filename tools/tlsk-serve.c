@@ -1232,7 +1232,7 @@ static void accept_some(struct worker *w)
         c->live = live_get();
         rc = tlsk_socket_new_server(&c->s, c->live->hosts[0].ctx, fd,
                                     &(struct tlsk_socket_options){
-                                        .flags = TLSK_SOCKET_OWN_FD |
+                                        .flags = TLSK_SOCKET_OWN_FD | TLSK_SOCKET_LEAN |
                                                  (cfg.mmap ? TLSK_SOCKET_SENDFILE_MMAP : 0),
                                         .sni = c->live->sni,
                                     });

@@ -11,6 +11,9 @@
  * receive and transmit in the kernel, and both must give the same alert, the one RFC 8446
  * names.  On kernels without re-key auto keeps TLS 1.3 receive in userspace, so the pair
  * agrees trivially there and the kernel comparison is the newest tier's.
+ * A third server is lean (TLSK_SOCKET_LEAN): with both directions in the kernel it has freed
+ * OpenSSL's state, and the bridge judges the messages itself (lib/bridge.c lean_handshake_in);
+ * it must still send the alert userspace OpenSSL sends.
  */
 #include <errno.h>
 #include <poll.h>
@@ -108,6 +111,7 @@ struct server {
     int fd;
     int hs_rc, rc;
     bool kernel_rx;
+    bool lean_opt, lean; /* asked for TLSK_SOCKET_LEAN; OpenSSL's state was freed */
     char detail[256];
 };
 
@@ -117,12 +121,15 @@ static void *server_main(void *arg)
     struct tlsk_socket *s = NULL;
     char buf[256];
 
-    sv->hs_rc = tlsk_socket_new_server(&s, sv->ctx, sv->fd, NULL);
+    sv->hs_rc = tlsk_socket_new_server(
+        &s, sv->ctx, sv->fd,
+        &(struct tlsk_socket_options){ .flags = sv->lean_opt ? TLSK_SOCKET_LEAN : 0 });
     if (sv->hs_rc == 0) {
         sv->hs_rc = h_handshake(s);
     }
     if (sv->hs_rc == 0) {
         sv->kernel_rx = h_kernel_has(sv->fd, false, NULL, NULL);
+        sv->lean = s->lean != NULL && s->ssl == NULL;
         do {
             sv->rc = (int)h_read_some(s, buf, sizeof buf);
         } while (sv->rc > 0);
@@ -141,7 +148,7 @@ struct outcome {
     int alert_level, alert_desc; /* -1: no alert seen */
     bool eof;                    /* the connection ended (FIN or reset) */
     int server_rc;
-    bool kernel_rx;
+    bool kernel_rx, lean;
 };
 
 /* Read the server's records, open them with its key, stop at an alert or the end. */
@@ -182,7 +189,7 @@ static void read_alert(int fd, const struct tlsk__keys *sk, struct outcome *o)
     }
 }
 
-static void run_case(const char *suite, enum tlsk_offload_policy pol,
+static void run_case(const char *suite, enum tlsk_offload_policy pol, bool lean,
                      const unsigned char *const *recs, const size_t *lens, int nrec,
                      struct outcome *o)
 {
@@ -199,6 +206,7 @@ static void run_case(const char *suite, enum tlsk_offload_policy pol,
     memset(o, 0, sizeof *o);
     o->alert_level = o->alert_desc = -1;
     sv.ctx = h_server_ctx(TLSK_TLS1_3, suite, pol, 0);
+    sv.lean_opt = lean;
     if (!cctx || !sv.ctx || h_tcp_pair(&cfd, &sv.fd) != 0) {
         o->server_rc = -ENOMEM;
         goto out;
@@ -233,6 +241,7 @@ static void run_case(const char *suite, enum tlsk_offload_policy pol,
     pthread_join(t, NULL);
     o->server_rc = o->server_rc ? o->server_rc : sv.rc;
     o->kernel_rx = sv.kernel_rx;
+    o->lean = sv.lean;
     close(cfd);
 out:
     g_sec = NULL;
@@ -280,12 +289,13 @@ static void one(const char *suite, const struct hostile *h)
 {
     const unsigned char *recs[1] = { h->msg };
     size_t lens[1] = { h->len };
-    struct outcome user, auto_;
+    struct outcome user, auto_, lean;
     char what[160];
 
     snprintf(what, sizeof what, "%s, %s", h->name, suite);
-    run_case(suite, TLSK_OFFLOAD_OFF, recs, lens, 1, &user);
-    run_case(suite, TLSK_OFFLOAD_DEFAULT, recs, lens, 1, &auto_);
+    run_case(suite, TLSK_OFFLOAD_OFF, false, recs, lens, 1, &user);
+    run_case(suite, TLSK_OFFLOAD_DEFAULT, false, recs, lens, 1, &auto_);
+    run_case(suite, TLSK_OFFLOAD_DEFAULT, true, recs, lens, 1, &lean);
     TAP_OK(user.alert_level == SSL3_AL_FATAL && user.alert_desc == h->want,
            "%s: userspace server sends fatal alert %d (got level %d, %d)", what, h->want,
            user.alert_level, user.alert_desc);
@@ -301,6 +311,18 @@ static void one(const char *suite, const struct hostile *h)
     TAP_OK(user.server_rc < 0 && auto_.server_rc < 0,
            "%s: both servers report a failure (%s, %s)", what, tlsk_err_name(user.server_rc),
            tlsk_err_name(auto_.server_rc));
+    /* Lean only where the kernel has both directions: the newest tier. */
+    TAP_OK(lean.lean == (h_kernel_rekey() && lean.kernel_rx),
+           "%s: lean server freed OpenSSL's state: %s", what, lean.lean ? "yes" : "no");
+    if (h_kernel_rekey()) {
+        TAP_OK(lean.lean, "%s: lean server is lean in the newest tier", what);
+    }
+    if (!TAP_OK(lean.alert_level == user.alert_level && lean.alert_desc == user.alert_desc &&
+                    lean.server_rc < 0,
+                "%s: lean server sends the same alert (level %d, %d) and fails (%s)", what,
+                lean.alert_level, lean.alert_desc, tlsk_err_name(lean.server_rc))) {
+        tap_diag("  server: %s", tlsk_err_name(lean.server_rc));
+    }
 }
 
 int main(void)

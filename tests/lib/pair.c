@@ -23,6 +23,8 @@ static void *run_end(void *arg)
     struct tp_end *e = arg;
     struct tlsk_socket *s = NULL;
     struct tlsk_socket_options o = { .servername = "localhost", .offload = e->policy,
+                                     .flags = e->sock_flags,
+                                     .session = e->session, .session_len = e->session_len,
                                      .on_session = e->on_session, .on_session_data = e };
     int rc;
 

@@ -58,6 +58,9 @@ struct tp_end {
     tp_body_fn body;
     int arg;       /* case parameter for the body */
     bool nonblock; /* make the fd non-blocking before the socket is made */
+    unsigned sock_flags; /* tlsk_socket_options.flags (TLSK_SOCKET_LEAN ...) */
+    const void *session; /* client: tlsk_socket_options.session, or NULL */
+    size_t session_len;
     /* client: the socket option on_session (its data is this tp_end) */
     void (*on_session)(struct tlsk_socket *s, const unsigned char *data, size_t len, void *ud);
     /* set by tp_conn() */
