@@ -16,6 +16,8 @@
 # For each run (1..KRUNS) and each mode (auto, then off), one fresh server (--workers 1):
 #   1. rss-per-idle-conn: VmRSS of the server before and after KIDLE idle keep-alive TLS 1.3
 #      connections (bench/hs.c hold, each past one GET /1k.bin), difference / KIDLE, in KiB.
+#      After both modes, the same for nginx (master and worker) when it is installed:
+#      rss-per-idle-conn-nginx, against the kTLS mode's figure (nginx_idle).
 #   2. cpu-per-gib: the server's CPU across KCPU_REPS downloads of big.bin (no strace
 #      attached), scaled to 1 GiB.  UML books all of a process's CPU as utime (/proc/PID/stat
 #      field 14; field 15, stime, stays 0 even for dd to /dev/null), so utime is taken from the
@@ -230,6 +232,95 @@ download() { # MODE
 	[ "$bytes" = "$want" ] || die "$1: got $bytes bytes, wanted $want"
 }
 
+# hold_idle PORT: hold $nidle idle keep-alive connections (each past one GET /1k.bin) until
+# release_idle; returns once all are ready
+hold_idle() {
+	rm -f "$tmp/hold.fifo"
+	mkfifo "$tmp/hold.fifo"
+	"$bin/hs" 127.0.0.1 "$1" hold --count "$nidle" --path /1k.bin \
+		<"$tmp/hold.fifo" >"$tmp/hold.out" 2>&1 &
+	hs_pid=$!
+	exec 4>"$tmp/hold.fifo"
+	for _ in $(seq 6000); do
+		grep -q '^ready' "$tmp/hold.out" && break
+		kill -0 "$hs_pid" 2>/dev/null || die "hs hold failed: $(cat "$tmp/hold.out")"
+		sleep 0.05
+	done
+	grep -q "^ready $nidle\$" "$tmp/hold.out" || die "hs hold: $(cat "$tmp/hold.out")"
+	sleep 0.2
+}
+release_idle() {
+	exec 4>&-
+	wait "$hs_pid" || die "hs hold exited with $?"
+	hs_pid=
+}
+
+# tree_rss_kib: VmRSS of the server and its children (nginx's master and worker)
+tree_rss_kib() {
+	local total=0 p v
+	for p in "$srv_pid" $(pgrep -P "$srv_pid" || true); do
+		v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
+		total=$((total + ${v:-0}))
+	done
+	echo "$total"
+}
+
+# nginx_idle RUN: nginx's RSS per idle connection in the same guest and the same way, TLS 1.3
+# with the same suite, OpenSSL's own kTLS asked for (ssl_conf_command Options KTLS); its worker
+# runs as root, as the guest's files are root's
+nginx_idle() {
+	local d=$tmp/nginx-k np r0 r1
+	mkdir -p "$d/logs" "$d/tmp"
+	np=$((port + 1))
+	sed "s|@D@|$d|g; s|@PORT@|$np|; s|@FX@|$fx|g; s|@WWW@|$www|; s|@NOFILE@|$((nidle + 1024))|;
+		s|@CONNS@|$((nidle + 512))|" >"$d/nginx.conf" <<'CONF'
+user root;
+worker_processes 1;
+worker_rlimit_nofile @NOFILE@;
+daemon off;
+pid @D@/nginx.pid;
+error_log @D@/logs/error.log warn;
+events { worker_connections @CONNS@; }
+http {
+    access_log off;
+    sendfile on;
+    keepalive_timeout 300;
+    client_body_temp_path @D@/tmp/body;
+    proxy_temp_path @D@/tmp/proxy;
+    fastcgi_temp_path @D@/tmp/fastcgi;
+    uwsgi_temp_path @D@/tmp/uwsgi;
+    scgi_temp_path @D@/tmp/scgi;
+    types { application/octet-stream bin; }
+    server {
+        listen 127.0.0.1:@PORT@ ssl;
+        ssl_certificate @FX@/agent1-cert.pem;
+        ssl_certificate_key @FX@/agent1-key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
+        ssl_conf_command Options KTLS;
+        root @WWW@;
+    }
+}
+CONF
+	nginx -p "$d" -c "$d/nginx.conf" -e "$d/logs/error.log" &
+	srv_pid=$!
+	for _ in $(seq 200); do
+		"$bin/client" 127.0.0.1 "$np" /1k.bin >/dev/null 2>&1 && break
+		kill -0 "$srv_pid" 2>/dev/null || die "nginx exited: $(cat "$d/logs/error.log")"
+		sleep 0.05
+	done
+	r0=$(tree_rss_kib)
+	hold_idle "$np"
+	r1=$(tree_rss_kib)
+	release_idle
+	kill -QUIT "$srv_pid"
+	wait "$srv_pid" || true
+	srv_pid=
+	awk -v a="$r0" -v b="$r1" -v n="$nidle" -v r="$1" 'BEGIN {
+		printf "kernel\trss-per-idle-conn-nginx\tnginx\t%d\t%.3f\t0\n", r, (b - a) / n
+	}' >>"$tsv"
+}
+
 declare -A kline desc
 for run in $(seq "$runs"); do
 	for mode in auto off; do
@@ -239,26 +330,14 @@ for run in $(seq "$runs"); do
 
 		# 1. RSS per idle connection
 		rss0=$(rss_kib)
-		rm -f "$tmp/hold.fifo"
-		mkfifo "$tmp/hold.fifo"
-		"$bin/hs" 127.0.0.1 "$port" hold --count "$nidle" --path /1k.bin \
-			<"$tmp/hold.fifo" >"$tmp/hold.out" 2>&1 &
-		hs_pid=$!
-		exec 4>"$tmp/hold.fifo"
-		for _ in $(seq 6000); do
-			grep -q '^ready' "$tmp/hold.out" && break
-			kill -0 "$hs_pid" 2>/dev/null || die "hs hold failed: $(cat "$tmp/hold.out")"
-			sleep 0.05
-		done
-		grep -q "^ready $nidle\$" "$tmp/hold.out" || die "hs hold: $(cat "$tmp/hold.out")"
-		sleep 0.2
+		hold_idle "$port"
 		rss1=$(rss_kib)
-		exec 4>&-
-		wait "$hs_pid" || die "hs hold exited with $?"
-		hs_pid=
+		release_idle
 		desc[$mode-idle]=$(check_log "$mode" '"GET /1k.bin' idle)
 		awk -v a="$rss0" -v b="$rss1" -v n="$nidle" -v r="$run" -v s="$srv" 'BEGIN {
 			printf "kernel\trss-per-idle-conn\t%s\t%d\t%.3f\t0\n", s, r, (b - a) / n
+			if (s == "ktls") # the same figure, against nginx (nginx_idle)
+				printf "kernel\trss-per-idle-conn-nginx\tktls\t%d\t%.3f\t0\n", r, (b - a) / n
 		}' >>"$tsv"
 
 		# 2. server CPU per GiB
@@ -314,6 +393,9 @@ for run in $(seq "$runs"); do
 		fi
 		stop_server
 	done
+	if command -v nginx >/dev/null; then
+		nginx_idle "$run"
+	fi
 done
 
 # ---- report --------------------------------------------------------------------------------
@@ -343,6 +425,7 @@ k_u=$(median cpu-per-gib ktls 5) u_u=$(median cpu-per-gib user 5)
 k_s=$(median cpu-per-gib ktls 6) u_s=$(median cpu-per-gib user 6)
 k_sc=$(median syscalls-per-gib ktls 5) u_sc=$(median syscalls-per-gib user 5)
 k_rss=$(median rss-per-idle-conn ktls 5) u_rss=$(median rss-per-idle-conn user 5)
+n_rss=$(median rss-per-idle-conn-nginx nginx 5)
 k_c=$(median syscalls-per-conn ktls 5) u_c=$(median syscalls-per-conn user 5)
 k_cbc=$(median syscalls-per-conn-cbc ktls 5) u_cbc=$(median syscalls-per-conn-cbc user 5)
 
@@ -376,6 +459,10 @@ row "utime s/GiB" "$k_u" "$u_u" 0.05
 row "stime s/GiB (info)" "$k_s" "$u_s"
 row "syscalls/GiB" "$k_sc" "$u_sc" 0.125
 row "RSS KiB/idle conn" "$k_rss" "$u_rss" 0.5
+if [ "$n_rss" != nan ]; then
+	echo "   the same against nginx in this guest (nginx with OpenSSL's kTLS asked for):"
+	row "RSS KiB/idle conn, nginx" "$k_rss" "$n_rss" 0.5
+fi
 row "syscalls/conn TLS 1.3" "$k_c" "$u_c"
 row "syscalls/conn TLS 1.2 CBC" "$k_cbc" "$u_cbc"
 awk -v k="$k_c" -v u="$u_c" -v kc="$k_cbc" -v uc="$u_cbc" 'BEGIN {

@@ -81,7 +81,7 @@ awk -F'\t' '
 					t = "utime <= 0.05x"; met = vr <= 0.05 ? "yes" : "no"
 				} else if (s == "kernel" && c == "syscalls-per-gib") {
 					t = "<= 0.125x"; met = vr <= 0.125 ? "yes" : "no"
-				} else if (s == "kernel" && c == "rss-per-idle-conn") {
+				} else if (s == "kernel" && c ~ /^rss-per-idle-conn/) {
 					t = "<= 0.5x"; met = vr <= 0.5 ? "yes" : "no"
 				} else if (s == "kernel" && c == "syscalls-per-conn-cbc") {
 					t = "<= 1 more"; met = ov[s, c] - fv[s, c] <= 1 ? "yes" : sprintf("no (%+g)", ov[s, c] - fv[s, c])
