@@ -270,6 +270,8 @@ int tlsk__config_error(struct tlsk__detail *d, int code, const char *fmt, ...)
 int tlsk__set_detail(struct tlsk_socket *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 unsigned long tlsk__append_ossl_errors(char *buf, size_t len);
+/* Empty OpenSSL's error queue before SSL_read/SSL_write (cheap when it is empty). */
+void tlsk__err_reset(void);
 int tlsk__alert_from_ossl_error(unsigned long e);
 
 /* loop.c: handles on the built-in epoll loop or the application's hooks. */

@@ -222,7 +222,7 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
      * that fails here fails the next write. */
     (void)tlsk__txq_flush(s);
     tlsk__user_rx_limit(s);
-    ERR_clear_error();
+    tlsk__err_reset();
     errno = 0;
     r = SSL_read_ex(s->ssl, buf, len, &got);
     (void)tlsk__txq_flush(s);
@@ -352,7 +352,7 @@ ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t
         size_t w = 0;
         int r;
 
-        ERR_clear_error();
+        tlsk__err_reset();
         errno = 0;
         r = SSL_write_ex(s->ssl, buf + done, len - done, &w);
         if (r == 1) {

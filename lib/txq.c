@@ -214,7 +214,7 @@ static int make_batch(struct tlsk_socket *s, const unsigned char *buf, size_t le
     gather_on(s);
     while (q->nrec < TXQ_RECS && made < len) {
         size_t w = 0;
-        ERR_clear_error();
+        tlsk__err_reset();
         errno = 0;
         r = SSL_write_ex(s->ssl, buf + made, len - made, &w);
         if (r != 1) {

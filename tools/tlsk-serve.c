@@ -377,17 +377,24 @@ static void out_printf(struct conn *c, const char *fmt, ...) __attribute__((form
 static void out_printf(struct conn *c, const char *fmt, ...)
 {
     va_list ap;
+    size_t room = c->out ? c->out_cap - c->out_len : 0;
     int n;
 
+    /* Formatted once into the room there is; a second time only when it did not fit. */
     va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
+    n = vsnprintf(room ? c->out + c->out_len : NULL, room, fmt, ap);
     va_end(ap);
-    if (n < 0 || !out_reserve(c, (size_t)n + 1)) {
+    if (n < 0) {
         return;
     }
-    va_start(ap, fmt);
-    vsnprintf(c->out + c->out_len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if ((size_t)n >= room) {
+        if (!out_reserve(c, (size_t)n + 1)) {
+            return;
+        }
+        va_start(ap, fmt);
+        vsnprintf(c->out + c->out_len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     c->out_len += (size_t)n;
 }
 
