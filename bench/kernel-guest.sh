@@ -44,6 +44,9 @@ nidle=${KIDLE:-500}
 nconns=${KCONNS:-50}
 bin=$out/bin
 top=$(cd "$(dirname "$0")/.." && pwd)
+dir=${TMPDIR:-/tmp} # bench/lib.sh's scratch folder: nginx_conf serves $dir/www
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh" # rss_kib, nginx_conf, free_port; die, cleanup, median are this file's
 serve=${TLSK_SERVE:-$top/build/tools/tlsk-serve}
 fx=$top/build/fixtures/rsa
 tmp=${TMPDIR:-/tmp}
@@ -179,9 +182,6 @@ host_utime() {
 	die "no answer from the host to $ipc/req-$1.txt (run this through bench/kernel.sh)"
 }
 
-rss_kib() {
-	awk '/^VmRSS:/ { print $2 }' "/proc/$srv_pid/status"
-}
 
 # strace_on FILE: attach strace -f -c to every thread of the server, wait until attached
 strace_on() {
@@ -255,63 +255,24 @@ release_idle() {
 	hs_pid=
 }
 
-# tree_rss_kib: VmRSS of the server and its children (nginx's master and worker)
-tree_rss_kib() {
-	local total=0 p v
-	for p in "$srv_pid" $(pgrep -P "$srv_pid" || true); do
-		v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
-		total=$((total + ${v:-0}))
-	done
-	echo "$total"
-}
-
-# nginx_idle RUN: nginx's RSS per idle connection in the same guest and the same way, TLS 1.3
-# with the same suite, OpenSSL's own kTLS asked for (ssl_conf_command Options KTLS); its worker
-# runs as root, as the guest's files are root's
+# nginx_idle RUN: nginx's RSS (master and worker) per idle connection in the same guest and the
+# same way, TLS 1.3 with the same suite, configured as in the suite's idle scenario
+# (bench/lib.sh nginx_conf) and asking for OpenSSL's own kTLS (ssl_conf_command Options KTLS)
 nginx_idle() {
-	local d=$tmp/nginx-k np r0 r1
-	mkdir -p "$d/logs" "$d/tmp"
-	np=$((port + 1))
-	sed "s|@D@|$d|g; s|@PORT@|$np|; s|@FX@|$fx|g; s|@WWW@|$www|; s|@NOFILE@|$((nidle + 1024))|;
-		s|@CONNS@|$((nidle + 512))|" >"$d/nginx.conf" <<'CONF'
-user root;
-worker_processes 1;
-worker_rlimit_nofile @NOFILE@;
-daemon off;
-pid @D@/nginx.pid;
-error_log @D@/logs/error.log warn;
-events { worker_connections @CONNS@; }
-http {
-    access_log off;
-    sendfile on;
-    keepalive_timeout 300;
-    client_body_temp_path @D@/tmp/body;
-    proxy_temp_path @D@/tmp/proxy;
-    fastcgi_temp_path @D@/tmp/fastcgi;
-    uwsgi_temp_path @D@/tmp/uwsgi;
-    scgi_temp_path @D@/tmp/scgi;
-    types { application/octet-stream bin; }
-    server {
-        listen 127.0.0.1:@PORT@ ssl;
-        ssl_certificate @FX@/agent1-cert.pem;
-        ssl_certificate_key @FX@/agent1-key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;
-        ssl_conf_command Options KTLS;
-        root @WWW@;
-    }
-}
-CONF
-	nginx -p "$d" -c "$d/nginx.conf" -e "$d/logs/error.log" &
+	local np conf r0 r1
+	np=$(free_port)
+	conf=$(nginx_conf k "$np" 1 1)
+	echo "user root;" >>"$conf" # the guest's files are root's
+	nginx -p "$dir/nginx-k" -c "$conf" -e "$dir/nginx-k/logs/error.log" &
 	srv_pid=$!
 	for _ in $(seq 200); do
 		"$bin/client" 127.0.0.1 "$np" /1k.bin >/dev/null 2>&1 && break
-		kill -0 "$srv_pid" 2>/dev/null || die "nginx exited: $(cat "$d/logs/error.log")"
+		kill -0 "$srv_pid" 2>/dev/null || die "nginx exited: $(cat "$dir/nginx-k/logs/error.log")"
 		sleep 0.05
 	done
-	r0=$(tree_rss_kib)
+	r0=$(rss_kib "$srv_pid")
 	hold_idle "$np"
-	r1=$(tree_rss_kib)
+	r1=$(rss_kib "$srv_pid")
 	release_idle
 	kill -QUIT "$srv_pid"
 	wait "$srv_pid" || true
@@ -329,9 +290,9 @@ for run in $(seq "$runs"); do
 		start_server "$mode"
 
 		# 1. RSS per idle connection
-		rss0=$(rss_kib)
+		rss0=$(rss_kib "$srv_pid")
 		hold_idle "$port"
-		rss1=$(rss_kib)
+		rss1=$(rss_kib "$srv_pid")
 		release_idle
 		desc[$mode-idle]=$(check_log "$mode" '"GET /1k.bin' idle)
 		awk -v a="$rss0" -v b="$rss1" -v n="$nidle" -v r="$run" -v s="$srv" 'BEGIN {
