@@ -258,18 +258,51 @@ static int lean_key_update_in(struct tlsk_socket *s, const unsigned char *msg, s
     return rc;
 }
 
+/* TLS 1.2 handshake bytes on a lean socket (a server), followed across records as OpenSSL
+ * reassembles them: only ClientHellos may come (renegotiation attempts), and each whole one is
+ * refused once (2, by the caller).  An empty record is nothing, as for OpenSSL. */
+static int lean_tls12_handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
+{
+    struct tlsk__lean *l = s->lean;
+    int rc = 0;
+
+    while (len > 0) {
+        size_t take;
+
+        if (l->hs_hdr_len < sizeof l->hs_hdr) {
+            take = sizeof l->hs_hdr - l->hs_hdr_len < len ? sizeof l->hs_hdr - l->hs_hdr_len : len;
+            memcpy(l->hs_hdr + l->hs_hdr_len, msg, take);
+            l->hs_hdr_len += take;
+            if (l->hs_hdr_len < sizeof l->hs_hdr) {
+                break;
+            }
+            if (l->hs_hdr[0] != SSL3_MT_CLIENT_HELLO) {
+                return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE, "unexpected message",
+                                   l->hs_hdr[0]);
+            }
+            l->hs_left = (size_t)l->hs_hdr[1] << 16 | (size_t)l->hs_hdr[2] << 8 | l->hs_hdr[3];
+        } else {
+            take = l->hs_left < len ? l->hs_left : len;
+            l->hs_left -= take;
+        }
+        msg += take;
+        len -= take;
+        if (l->hs_hdr_len == sizeof l->hs_hdr && l->hs_left == 0) {
+            l->hs_hdr_len = 0; /* a whole ClientHello: refused */
+            rc = 2;
+        }
+    }
+    return rc;
+}
+
 /* A handshake record on a lean socket (a server).  TLS 1.3: only a KeyUpdate may come.  TLS
- * 1.2: a ClientHello is a renegotiation attempt (2, refused by the caller); nothing else may
- * come. */
+ * 1.2: lean_tls12_handshake_in. */
 static int lean_handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
 {
     int mt = len >= 1 ? msg[0] : -1;
 
     if (tlsk__version(s) == TLS1_2_VERSION) {
-        if (mt == SSL3_MT_CLIENT_HELLO) {
-            return 2;
-        }
-        return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE, "unexpected message", mt);
+        return lean_tls12_handshake_in(s, msg, len);
     }
     if (mt != SSL3_MT_KEY_UPDATE) {
         return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE, "unexpected message", mt);

@@ -341,7 +341,7 @@ int tlsk__ossl_error(struct tlsk_socket *s, int ret, enum tlsk__op op)
     return rc;
 }
 
-/* Before a record I/O call SSL_get_error() must find the queue empty (SSL_get_error(3)).
+/* Before a record I/O call SSL_get_error() must find the queue empty (docs/OPENSSL.md §7.1).
  * ERR_clear_error() clears all of the thread's slots each time; peeking first costs one look
  * when the queue is already empty, as it almost always is between records. */
 void tlsk__err_reset(void)

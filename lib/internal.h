@@ -134,6 +134,9 @@ struct tlsk__lean {
     X509 *peer;               /* a reference, or NULL */
     STACK_OF(X509) *chain;    /* references, or NULL */
     bool ku_owed;             /* our answer to update_requested waits behind a parked record */
+    /* TLS 1.2: the handshake message being received, across records (bridge.c). */
+    unsigned char hs_hdr[4];
+    size_t hs_hdr_len, hs_left;
 };
 
 struct tlsk_socket {
