@@ -9,6 +9,10 @@
  * arrived); one made where the kernel could take the connection reads one record at a time,
  * so that bytes past the handshake stay in the kernel for RX offload (docs/OPENSSL.md §4).
  *
+ * Stale errors: an error some other code left on the thread's OpenSSL error queue does not turn
+ * the next read or write into a failure (SSL_get_error() reads the queue: the record paths
+ * empty it first, docs/OPENSSL.md §7.1).
+ *
  * Every connection keeps both directions in userspace (policy off): in the kernel tiers the
  * kernel makes TLS records itself and the write path here is not used.
  */
@@ -21,6 +25,8 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
 
 #include "harness.h"
 #include "pair.h"
@@ -353,6 +359,55 @@ static void read_ahead(int version, const char *v)
     }
 }
 
+#define STALE_LEN (64u << 10)
+
+/* Server: before each call, an unrelated error on this thread's queue.  r[0] a read with
+ * nothing to read says -EAGAIN, r[1] a 1 KiB write (one record) and r[2] a 64 KiB write
+ * (gathered) go whole, r[3] the client's byte reads back; v[0] what the read returned. */
+static int stale_errors(struct tp_end *e, struct tlsk_socket *s)
+{
+    static unsigned char b[STALE_LEN];
+    ssize_t n;
+
+    memset(b, 's', sizeof b);
+    ERR_raise_data(ERR_LIB_USER, 1, "left by someone else");
+    n = tlsk_socket_read(s, b, 1);
+    e->v[0] = n;
+    e->r[0] = n == -EAGAIN;
+    ERR_raise_data(ERR_LIB_USER, 1, "left by someone else");
+    e->r[1] = h_write_all(s, b, 1024) == 0;
+    ERR_raise_data(ERR_LIB_USER, 1, "left by someone else");
+    e->r[2] = h_write_all(s, b, sizeof b) == 0;
+    ERR_raise_data(ERR_LIB_USER, 1, "left by someone else");
+    e->r[3] = tp_expect_byte(s, 'x') == 0;
+    return tp_finish(s, true);
+}
+
+/* Client: reads the server's 1 KiB + 64 KiB, then sends one byte. */
+static int stale_peer(struct tp_end *e, struct tlsk_socket *s)
+{
+    static unsigned char b[1024 + STALE_LEN];
+    ssize_t n = h_read_full(s, b, sizeof b);
+
+    e->r[0] = n == (ssize_t)sizeof b;
+    if (h_write_all(s, "x", 1) != 0) {
+        return -EIO;
+    }
+    return tp_finish(s, false);
+}
+
+static void stale(int version, const char *v)
+{
+    struct tp_end sv = { 0 }, cl = { 0 };
+
+    if (run(&sv, &cl, version, true, stale_errors, stale_peer, 0, v)) {
+        TAP_OK(sv.r[0], "%s: a read with nothing to read says -EAGAIN, not the stale error (%s)",
+               v, tlsk_err_name((int)sv.v[0]));
+        TAP_OK(sv.r[1] && sv.r[2] && cl.r[0], "%s: a 1 KiB and a 64 KiB write go whole", v);
+        TAP_OK(sv.r[3], "%s: the peer's byte reads back", v);
+    }
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -365,5 +420,7 @@ int main(void)
     close_after_queue(TLSK_TLS1_2, "TLS 1.2 close");
     read_ahead(TLSK_TLS1_3, "TLS 1.3 reads");
     read_ahead(TLSK_TLS1_2, "TLS 1.2 reads");
+    stale(TLSK_TLS1_3, "TLS 1.3 stale errors");
+    stale(TLSK_TLS1_2, "TLS 1.2 stale errors");
     return tap_done();
 }
