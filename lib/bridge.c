@@ -76,6 +76,26 @@ static int reinject(struct tlsk_socket *s, int type, const unsigned char *msg, s
     return tlsk__bridge_flush_out(s);
 }
 
+/* The peer's KeyUpdate was taken (by OpenSSL, or by a lean socket): the kernel's receive path,
+ * paused after it (docs/KERNEL.md §7), gets the next key where the kernel can re-key; where it
+ * cannot, nothing can be received any more.  0 or a code. */
+static int follow_peer_key_update(struct tlsk_socket *s)
+{
+    int rc;
+
+    if (!s->kernel_rekey) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE,
+                                "peer sent a TLS 1.3 KeyUpdate and this kernel cannot re-key "
+                                "receive (Linux 6.14+ can); the connection cannot continue");
+    }
+    if ((rc = tlsk__tls13_next_secret(s, &s->orx_secret)) != 0) {
+        return rc;
+    }
+    s->ossl_read_seq = 0;
+    s->rx_ku_asked = false;
+    return tlsk__kernel_rekey(s, false);
+}
+
 /*
  * A post-handshake message from kernel RX goes to OpenSSL, which answers exactly as it would
  * from the wire: a ticket is stored, a KeyUpdate moves its read key (and when requested its
@@ -98,18 +118,8 @@ static int handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t 
         tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE);
         return tlsk__set_detail(s, TLSK_EPROTO, "KeyUpdate not aligned with a record boundary");
     }
-    if (!s->kernel_rekey) {
-        /* OpenSSL took it (a malformed one got its alert above), the kernel cannot follow. */
-        return tlsk__set_detail(s, TLSK_EKEYUPDATE,
-                                "peer sent a TLS 1.3 KeyUpdate and this kernel cannot re-key "
-                                "receive (Linux 6.14+ can); the connection cannot continue");
-    }
-    if ((rc = tlsk__tls13_next_secret(s, &s->orx_secret)) != 0) {
-        return rc;
-    }
-    s->ossl_read_seq = 0;
-    s->rx_ku_asked = false;
-    if ((rc = tlsk__kernel_rekey(s, false)) != 0) {
+    /* OpenSSL took it (a malformed one got its alert above). */
+    if ((rc = follow_peer_key_update(s)) != 0) {
         return rc;
     }
     return tlsk__bridge_answer_key_update(s);
@@ -235,18 +245,11 @@ static int lean_key_update_in(struct tlsk_socket *s, const unsigned char *msg, s
     if (msg[4] != SSL_KEY_UPDATE_NOT_REQUESTED && msg[4] != SSL_KEY_UPDATE_REQUESTED) {
         return lean_refuse(s, SSL_AD_ILLEGAL_PARAMETER, "KeyUpdate of unknown type", msg[0]);
     }
-    if (!s->kernel_rekey) {
-        return tlsk__set_detail(s, TLSK_EKEYUPDATE,
-                                "peer sent a TLS 1.3 KeyUpdate and this kernel cannot re-key "
-                                "receive (Linux 6.14+ can); the connection cannot continue");
-    }
-    if ((rc = tlsk__tls13_next_secret(s, &s->orx_secret)) != 0 ||
-        (rc = tlsk__kernel_rekey(s, false)) != 0) {
+    if ((rc = follow_peer_key_update(s)) != 0) {
         return rc;
     }
-    s->key_updates++;
+    s->key_updates++; /* as OpenSSL's message callback counts them (socket.c) */
     s->rx_ku_seen++;
-    s->rx_ku_asked = false;
     if (msg[4] != SSL_KEY_UPDATE_REQUESTED) {
         return 0;
     }

@@ -19,10 +19,13 @@
 /* ---------------------------------------------------------------------------------------- */
 /* The negotiated connection                                                                */
 
-/* SSL_get_version()'s names, for a lean socket's version as well. */
-static const char *version_name(int version)
+/* SSL_get_version()'s name, also for a lean socket (lean.c), whose versions are 1.2 and 1.3. */
+static const char *version_name(const struct tlsk_socket *s)
 {
-    return version == TLS1_3_VERSION ? "TLSv1.3" : version == TLS1_2_VERSION ? "TLSv1.2" : "unknown";
+    if (s->ssl) {
+        return SSL_get_version(s->ssl);
+    }
+    return tlsk__version(s) == TLS1_3_VERSION ? "TLSv1.3" : "TLSv1.2";
 }
 
 TLSK_PUBLIC const char *tlsk_socket_version(const struct tlsk_socket *s)
@@ -30,7 +33,7 @@ TLSK_PUBLIC const char *tlsk_socket_version(const struct tlsk_socket *s)
     if (!s || s->state != TLSK__OPEN) {
         return NULL;
     }
-    return s->ssl ? SSL_get_version(s->ssl) : version_name(tlsk__version(s));
+    return version_name(s);
 }
 
 TLSK_PUBLIC const char *tlsk_socket_cipher(const struct tlsk_socket *s)
@@ -151,6 +154,11 @@ static long verify_result(const struct tlsk_socket *s)
     return s->lean ? s->lean->verify_result : SSL_get_verify_result(s->ssl);
 }
 
+static bool asked_cert(const struct tlsk_socket *s)
+{
+    return s->lean ? s->lean->asked_cert : (SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER) != 0;
+}
+
 TLSK_PUBLIC int tlsk_socket_authorized(const struct tlsk_socket *s)
 {
     if (!s || s->state != TLSK__OPEN || !peer_cert(s)) {
@@ -174,8 +182,7 @@ TLSK_PUBLIC const char *tlsk_socket_authorization_error(const struct tlsk_socket
     if (s->state == TLSK__OPEN && !peer_cert(s)) {
         /* A server that asked for no certificate has nothing to report (row 1 of the
          * verify table); one that asked and got none says so (A4). */
-        if (s->is_server && !(s->lean ? s->lean->asked_cert
-                                      : (SSL_get_verify_mode(s->ssl) & SSL_VERIFY_PEER) != 0)) {
+        if (s->is_server && !asked_cert(s)) {
             return NULL;
         }
         return "NO_PEER_CERTIFICATE";
@@ -270,7 +277,7 @@ TLSK_PUBLIC int tlsk_socket_get_cipher(const struct tlsk_socket *s, struct tlsk_
     }
     out->name = SSL_CIPHER_get_name(c);
     out->standard_name = SSL_CIPHER_standard_name(c);
-    out->version = s->ssl ? SSL_get_version(s->ssl) : version_name(tlsk__version(s));
+    out->version = version_name(s);
     out->bits = SSL_CIPHER_get_bits(c, NULL);
     return 0;
 }

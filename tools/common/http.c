@@ -477,22 +477,13 @@ int http_parse_range(const char *value, off_t size, off_t *first, off_t *last)
 
 void http_date(time_t t, char out[30])
 {
-    /* The same file's Last-Modified, request after request: the last answer is kept (per
-     * thread: each worker is one). */
-    static _Thread_local time_t last_t = (time_t)-1;
-    static _Thread_local char last[30];
     struct tm tm;
-
-    if (t != last_t || t == (time_t)-1) {
-        /* strftime's %a and %b are the C locale's English names: tlsk-serve never calls
-         * setlocale(). */
-        gmtime_r(&t, &tm);
-        if (strftime(last, sizeof last, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0) {
-            last[0] = '\0';
-        }
-        last_t = t;
+    /* strftime's %a and %b are the C locale's English names: tlsk-serve never calls
+     * setlocale(). */
+    gmtime_r(&t, &tm);
+    if (strftime(out, 30, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0) {
+        out[0] = '\0';
     }
-    memcpy(out, last, sizeof last);
 }
 
 int http_date_parse(const char *s, time_t *out)
