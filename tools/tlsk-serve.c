@@ -213,6 +213,13 @@ struct conn {
     bool store_wait;  /* the handshake waits for the session store's answer */
 };
 
+/* An HTTP date kept formatted while the time it is for stays the same. */
+struct date_cache {
+    time_t t;
+    bool set;
+    char s[30];
+};
+
 struct worker {
     int id;
     pthread_t thread;
@@ -221,8 +228,8 @@ struct worker {
     bool listening; /* lfd registered in ep */
     struct conn *conns;
     long nconns;
-    char date[30];
-    time_t date_t;
+    struct date_cache now;   /* the Date header, once a second */
+    struct date_cache mtime; /* the last file's Last-Modified, request after request */
     /* --session-store: this worker's Redis connection (include/tlsk/redis.h) on a built-in
      * tlsk_loop of its own, whose backend fd sits in ep */
     struct tlsk_loop *sloop;
@@ -278,14 +285,19 @@ static void conn_close(struct conn *c);
 static void conn_linger(struct conn *c);
 static void conn_run(struct conn *c);
 
+static const char *date_cached(struct date_cache *d, time_t t)
+{
+    if (!d->set || t != d->t) {
+        http_date(t, d->s);
+        d->t = t;
+        d->set = true;
+    }
+    return d->s;
+}
+
 static const char *date_now(struct worker *w)
 {
-    time_t t = time(NULL);
-    if (t != w->date_t) {
-        http_date(t, w->date);
-        w->date_t = t;
-    }
-    return w->date;
+    return date_cached(&w->now, time(NULL));
 }
 
 static void cork(struct conn *c, bool on)
@@ -547,7 +559,8 @@ static bool inline_body(struct conn *c, int fd, off_t first, size_t len)
  * body) and, for a file body, file_fd/file_off/file_end set for C_BODY. */
 static void handle_request(struct conn *c, struct http_request *r)
 {
-    char rel[PATH_MAX], etag[64], lm[30];
+    char rel[PATH_MAX], etag[64];
+    const char *lm;
     bool dir_slash = false, head_only = r->method == HTTP_HEAD;
     struct stat st;
     off_t first = 0, last = -1;
@@ -652,7 +665,7 @@ static void handle_request(struct conn *c, struct http_request *r)
 
     /* A regular file: validators, conditionals, range. */
     http_etag(&st, etag);
-    http_date(st.st_mtime, lm);
+    lm = date_cached(&c->w->mtime, st.st_mtime);
     status = 200;
     if (r->if_none_match) {
         if (http_etag_match(r->if_none_match, etag)) {
