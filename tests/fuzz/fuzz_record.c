@@ -15,7 +15,8 @@
  *      result again at the same sequence number reproduces the input byte for byte (a TLS
  *      1.3 record's zero padding is resealed as part of the plaintext; a TLS 1.2 record
  *      whose explicit nonce is not the sequence number, which is what seal sends, or whose
- *      version bytes are not 03 03 is not compared).  On failure: only -EPROTO or -EBADMSG.
+ *      version bytes are not 03 03 is not compared).  On failure: only -EPROTO or -EBADMSG,
+ *      or -EMSGSIZE for a record over the limits (over_limits()).
  *   2. the same bytes as plaintext: sealed into a buffer of exactly the record's size (one
  *      byte less must give -ENOBUFS; over 2^14 bytes -EMSGSIZE), then opened again: same
  *      type and plaintext.
@@ -49,6 +50,27 @@ static size_t sealed_len(const struct tlsk__keys *k, size_t n)
 {
     return 5 + (k->version == TLS1_3_VERSION ? 1 : 0) + (tls12_explicit(k) ? 8 : 0) + n +
            TLSK_TAG_LEN;
+}
+
+/*
+ * Whether a record may be refused as record_overflow (-EMSGSIZE): its ciphertext is over
+ * 2^14 + 256 (TLS 1.3) or 2^14 + 2048 (TLS 1.2), or it could hold more than 2^14 bytes of
+ * content (RFC 8446 5.2, 5.4; RFC 5246 6.2.3).  A well-formed header is needed first.
+ */
+static bool over_limits(const struct tlsk__keys *k, const unsigned char *rec, size_t len)
+{
+    size_t body, over;
+
+    if (len < 5 || (size_t)(rec[3] << 8 | rec[4]) != len - 5) {
+        return false;
+    }
+    body = len - 5;
+    if (k->version == TLS1_3_VERSION) {
+        over = TLSK_MAX_PLAINTEXT + 1 + TLSK_TAG_LEN; /* content | type | tag */
+        return body > TLSK_MAX_PLAINTEXT + 256 || body > over;
+    }
+    over = TLSK_MAX_PLAINTEXT + (tls12_explicit(k) ? 8 : 0) + TLSK_TAG_LEN;
+    return body > TLSK_MAX_PLAINTEXT + 2048 || body > over;
 }
 
 /* Seal pt again and compare with rec. */
@@ -85,7 +107,7 @@ static void open_record(const struct tlsk__keys *k, uint64_t seq, const unsigned
     }
     rc = tlsk__record_open(k, seq, rec, len, &type, out, cap, &out_len);
     if (rc != 0) {
-        if (rc != -EPROTO && rc != -EBADMSG) {
+        if (rc == -EMSGSIZE ? !over_limits(k, rec, len) : rc != -EPROTO && rc != -EBADMSG) {
             fail("open: unexpected error", k, seq, rc);
         }
         free(out);

@@ -4,7 +4,8 @@
  * selector byte.  For every suite: application data, a close_notify alert, a TLS 1.3
  * KeyUpdate-shaped handshake message, an empty record, 1000 bytes, and for TLS 1.3 a padded
  * record (plaintext | type | zeros sealed as type 0) and one of padding only, at several
- * sequence numbers; and one record of 2^14 bytes (TLS 1.3 AES-128-GCM).
+ * sequence numbers; one record of 2^14 bytes (TLS 1.3 AES-128-GCM); and three records over
+ * the limits (unsealed: open refuses them before the tag).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,6 +36,29 @@ static int put(const char *dir, unsigned sel, int type, const void *pt, size_t l
     snprintf(path, sizeof path, "%s/seed-%s-%02u", dir, suites[sel & 7].name, (unsigned)written++);
     f = fopen(path, "wb");
     if (!f || fwrite(rec, 1, n + 1, f) != n + 1 || fclose(f) != 0) {
+        perror(path);
+        return -1;
+    }
+    return 0;
+}
+
+/* A record of body_len bytes that no key sealed: the header and a filler body. */
+static int put_raw(const char *dir, unsigned sel, size_t body_len)
+{
+    static unsigned char rec[1 + 5 + TLSK_MAX_PLAINTEXT + 2048 + 1];
+    char path[4096];
+    FILE *f;
+
+    if (1 + 5 + body_len > sizeof rec) {
+        return -1;
+    }
+    rec[0] = (unsigned char)sel;
+    rec[1] = TLSK_REC_APPDATA, rec[2] = 3, rec[3] = 3;
+    rec[4] = (unsigned char)(body_len >> 8), rec[5] = (unsigned char)body_len;
+    memset(rec + 6, 0x5a, body_len);
+    snprintf(path, sizeof path, "%s/seed-%s-%02u", dir, suites[sel & 7].name, (unsigned)written++);
+    f = fopen(path, "wb");
+    if (!f || fwrite(rec, 1, 6 + body_len, f) != 6 + body_len || fclose(f) != 0) {
         perror(path);
         return -1;
     }
@@ -78,5 +102,11 @@ int main(int argc, char **argv)
         memset(max, 'x', sizeof max);
         rc |= put(argv[1], 3 | 4u << 3, TLSK_REC_APPDATA, max, sizeof max);
     }
+    /* Records over the limits, which open refuses as record_overflow (-EMSGSIZE) before
+     * authenticating: one byte of content too many (TLS 1.2 ChaCha20, no explicit nonce),
+     * ciphertext over 2^14 + 256 (TLS 1.3) and over 2^14 + 2048 (TLS 1.2). */
+    rc |= put_raw(argv[1], 2 | 7u << 3, TLSK_MAX_PLAINTEXT + 1 + TLSK_TAG_LEN);
+    rc |= put_raw(argv[1], 3 | 7u << 3, TLSK_MAX_PLAINTEXT + 256 + 1);
+    rc |= put_raw(argv[1], 0 | 7u << 3, TLSK_MAX_PLAINTEXT + 2048 + 1);
     return rc ? 1 : 0;
 }
