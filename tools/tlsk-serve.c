@@ -42,6 +42,7 @@
 #include <linux/openat2.h>
 
 #include "cli.h"
+#include "fcache.h"
 #include "http.h"
 #include "service.h"
 #include "tlsk.h"
@@ -69,6 +70,7 @@ struct vhost {
  * its context or root change under it. */
 struct live {
     atomic_int refs;
+    unsigned long gen; /* tells this generation's roots from a later one's (fcache.h) */
     struct vhost hosts[MAX_VHOSTS + 1]; /* [0] is the default host */
     int nhosts;
     struct tlsk_sni *sni;
@@ -93,6 +95,7 @@ static struct {
     int header_timeout_ms, idle_timeout_ms, send_timeout_ms, grace_ms;
     bool list_dirs;
     bool mmap;
+    long file_cache; /* descriptors of small files each worker keeps (fcache.h); 0: none */
     bool quiet;
     bool log_handshake_errors;
 } cfg = {
@@ -104,6 +107,7 @@ static struct {
     .send_timeout_ms = 60000,
     .grace_ms = 30000,
     .store_timeout_ms = 50,
+    .file_cache = 256,
 };
 
 /* Sessions live as long in a shared store as in the cache (Node's sessionTimeout). */
@@ -118,6 +122,7 @@ static socklen_t g_addrlen;
 
 static pthread_mutex_t g_live_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct live *g_live; /* the current generation; swapped by the main thread */
+static unsigned long g_gen;  /* generations built; only the main thread builds them */
 
 /* The current ticket keys from --ticket-key-file (n x 48 bytes), and the identity of the file
  * they (or the last refused version) came from, to notice a change. */
@@ -230,6 +235,7 @@ struct worker {
     long nconns;
     struct date_cache now;   /* the Date header, once a second */
     struct date_cache mtime; /* the last file's Last-Modified, request after request */
+    struct fcache *files;    /* descriptors of small files, revalidated on each use */
     /* --session-store: this worker's Redis connection (include/tlsk/redis.h) on a built-in
      * tlsk_loop of its own, whose backend fd sits in ep */
     struct tlsk_loop *sloop;
@@ -503,11 +509,14 @@ static void describe_offload(struct conn *c)
     snprintf(c->offload, sizeof c->offload, "%s tx=%s rx=%s", tlsk_socket_version(c->s), tx, rx);
 }
 
-/* Open rel (from http_target_path) below the host's root: RESOLVE_BENEATH refuses "..",
- * absolute symbolic links and links that climb out; magic /proc links are refused too. */
-static int open_beneath(struct vhost *vh, const char *rel)
+/* Open rel (from http_target_path) below the host's root and fstat it, through the worker's
+ * cache of small files (fcache.h).  http_open_beneath: RESOLVE_BENEATH refuses "..", absolute
+ * symbolic links and links that climb out, and magic /proc links.  *borrowed says the
+ * descriptor is the cache's (fcache_release, never close). */
+static int open_file(struct conn *c, const char *rel, struct stat *st, bool *borrowed)
 {
-    return http_open_beneath(vh->root_fd, vh->root_real, rel, O_RDONLY | O_NONBLOCK);
+    return fcache_open(c->w->files, c->live->gen, c->vh->root_fd, c->vh->root_real, rel, st,
+                       borrowed);
 }
 
 static int errno_status(int e)
@@ -565,6 +574,7 @@ static void handle_request(struct conn *c, struct http_request *r)
     struct stat st;
     off_t first = 0, last = -1;
     int fd = -1, status, rc;
+    bool borrowed = false; /* fd belongs to the worker's file cache */
 
     if (r->method == HTTP_OTHER) {
         respond_text(c, 405, false, "Allow: GET, HEAD\r\n");
@@ -585,23 +595,19 @@ static void handle_request(struct conn *c, struct http_request *r)
         respond_text(c, rc, head_only, NULL);
         return;
     }
-    fd = open_beneath(c->vh, rel);
+    fd = open_file(c, rel, &st, &borrowed);
     if (fd < 0) {
         respond_text(c, errno_status(errno), head_only, NULL);
-        return;
-    }
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        respond_text(c, 500, head_only, NULL);
         return;
     }
     if (S_ISDIR(st.st_mode)) {
         char raw[PATH_MAX], loc[3 * PATH_MAX + 32];
         int ifd;
+        bool iborrowed;
         if (!dir_slash) {
             /* From the normalised path, never the raw target: "//evil.example/.." is the root,
              * and a Location of "//evil.example/../" would send the client to another host. */
-            close(fd);
+            fcache_release(fd, borrowed);
             memcpy(loc, "Location: ", 10);
             if (http_dir_location(rel, r->target, loc + 10, sizeof loc - 12) < 0) {
                 respond_text(c, 414, head_only, NULL);
@@ -612,28 +618,26 @@ static void handle_request(struct conn *c, struct http_request *r)
             return;
         }
         if ((size_t)snprintf(raw, sizeof raw, "%s/index.html", rel) >= sizeof raw) {
-            close(fd);
+            fcache_release(fd, borrowed);
             respond_text(c, 414, head_only, NULL);
             return;
         }
-        ifd = open_beneath(c->vh, raw);
-        if (ifd < 0 || fstat(ifd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ifd = open_file(c, raw, &st, &iborrowed);
+        if (ifd < 0 || !S_ISREG(st.st_mode)) {
             bool missing = ifd < 0 && errno == ENOENT;
             char path[PATH_MAX + 2];
             size_t len = 0;
             char *page;
-            if (ifd >= 0) {
-                close(ifd);
-            }
+            fcache_release(ifd, iborrowed);
             if (!cfg.list_dirs || !missing) {
-                close(fd);
+                fcache_release(fd, borrowed);
                 respond_text(c, 403, head_only, NULL);
                 return;
             }
             snprintf(path, sizeof path, "/%s%s", strcmp(rel, ".") == 0 ? "" : rel,
                      strcmp(rel, ".") == 0 ? "" : "/");
             page = http_listing(fd, c->vh->root_fd, c->vh->root_real, rel, path, &len);
-            close(fd);
+            fcache_release(fd, borrowed);
             if (!page) {
                 respond_text(c, 500, head_only, NULL);
                 return;
@@ -650,15 +654,16 @@ static void handle_request(struct conn *c, struct http_request *r)
             c->state = C_WRITE;
             return;
         }
-        close(fd);
+        fcache_release(fd, borrowed);
         fd = ifd;
+        borrowed = iborrowed;
         snprintf(rel, sizeof rel, "index.html");
     } else if (!S_ISREG(st.st_mode)) {
-        close(fd);
+        fcache_release(fd, borrowed);
         respond_text(c, 403, head_only, NULL);
         return;
     } else if (dir_slash) {
-        close(fd);
+        fcache_release(fd, borrowed);
         respond_text(c, 404, head_only, NULL);
         return;
     }
@@ -690,7 +695,7 @@ static void handle_request(struct conn *c, struct http_request *r)
         rc = honour ? http_parse_range(r->range, st.st_size, &first, &last) : 0;
         if (rc < 0) {
             char cr[64];
-            close(fd);
+            fcache_release(fd, borrowed);
             snprintf(cr, sizeof cr, "Content-Range: bytes */%lld\r\n", (long long)st.st_size);
             respond_text(c, 416, head_only, cr);
             return;
@@ -705,7 +710,7 @@ static void handle_request(struct conn *c, struct http_request *r)
     head_common(c, status);
     out_printf(c, "Last-Modified: %s\r\nETag: %s\r\n", lm, etag);
     if (status == 304) {
-        close(fd);
+        fcache_release(fd, borrowed);
         head_end(c);
         c->state = C_WRITE;
         return;
@@ -719,14 +724,16 @@ static void handle_request(struct conn *c, struct http_request *r)
     head_end(c);
     c->state = C_WRITE;
     if (head_only || last < first) {
-        close(fd);
+        fcache_release(fd, borrowed);
         return;
     }
     if (inline_body(c, fd, first, (size_t)(last - first + 1))) {
-        close(fd);
+        fcache_release(fd, borrowed);
         return;
     }
-    c->file_fd = fd;
+    /* Head and body did not fit one record: the body goes by sendfile, and the connection
+     * closes the descriptor when done, so it takes it from the cache. */
+    c->file_fd = borrowed ? fcache_take(c->w->files, fd) : fd;
     c->file_off = first;
     c->file_end = last + 1;
     /* Head and body leave in the same segments: no lone packet for a small file's head. */
@@ -1444,6 +1451,11 @@ static void *worker_main(void *arg)
         tlsk_loop_run(w->sloop, 0); /* releases what the store closed */
         tlsk_loop_free(w->sloop);
     }
+    if (!cfg.quiet && cfg.file_cache > 0) {
+        struct fcache_stats fs = fcache_stats(w->files);
+        logline(PROG ": worker %d: file cache: %llu hits, %llu opened, %llu found changed", w->id,
+                fs.hits, fs.misses, fs.stale);
+    }
     close(w->ep);
     return NULL;
 }
@@ -1552,6 +1564,10 @@ static void usage(FILE *f)
         "    --max-connections N\n"
         "        Open connections across all workers before accepting pauses (default 10000,\n"
         "        lowered to fit the descriptor limit).\n"
+        "    --file-cache N\n"
+        "        Descriptors of files up to 16 KiB each worker keeps open (default 256; 0:\n"
+        "        none).  Each use is checked with one fstatat against the file system, so a\n"
+        "        changed, replaced or removed file is served as if nothing were cached.\n"
         "    --max-header BYTES\n"
         "        Largest request head (default 16384): larger gets 431 (414 when the request\n"
         "        line alone is longer than 8192 bytes) and the connection closes.\n"
@@ -1750,6 +1766,7 @@ static struct live *live_build(const struct live *prev, const unsigned char *key
         return NULL;
     }
     atomic_init(&l->refs, 1);
+    l->gen = ++g_gen;
     for (int i = 0; i < cfg.nhosts; i++) {
         l->hosts[i] = cfg.hosts[i];
         l->nhosts = i + 1;
@@ -2102,6 +2119,12 @@ int main(int argc, char **argv)
                 return 2;
             }
             cfg.max_conns = v;
+        } else if (strcmp(a, "--file-cache") == 0) {
+            if (parse_long(val, 0, 65536, &v) != 0) {
+                fprintf(stderr, PROG ": --file-cache wants 0..65536\n");
+                return 2;
+            }
+            cfg.file_cache = v;
         } else if (strcmp(a, "--max-header") == 0) {
             if (parse_long(val, 256, 1 << 20, &v) != 0) {
                 fprintf(stderr, PROG ": --max-header wants 256..1048576\n");
@@ -2174,7 +2197,8 @@ int main(int argc, char **argv)
     }
     {
         long fit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
-                       ? ((long)rl.rlim_cur - 32 - 2 * cfg.workers) / 2
+                       ? ((long)rl.rlim_cur - 32 - 2 * cfg.workers -
+                          cfg.workers * cfg.file_cache) / 2
                        : 10000;
         if (cfg.max_conns == 0) {
             cfg.max_conns = fit < 10000 ? fit : 10000;
@@ -2216,7 +2240,8 @@ int main(int argc, char **argv)
             w->lfd = -errno;
         }
         w->ep = epoll_create1(EPOLL_CLOEXEC);
-        if (w->lfd < 0 || w->ep < 0) {
+        w->files = fcache_new((size_t)cfg.file_cache, RECORD_MAX);
+        if (w->lfd < 0 || w->ep < 0 || !w->files) {
             fprintf(stderr, PROG ": worker %d: %s\n", i,
                     strerror(w->lfd < 0 ? -w->lfd : errno));
             return 1;
@@ -2260,6 +2285,7 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < cfg.workers; i++) {
         pthread_join(workers[i].thread, NULL);
+        fcache_free(workers[i].files);
     }
     logline(PROG ": stopped");
     live_put(g_live);

@@ -11,7 +11,7 @@
 # root), fatal alerts followed by FIN, SNI virtual hosts and ALPN, client certificates, malformed,
 # oversized and slow requests (400/405/414/431/505/408, cut off) with the server still
 # serving, --max-connections, 64 concurrent keep-alive clients, a graceful SIGTERM, --mmap,
-# --help.
+# --file-cache (changed, replaced, removed and swapped files), --help.
 #
 # Every client runs with a time limit; the servers are killed on exit.  TAP on stdout.
 set -u
@@ -717,6 +717,78 @@ is "$(curl_ "https://localhost:$port/who.txt")" D "--client-ca alone: a client w
 grep -q 'client-cert=NO_PEER_CERTIFICATE' "$tmp/certs2.err"
 ok $? "access log: client-cert=NO_PEER_CERTIFICATE"
 
+# ---- --file-cache: small files stay open, and every change to them is seen ----------------
+# Each case would fail with a cache that trusted its entries: a stale length or body, the old
+# inode after a rename, a 200 for a removed file or for a link out of the root.
+fc=$tmp/fc
+mkdir -p "$fc" "$tmp/fc-out"
+printf 'one' >"$fc/a.txt"
+printf 'keep' >"$fc/b.txt"
+printf 'moved' >"$fc/c.txt"
+head -c 16384 /dev/urandom >"$fc/16k.bin" # cached, but head and body exceed one record
+start fc --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$fc" --workers 1
+fc_pid=$pid
+FU=https://localhost:$port
+body() { curl_ -w ' %{http_code} %{size_download}' "$FU/$1" 2>/dev/null; }
+is "$(curl_ "$FU/a.txt" "$FU/a.txt" "$FU/a.txt")" oneoneone "file cache: one file three times, one connection"
+printf 'three!' >"$fc/a.txt"
+is "$(body a.txt)" "three! 200 6" "file cache: rewritten in place, longer: the new length and bytes"
+printf 'TWO!!!' >"$fc/a.txt"
+is "$(body a.txt)" "TWO!!! 200 6" "file cache: rewritten in place, same length: the new bytes"
+printf 'new' >"$tmp/fc-new"
+mv "$tmp/fc-new" "$fc/a.txt"
+is "$(body a.txt)" "new 200 3" "file cache: replaced by rename: the new file"
+rm "$fc/a.txt"
+is "$(curl_ -o /dev/null -w '%{http_code}' "$FU/a.txt")" 404 "file cache: removed: 404"
+printf 'back' >"$fc/a.txt"
+is "$(body a.txt)" "back 200 4" "file cache: created again: served"
+is "$(curl_ -r 1-2 "$FU/a.txt")" ac "file cache: a range of a cached file"
+is "$(body b.txt)" "keep 200 4" "file cache: b.txt served (and cached)"
+rm "$fc/b.txt"
+ln -s "$tmp/secret.txt" "$fc/b.txt"
+is "$(curl_ -o /dev/null -w '%{http_code}' "$FU/b.txt")" 403 \
+	"file cache: a link out of the root swapped in for a cached file: 403"
+is "$(body c.txt)" "moved 200 5" "file cache: c.txt served (and cached)"
+mv "$fc/c.txt" "$tmp/fc-out/c.txt"
+ln -s "$tmp/fc-out/c.txt" "$fc/c.txt"
+is "$(curl_ -o /dev/null -w '%{http_code}' "$FU/c.txt")" 403 \
+	"file cache: the cached file moved out of the root and linked back: 403"
+rm -f "$tmp/dl1" "$tmp/dl2" "$tmp/dl3"
+curl_ -o "$tmp/dl1" "$FU/16k.bin" -o "$tmp/dl2" "$FU/16k.bin" -o "$tmp/dl3" "$FU/16k.bin"
+cmp -s "$tmp/dl1" "$fc/16k.bin" && cmp -s "$tmp/dl2" "$fc/16k.bin" && cmp -s "$tmp/dl3" "$fc/16k.bin"
+ok $? "file cache: a 16 KiB file three times (by sendfile, the descriptor taken from the cache)"
+kill -TERM "$fc_pid"
+wait "$fc_pid"
+hits=$(sed -n 's/.*file cache: \([0-9]*\) hits, \([0-9]*\) opened, \([0-9]*\) found changed.*/\1 \2 \3/p' "$tmp/fc.err")
+diag "file cache: hits, opened, found changed: ${hits:-none}"
+set -- ${hits:-0 0 0}
+[ "$1" -ge 3 ] && [ "$3" -ge 5 ]
+ok $? "file cache: the log counts hits (>= 3) and files found changed (>= 5)"
+# More small files than descriptors: the cache gives its own back rather than answer 503.
+mkdir -p "$tmp/fcmany"
+for i in $(seq 60); do printf '%s' "$i" >"$tmp/fcmany/$i.txt"; done
+printf '#!/bin/bash\nulimit -n 40\nexec "%s" "$@"\n' "$serve" >"$tmp/lowfd.sh"
+chmod +x "$tmp/lowfd.sh"
+serve_real=$serve
+serve=$tmp/lowfd.sh
+start fclow --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$tmp/fcmany" --workers 1
+serve=$serve_real
+args=()
+for i in $(seq 60); do args+=(-o /dev/null "https://localhost:$port/$i.txt"); done
+codes=$(curl_ -w '%{http_code}\n' "${args[@]}" | sort | uniq -c | awk '{ print $2 "x" $1 }' | tr '\n' ' ')
+is "$codes" "200x60 " "file cache: 60 files with 40 descriptors: every one 200"
+start fc0 --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$fc" --workers 1 \
+	--file-cache 0
+fc0_pid=$pid
+FU=https://localhost:$port
+is "$(body a.txt)" "back 200 4" "--file-cache 0: served"
+printf 'again' >"$fc/a.txt"
+is "$(body a.txt)" "again 200 5" "--file-cache 0: rewritten: the new file"
+kill -TERM "$fc0_pid"
+wait "$fc0_pid"
+grep -q 'file cache:' "$tmp/fc0.err"
+ok $((!$?)) "--file-cache 0: no cache, nothing to log"
+
 # ---- --mmap: userspace encryption straight from a mapping of the file ---------------------
 start mm --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$root" --mmap --workers 1
 for f in 1m.bin big.bin; do
@@ -749,7 +821,7 @@ ok $? "--help exits 0"
 miss=
 for o in --cert --key --root --listen --vhost --client-ca --require-client-cert --workers \
 	--max-connections --max-header --header-timeout --idle-timeout --list --offload --mmap \
-	--grace --quiet; do
+	--grace --quiet --file-cache; do
 	echo "$h" | grep -q -- "$o" || miss="$miss $o"
 done
 is "$miss" "" "--help documents every option"
