@@ -538,14 +538,20 @@ static int errno_status(int e)
 
 /* A body that fits in one TLS record together with the head is read in after it: one
  * record, one write(2), and no TCP_CORK on and off around it (bench/README.md, small files).
- * False when it does not fit or the file came up short (then sent the usual way). */
+ * When OpenSSL encrypts (transmit not offloaded), tlsk_socket_sendfile() would pread the body
+ * into a buffer of its own anyway, so up to two records' worth goes the same way: one write
+ * of both records (lib/txq.c gathers them).  With kTLS transmit a body beyond one record goes
+ * by sendfile, which copies no file data through userspace.  False when it does not fit or
+ * the file came up short (then sent the usual way). */
 #define RECORD_MAX 16384 /* TLS plaintext per record (RFC 8446 5.1) */
+#define INLINE_MAX (2 * RECORD_MAX)
 
 static bool inline_body(struct conn *c, int fd, off_t first, size_t len)
 {
+    size_t max = tlsk_socket_offload(c->s).tx.mode == TLSK_MODE_KERNEL ? RECORD_MAX : INLINE_MAX;
     size_t got = 0;
 
-    if (len > RECORD_MAX || c->out_len > RECORD_MAX - len ||
+    if (len > max || c->out_len > max - len ||
         !out_reserve(c, len)) {
         return false;
     }
@@ -1565,7 +1571,7 @@ static void usage(FILE *f)
         "        Open connections across all workers before accepting pauses (default 10000,\n"
         "        lowered to fit the descriptor limit).\n"
         "    --file-cache N\n"
-        "        Descriptors of files up to 16 KiB each worker keeps open (default 256; 0:\n"
+        "        Descriptors of files up to 32 KiB each worker keeps open (default 256; 0:\n"
         "        none).  Each use is checked with one fstatat against the file system, so a\n"
         "        changed, replaced or removed file is served as if nothing were cached.\n"
         "    --max-header BYTES\n"
@@ -2240,7 +2246,7 @@ int main(int argc, char **argv)
             w->lfd = -errno;
         }
         w->ep = epoll_create1(EPOLL_CLOEXEC);
-        w->files = fcache_new((size_t)cfg.file_cache, RECORD_MAX);
+        w->files = fcache_new((size_t)cfg.file_cache, INLINE_MAX);
         if (w->lfd < 0 || w->ep < 0 || !w->files) {
             fprintf(stderr, PROG ": worker %d: %s\n", i,
                     strerror(w->lfd < 0 ? -w->lfd : errno));

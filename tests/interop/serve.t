@@ -725,7 +725,8 @@ mkdir -p "$fc" "$tmp/fc-out"
 printf 'one' >"$fc/a.txt"
 printf 'keep' >"$fc/b.txt"
 printf 'moved' >"$fc/c.txt"
-head -c 16384 /dev/urandom >"$fc/16k.bin" # cached, but head and body exceed one record
+head -c 20000 /dev/urandom >"$fc/20k.bin" # with its head: two records (userspace: one write)
+head -c 32768 /dev/urandom >"$fc/32k.bin" # cached, but with its head over what goes inline
 start fc --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$fc" --workers 1
 fc_pid=$pid
 FU=https://localhost:$port
@@ -753,10 +754,12 @@ mv "$fc/c.txt" "$tmp/fc-out/c.txt"
 ln -s "$tmp/fc-out/c.txt" "$fc/c.txt"
 is "$(curl_ -o /dev/null -w '%{http_code}' "$FU/c.txt")" 403 \
 	"file cache: the cached file moved out of the root and linked back: 403"
-rm -f "$tmp/dl1" "$tmp/dl2" "$tmp/dl3"
-curl_ -o "$tmp/dl1" "$FU/16k.bin" -o "$tmp/dl2" "$FU/16k.bin" -o "$tmp/dl3" "$FU/16k.bin"
-cmp -s "$tmp/dl1" "$fc/16k.bin" && cmp -s "$tmp/dl2" "$fc/16k.bin" && cmp -s "$tmp/dl3" "$fc/16k.bin"
-ok $? "file cache: a 16 KiB file three times (by sendfile, the descriptor taken from the cache)"
+for f in 20k.bin 32k.bin; do
+	rm -f "$tmp/dl1" "$tmp/dl2" "$tmp/dl3"
+	curl_ -o "$tmp/dl1" "$FU/$f" -o "$tmp/dl2" "$FU/$f" -o "$tmp/dl3" "$FU/$f"
+	cmp -s "$tmp/dl1" "$fc/$f" && cmp -s "$tmp/dl2" "$fc/$f" && cmp -s "$tmp/dl3" "$fc/$f"
+	ok $? "file cache: $f three times on one connection, byte-exact"
+done
 kill -TERM "$fc_pid"
 wait "$fc_pid"
 hits=$(sed -n 's/.*file cache: \([0-9]*\) hits, \([0-9]*\) opened, \([0-9]*\) found changed.*/\1 \2 \3/p' "$tmp/fc.err")
