@@ -41,7 +41,7 @@ awk -F'\t' '
 		}
 		function units(s, c) {
 			if (s == "bulk" || s == "proxy" || c ~ /1g$/) return "GB/s; CPU s/GiB"
-			if (s == "small" || s == "workers") return "req/s; CPU ms/1000 req"
+			if (s == "small" || s == "ofc" || s == "workers") return "req/s; CPU ms/1000 req"
 			if (s == "handshake") return "conn/s; CPU ms/conn"
 			if (s == "idle") return "KiB/conn; server MiB"
 			if (c ~ /^cpu/) return "utime s/GiB; stime s/GiB"

@@ -8,6 +8,8 @@
 # Scenarios (in this order):
 #   bulk       one 1 GiB download (bench/client.c), tlsk-serve against nginx (sendfile on)
 #   small      1, 4, 16, 64 KiB files, keep-alive, 1, 16, 64, 256 connections (wrk -t1)
+#   ofc        1, 4, 16 KiB at 64 connections against nginx with its open_file_cache on
+#              (tlsk-serve's file cache revalidates every use; nginx's trusts an entry 60 s)
 #   handshake  new connections (bench/hs.c): full TLS 1.2 and 1.3 with RSA-2048 and P-256
 #              certificates, resumed by TLS 1.2 session id, TLS 1.2 ticket, TLS 1.3 ticket
 #   idle       resident memory per idle keep-alive TLS connection, IDLE (2000) of them
@@ -39,7 +41,7 @@ dur=${DURATION:-2}
 idle=${IDLE:-2000}
 sizes=${SIZES:-1 4 16 64}
 conns=${CONNS:-1 16 64 256}
-scenarios=${SCENARIOS:-bulk small handshake idle proxy workers kernel}
+scenarios=${SCENARIOS:-bulk small ofc handshake idle proxy workers kernel}
 dir=${BENCH_DIR:-/tmp/tlsk-bench}
 out=${OUT:-$top/bench/results}
 build=${TLSK_BUILD:-build}
@@ -66,7 +68,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 for k in $sizes; do
 	make_file "${k}k.bin" $((k * 1024))
 done
-make_file 1k.bin 1024
+for k in 1 4 16; do # the idle and ofc scenarios' files, whatever SIZES says
+	make_file "${k}k.bin" $((k * 1024))
+done
 make_file big.bin $((1024 * 1024 * 1024))
 set_pinning 1
 
@@ -91,11 +95,11 @@ start_tlsk() {
 	wait_port "$port"
 }
 
-# start_nginx NAME WORKERS FIXTURES [SSL=1]
+# start_nginx NAME WORKERS FIXTURES [SSL=1 [SERVER-BLOCK LINES]]
 start_nginx() {
 	local name=$1 port conf fx=$3 # nginx_conf reads fx
 	port=$(free_port)
-	conf=$(nginx_conf "$name" "$port" 0 "$2")
+	conf=$(nginx_conf "$name" "$port" 0 "$2" "${5:-}")
 	if [ "${4:-1}" = 0 ]; then
 		sed -i 's/ ssl;$/;/; /ssl_/d' "$conf"
 	fi
@@ -219,6 +223,17 @@ for sc in $scenarios; do
 				done
 			done
 		done
+		;;
+	ofc)
+		echo "== ofc: small files, 64 connections, against nginx with open_file_cache (req/s, CPU ms per 1000 requests)"
+		start_nginx nginxofc 1 "$fx" 1 "        open_file_cache max=1000 inactive=60s;"
+		for k in 1 4 16; do
+			for r in $(seq "$runs"); do
+				run_wrk ofc "${k}k-c64" tlsk "$r" 64 "/${k}k.bin"
+				run_wrk ofc "${k}k-c64" nginxofc "$r" 64 "/${k}k.bin"
+			done
+		done
+		stop nginxofc
 		;;
 	handshake)
 		echo "== handshake: one connection at a time (connections/s, server CPU ms per connection)"
