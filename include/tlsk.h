@@ -453,6 +453,16 @@ int tlsk_socket_shutdown(struct tlsk_socket *s);
 /* POLLIN and/or POLLOUT: what the last -EAGAIN was waiting for (POLLIN before any). */
 int tlsk_socket_events(const struct tlsk_socket *s);
 
+/*
+ * tlsk_socket_pending() - 1 when tlsk_socket_read() may return without the fd becoming
+ * readable: bytes already taken from the fd and held in userspace (OpenSSL read records
+ * ahead, like SSL_has_pending(); data held across a renegotiation), a close_notify already
+ * received, control records to send first, or the handshake not complete.  0 when nothing
+ * is held: an event loop may wait for POLLIN before reading, and save the read that would
+ * say -EAGAIN.  Waiting while it says 1 can wait for ever.
+ */
+int tlsk_socket_pending(const struct tlsk_socket *s);
+
 /* Free the socket (closing the fd only with TLSK_SOCKET_OWN_FD).  NULL is a no-op.  Does not
  * send close_notify: call tlsk_socket_shutdown() first for a clean close. */
 void tlsk_socket_free(struct tlsk_socket *s);

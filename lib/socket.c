@@ -449,6 +449,18 @@ TLSK_PUBLIC int tlsk_socket_events(const struct tlsk_socket *s)
     return s ? s->want | (s->pend_len || tlsk__txq_busy(s) ? POLLOUT : 0) : 0;
 }
 
+TLSK_PUBLIC int tlsk_socket_pending(const struct tlsk_socket *s)
+{
+    if (!s || s->state != TLSK__OPEN) {
+        return 1; /* a read answers now, or drives the handshake and says what to wait for */
+    }
+    if (s->held_off < s->held_len || s->got_close_notify || s->pend_len) {
+        return 1;
+    }
+    /* Kernel receive: what arrived is in the socket, and readiness shows it. */
+    return !s->rx_kernel && s->ssl && SSL_has_pending(s->ssl);
+}
+
 static void wipe_free(void *p, size_t len)
 {
     if (p) {

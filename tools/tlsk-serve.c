@@ -213,6 +213,7 @@ struct conn {
     long long body_bytes;
     char reqline[256];
     unsigned requests;
+    bool await_next; /* a response just finished: read only if something is here already */
     size_t drained;   /* C_LINGER, C_DRAIN: bytes dropped so far */
     bool drain_blind; /* C_DRAIN: nothing more can be read; waiting for the client's FIN */
     bool store_wait;  /* the handshake waits for the session store's answer */
@@ -786,6 +787,7 @@ static void response_done(struct conn *c)
         return;
     }
     c->state = C_READ;
+    c->await_next = c->in_len == 0;
     c->deadline = now_ms() + (c->in_len ? cfg.header_timeout_ms : cfg.idle_timeout_ms);
 }
 
@@ -904,6 +906,17 @@ static void conn_run(struct conn *c)
                 c->head_len = c->in_len;
                 respond_text(c, memchr(c->in, '\n', c->in_len) ? 431 : 414, false, NULL);
                 break;
+            }
+            if (c->await_next) {
+                /* A response is out and nothing of the next request is here, nor held by
+                 * the library: wait for the socket instead of a read that says -EAGAIN
+                 * (the wake-up then reads). */
+                c->await_next = false;
+                if (!tlsk_socket_pending(c->s)) {
+                    conn_idle(c);
+                    arm(c, EPOLLIN);
+                    return;
+                }
             }
             if (!in_reserve(c)) {
                 conn_linger(c);

@@ -124,6 +124,7 @@ cat >"$tmp/h.py" <<'PY'
 """serve_helper.py - raw HTTP/1.1-over-TLS clients for serve.t (tlsk-serve tests).
 
   serve_helper.py CA PORT pipeline ROOT       three pipelined requests in one write
+  serve_helper.py CA PORT records ROOT        the same, one TLS record each, one TCP write
   serve_helper.py CA PORT raw HEX...          for each: send the bytes (hex) on a new
                                               connection, print the status line received
   serve_helper.py CA PORT slow SECS           send half a head, wait, print what came back
@@ -194,6 +195,63 @@ def pipeline(ca, port, root):
     rest = f.read()  # the server closes after Connection: close
     print("after close: %d bytes" % len(rest))
     return ok and rest == b""
+
+
+def pipeline_records(ca, port, root):
+    """The same four requests, each its own TLS record, all in one TCP write (MemoryBIO):
+    the server's OpenSSL reads the records after the first ahead, so only the library knows
+    the next requests are there (tlsk_socket_pending), not the socket."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    o = ctx(ca).wrap_bio(inc, out, server_hostname="localhost")
+
+    def feed():
+        d = raw.recv(65536)
+        if not d:
+            return False
+        inc.write(d)
+        return True
+
+    while True:
+        try:
+            o.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if out.pending:
+                raw.sendall(out.read())
+            if not feed():
+                return False
+    if out.pending:
+        raw.sendall(out.read())
+    for r in (b"GET /1b.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+              b"HEAD /16k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+              b"GET /16k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+              b"GET /sub/a.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"):
+        o.write(r)  # one record each
+    raw.sendall(out.read())
+    got = b""
+    while True:
+        try:
+            d = o.read(65536)
+            if not d:
+                break  # close_notify
+            got += d
+        except ssl.SSLWantReadError:
+            if not feed():
+                break
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            break
+    f = __import__("io").BufferedReader(__import__("io").BytesIO(got))
+    ok = True
+    for name, head in [("1b.bin", False), ("16k.bin", True), ("16k.bin", False),
+                       ("sub/a.txt", False)]:
+        st, h, body = read_response(f, head)
+        data = open(os.path.join(root, name), "rb").read()
+        good = st == 200 and int(h.get("content-length", -1)) == len(data) and (
+            head or body == data)
+        print("%s %s -> %s %s" % ("HEAD" if head else "GET", name, st, "ok" if good else "BAD"))
+        ok &= good
+    return ok and f.read() == b""
 
 
 def raw(ca, port, hexes):
@@ -350,6 +408,8 @@ def main():
     a = sys.argv[4:]
     if mode == "pipeline":
         ok = pipeline(ca, port, a[0])
+    elif mode == "records":
+        ok = pipeline_records(ca, port, a[0])
     elif mode == "raw":
         ok = raw(ca, port, a)
     elif mode == "slow":
@@ -550,6 +610,9 @@ fi
 # Pipelining.
 out=$(timeout 60 "$py" "$tmp/h.py" "$ca" "$P" pipeline "$root")
 ok $? "pipelining: GET, HEAD, GET, GET+close in one write, answered in order"
+diag "$(echo "$out" | tr '\n' ';')"
+out=$(timeout 60 "$py" "$tmp/h.py" "$ca" "$P" records "$root")
+ok $? "pipelining: the same as four TLS records in one TCP write, answered in order"
 diag "$(echo "$out" | tr '\n' ';')"
 
 # 64 concurrent keep-alive clients (default timeouts: under UML 64 handshakes take a while).

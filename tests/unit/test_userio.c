@@ -9,6 +9,11 @@
  * arrived); one made where the kernel could take the connection reads one record at a time,
  * so that bytes past the handshake stay in the kernel for RX offload (docs/OPENSSL.md §4).
  *
+ * Pending: tlsk_socket_pending() says 1 while a record behind the one read is held in
+ * userspace (OpenSSL's read-ahead) or a close_notify was seen, and 0 once nothing is held, so
+ * an event loop may wait for POLLIN instead of reading; in kernel receive mode the record
+ * waits in the socket (readable) instead.
+ *
  * Stale errors: an error some other code left on the thread's OpenSSL error queue does not turn
  * the next read or write into a failure (SSL_get_error() reads the queue: the record paths
  * empty it first, docs/OPENSSL.md §7.1).
@@ -408,6 +413,78 @@ static void stale(int version, const char *v)
     }
 }
 
+static bool readable(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+/* Server (non-blocking), once the client's two one-byte records have both arrived: r[0] after
+ * reading the first, the second is held (pending) or in the socket (readable); v[0] pending
+ * then, v[1] whether it came from the socket; r[1] after the second, nothing held and nothing
+ * readable; r[2] after the client's close_notify, pending says 1 (the read answers 0 at once). */
+static int pending_server(struct tp_end *e, struct tlsk_socket *s)
+{
+    char b[16];
+    ssize_t n;
+
+    usleep(200000);
+    n = tlsk_socket_read(s, b, sizeof b);
+    e->v[0] = tlsk_socket_pending(s);
+    e->v[1] = readable(e->fd);
+    e->r[0] = n == 1 && b[0] == 'A' && (e->v[0] == 1 || e->v[1]);
+    n = tlsk_socket_read(s, b, sizeof b);
+    e->r[1] = n == 1 && b[0] == 'B' && tlsk_socket_pending(s) == 0 && !readable(e->fd);
+    if (h_write_all(s, "x", 1) != 0) {
+        return -EIO;
+    }
+    while ((n = tlsk_socket_read(s, b, sizeof b)) == -EAGAIN) {
+        tp_wait(s);
+    }
+    e->r[2] = n == 0 && tlsk_socket_pending(s) == 1;
+    return tlsk_socket_shutdown(s);
+}
+
+static int pending_client(struct tp_end *e, struct tlsk_socket *s)
+{
+    (void)e;
+    if (h_write_all(s, "A", 1) != 0 || h_write_all(s, "B", 1) != 0) {
+        return -EIO;
+    }
+    return tp_expect_byte(s, 'x') == 0 ? tp_finish(s, false) : -EPROTO;
+}
+
+static void pending(int version, enum tlsk_offload_policy policy, const char *v)
+{
+    struct tp_end sv = { 0 }, cl = { 0 };
+    bool ulp = tlsk_kernel_probe()->ulp;
+
+    sv.ctx = tp_ctx(version, 0, "agent1", 0, 0, 0);
+    cl.ctx = tp_ctx(version, 0, NULL, 0, 0, 0);
+    sv.policy = cl.policy = policy;
+    sv.nonblock = cl.nonblock = true;
+    sv.body = pending_server;
+    cl.body = pending_client;
+    tp_conn(&sv, &cl);
+    tlsk_context_free(sv.ctx);
+    tlsk_context_free(cl.ctx);
+    if (!tp_conn_ok(&sv, &cl, v)) {
+        return;
+    }
+    TAP_OK(sv.r[0], "%s: a record behind the one read is held (pending %lld) or readable (%lld)",
+           v, sv.v[0], sv.v[1]);
+    TAP_OK(sv.r[1], "%s: all read: pending 0 and nothing readable, so waiting is right", v);
+    TAP_OK(sv.r[2], "%s: after close_notify, pending 1 (the read answers at once)", v);
+    if (!ulp) {
+        /* No tls ULP: OpenSSL read both records in one read(2) (read_ahead above). */
+        TAP_OK(sv.v[0] == 1 && !sv.v[1],
+               "%s: no tls ULP: the second record is OpenSSL's, and pending says so", v);
+    } else if (sv.off.rx.mode == TLSK_MODE_KERNEL) {
+        TAP_OK(sv.v[0] == 0 && sv.v[1],
+               "%s: kernel receive: the second record waits in the socket, pending 0", v);
+    }
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -422,5 +499,9 @@ int main(void)
     read_ahead(TLSK_TLS1_2, "TLS 1.2 reads");
     stale(TLSK_TLS1_3, "TLS 1.3 stale errors");
     stale(TLSK_TLS1_2, "TLS 1.2 stale errors");
+    pending(TLSK_TLS1_3, TLSK_OFFLOAD_OFF, "TLS 1.3 pending");
+    pending(TLSK_TLS1_2, TLSK_OFFLOAD_OFF, "TLS 1.2 pending");
+    pending(TLSK_TLS1_3, TLSK_OFFLOAD_AUTO, "TLS 1.3 pending, offload auto");
+    pending(TLSK_TLS1_2, TLSK_OFFLOAD_AUTO, "TLS 1.2 pending, offload auto");
     return tap_done();
 }
