@@ -139,6 +139,7 @@ cat >"$tmp/h.py" <<'PY'
 Every socket operation has a timeout; the exit status is 0 when the check passed.
 """
 import hashlib
+import io
 import os
 import socket
 import ssl
@@ -175,17 +176,18 @@ def read_response(f, head_only=False):
     return status, headers, body
 
 
-def pipeline(ca, port, root):
-    s = connect(ca, port)
-    reqs = (b"GET /1b.bin HTTP/1.1\r\nHost: localhost\r\n\r\n"
-            b"HEAD /16k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n"
-            b"GET /16k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n"
-            b"GET /sub/a.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-    s.sendall(reqs)
-    f = s.makefile("rb")
-    want = [("1b.bin", False), ("16k.bin", True), ("16k.bin", False), ("sub/a.txt", False)]
+# Four requests, the last closing; what each answer must be.
+PIPELINED = (b"GET /1b.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+             b"HEAD /16k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+             b"GET /16k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+             b"GET /sub/a.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+
+
+def check_pipelined(f, root):
+    """Read the four answers from f, in order; then nothing may follow."""
     ok = True
-    for name, head in want:
+    for name, head in [("1b.bin", False), ("16k.bin", True), ("16k.bin", False),
+                       ("sub/a.txt", False)]:
         st, h, body = read_response(f, head)
         data = open(os.path.join(root, name), "rb").read()
         good = st == 200 and int(h.get("content-length", -1)) == len(data) and (
@@ -195,6 +197,12 @@ def pipeline(ca, port, root):
     rest = f.read()  # the server closes after Connection: close
     print("after close: %d bytes" % len(rest))
     return ok and rest == b""
+
+
+def pipeline(ca, port, root):
+    s = connect(ca, port)
+    s.sendall(b"".join(PIPELINED))
+    return check_pipelined(s.makefile("rb"), root)
 
 
 def pipeline_records(ca, port, root):
@@ -223,10 +231,7 @@ def pipeline_records(ca, port, root):
                 return False
     if out.pending:
         raw.sendall(out.read())
-    for r in (b"GET /1b.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
-              b"HEAD /16k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
-              b"GET /16k.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
-              b"GET /sub/a.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"):
+    for r in PIPELINED:
         o.write(r)  # one record each
     raw.sendall(out.read())
     got = b""
@@ -241,17 +246,7 @@ def pipeline_records(ca, port, root):
                 break
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             break
-    f = __import__("io").BufferedReader(__import__("io").BytesIO(got))
-    ok = True
-    for name, head in [("1b.bin", False), ("16k.bin", True), ("16k.bin", False),
-                       ("sub/a.txt", False)]:
-        st, h, body = read_response(f, head)
-        data = open(os.path.join(root, name), "rb").read()
-        good = st == 200 and int(h.get("content-length", -1)) == len(data) and (
-            head or body == data)
-        print("%s %s -> %s %s" % ("HEAD" if head else "GET", name, st, "ok" if good else "BAD"))
-        ok &= good
-    return ok and f.read() == b""
+    return check_pipelined(io.BytesIO(got), root)
 
 
 def raw(ca, port, hexes):
@@ -767,7 +762,7 @@ start certs --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$roo
 	--client-ca "$ca" --require-client-cert --workers 1 --log-handshake-errors
 is "$(curl_ --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" "https://localhost:$port/who.txt")" \
 	D "--require-client-cert: a certificate from --client-ca is accepted"
-grep -q 'client-cert=verified' "$tmp/certs.err"
+waitfor "$tmp/certs.err" 'client-cert=verified' # logged once the response is out
 ok $? "access log: client-cert=verified"
 curl_ -o /dev/null "https://localhost:$port/who.txt" 2>/dev/null
 ok $((!$?)) "--require-client-cert: no certificate, no response"
@@ -777,7 +772,7 @@ ok $((!$?)) "--require-client-cert: a certificate from another CA is refused"
 start certs2 --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$root" \
 	--client-ca "$ca" --workers 1
 is "$(curl_ "https://localhost:$port/who.txt")" D "--client-ca alone: a client without a certificate is served"
-grep -q 'client-cert=NO_PEER_CERTIFICATE' "$tmp/certs2.err"
+waitfor "$tmp/certs2.err" 'client-cert=NO_PEER_CERTIFICATE'
 ok $? "access log: client-cert=NO_PEER_CERTIFICATE"
 
 # ---- --file-cache: small files stay open, and every change to them is seen ----------------
