@@ -14,6 +14,9 @@
 #   syscalls-per-conn      server syscalls per TLS 1.3 connection doing one GET of 1 KiB
 #   syscalls-per-conn-cbc  the same for TLS 1.2 ECDHE-RSA-AES128-SHA256 (the kernel cannot take
 #                          it: what does trying cost?)
+#   sockopts-per-conn-cbc  of those, the setsockopt/getsockopt calls: where offload is probed,
+#                          installed and read back (the totals vary by about one per connection
+#                          between runs of one mode: waits, empty reads, close races)
 # with the targets: kTLS utime per GiB <= 5 % of userspace, syscalls per GiB <= 1/8, RSS per
 # idle connection <= 0.5x, a connection the kernel cannot take pays at most one extra syscall.
 # A missed target does not fail the script; kTLS not in use in auto mode does (exit 1).

@@ -83,7 +83,7 @@ awk -F'\t' '
 					t = "<= 0.125x"; met = vr <= 0.125 ? "yes" : "no"
 				} else if (s == "kernel" && c ~ /^rss-per-idle-conn/) {
 					t = "<= 0.5x"; met = vr <= 0.5 ? "yes" : "no"
-				} else if (s == "kernel" && c == "syscalls-per-conn-cbc") {
+				} else if (s == "kernel" && c == "sockopts-per-conn-cbc") {
 					t = "<= 1 more"; met = ov[s, c] - fv[s, c] <= 1 ? "yes" : sprintf("no (%+g)", ov[s, c] - fv[s, c])
 				}
 				printf "| %s | %s | %s | %g | %g %s | %.2fx | %g | %g | %s | %s | %s |\n", s, c, units(s, c), ov[s, c], fv[s, c], ref[s, c],

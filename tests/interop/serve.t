@@ -779,8 +779,9 @@ ok $? "access log: client-cert=NO_PEER_CERTIFICATE"
 # Each case would fail with a cache that trusted its entries: a stale length or body, the old
 # inode after a rename, a 200 for a removed file or for a link out of the root.
 fc=$tmp/fc
-mkdir -p "$fc" "$tmp/fc-out"
+mkdir -p "$fc/d" "$tmp/fc-out"
 printf 'one' >"$fc/a.txt"
+printf 'in d' >"$fc/d/e.txt"
 printf 'keep' >"$fc/b.txt"
 printf 'moved' >"$fc/c.txt"
 head -c 20000 /dev/urandom >"$fc/20k.bin" # with its head: two records (userspace: one write)
@@ -812,6 +813,14 @@ mv "$fc/c.txt" "$tmp/fc-out/c.txt"
 ln -s "$tmp/fc-out/c.txt" "$fc/c.txt"
 is "$(curl_ -o /dev/null -w '%{http_code}' "$FU/c.txt")" 403 \
 	"file cache: the cached file moved out of the root and linked back: 403"
+# Its folder moved out instead, and linked back: the file is the same inode, unchanged, so
+# only the open made again each second (RESOLVE_BENEATH) sees that the path now leaves.
+is "$(body d/e.txt)" "in d 200 4" "file cache: d/e.txt served (and cached)"
+mv "$fc/d" "$tmp/fc-out/d"
+ln -s "$tmp/fc-out/d" "$fc/d"
+sleep 1.2
+is "$(curl_ -o /dev/null -w '%{http_code}' "$FU/d/e.txt")" 403 \
+	"file cache: its folder moved out of the root and linked back: 403 within a second"
 for f in 20k.bin 32k.bin; do
 	rm -f "$tmp/dl1" "$tmp/dl2" "$tmp/dl3"
 	curl_ -o "$tmp/dl1" "$FU/$f" -o "$tmp/dl2" "$FU/$f" -o "$tmp/dl3" "$FU/$f"
@@ -823,8 +832,8 @@ wait "$fc_pid"
 hits=$(sed -n 's/.*file cache: \([0-9]*\) hits, \([0-9]*\) opened, \([0-9]*\) found changed.*/\1 \2 \3/p' "$tmp/fc.err")
 diag "file cache: hits, opened, found changed: ${hits:-none}"
 set -- ${hits:-0 0 0}
-[ "$1" -ge 3 ] && [ "$3" -ge 5 ]
-ok $? "file cache: the log counts hits (>= 3) and files found changed (>= 5)"
+[ "$1" -ge 2 ] && [ "$3" -ge 5 ]
+ok $? "file cache: the log counts hits (>= 2) and files found changed (>= 5)"
 # More small files than descriptors: the cache gives its own back rather than answer 503.
 mkdir -p "$tmp/fcmany"
 for i in $(seq 60); do printf '%s' "$i" >"$tmp/fcmany/$i.txt"; done

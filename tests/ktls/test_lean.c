@@ -18,10 +18,14 @@
  * Lean happens exactly where both directions are in the kernel: in the newest tier for TLS
  * 1.3 and 1.2; in the 6.1 tier for TLS 1.2 only (TLS 1.3 receive stays in userspace there);
  * natively never.  With TLSK_EXPECT_KTLS=1 a case that should be lean and is not fails.
+ * In the newest tier, the answer a lean server owes to update_requested while its own
+ * KeyUpdate waits behind a full send buffer goes out once the buffer drains (owed()).
  * The alerts a lean server sends for bad post-handshake messages are test_keyupdate_alerts'.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,6 +242,144 @@ static void one(int version)
     free_run(&lean);
 }
 
+/*
+ * The answer a lean server owes: the client's KeyUpdate asks for one while the server's own
+ * KeyUpdate waits, parked behind a full send buffer.  The answer goes after the parked record
+ * once the buffer drains (lib/bridge.c, ku_owed).  Steps, through g_step: the server fills the
+ * buffer (the client reads nothing) and updates its key (parked); the client updates its own
+ * asking for an answer; the server reads that update; the client reads everything; data both
+ * ways then reads back under the new keys.
+ */
+static atomic_int g_step;
+static atomic_llong g_filled;
+
+enum { R_PARKED = 5, R_SEEN, R_FLUSHED };
+
+static int owed_server(struct tp_end *e, struct tlsk_socket *s)
+{
+    static unsigned char fill[16384];
+    long long sent = 0;
+    ssize_t n;
+    int rc, tries = 0;
+    char b[1];
+
+    e->r[R_LEAN] = s->lean != NULL && s->ssl == NULL;
+    memset(fill, 'f', sizeof fill);
+    while ((n = tlsk_socket_write(s, fill, sizeof fill)) > 0) {
+        sent += n;
+    }
+    if (n != -EAGAIN) {
+        return (int)n;
+    }
+    atomic_store(&g_filled, sent);
+    e->r[R_KU] = tlsk_socket_key_update(s, 0);
+    e->r[R_PARKED] = (tlsk_socket_events(s) & POLLOUT) != 0;
+    atomic_store(&g_step, 1);
+    /* The client's update: read (no data comes) until it is counted. */
+    while (tlsk_socket_key_updates(s) < 2 && tries++ < 2000) {
+        struct pollfd p = { .fd = e->fd, .events = POLLIN };
+        n = tlsk_socket_read(s, b, 1);
+        if (n != -EAGAIN) {
+            return n < 0 ? (int)n : -EPROTO;
+        }
+        poll(&p, 1, 10);
+    }
+    e->r[R_SEEN] = tlsk_socket_key_updates(s) == 2 && (tlsk_socket_events(s) & POLLOUT) != 0;
+    atomic_store(&g_step, 2);
+    /* The client drains: what was parked leaves, then the answer owed. */
+    while (tlsk_socket_events(s) & POLLOUT) {
+        n = tlsk_socket_read(s, b, 1);
+        if (n != -EAGAIN) {
+            return n < 0 ? (int)n : -EPROTO;
+        }
+        if ((rc = tp_wait(s)) != 0) {
+            return rc;
+        }
+    }
+    e->r[R_FLUSHED] = 1;
+    if ((rc = h_recv_pattern(s, 7, 1000)) != 0 || (rc = h_send_pattern(s, 8, 1000)) != 0) {
+        return rc;
+    }
+    return tp_finish(s, true);
+}
+
+static int owed_client(struct tp_end *e, struct tlsk_socket *s)
+{
+    static unsigned char b[65536];
+    long long want, got = 0;
+    int rc;
+
+    while (atomic_load(&g_step) < 1) {
+        usleep(1000);
+    }
+    e->r[R_KU] = tlsk_socket_key_update(s, 1);
+    while (atomic_load(&g_step) < 2) {
+        usleep(1000);
+    }
+    want = atomic_load(&g_filled);
+    e->r[R_SEEN] = 1;
+    while (got < want) {
+        ssize_t n = h_read_some(s, b, (size_t)(want - got < (long long)sizeof b ? want - got
+                                                                                : (long long)sizeof b));
+        if (n <= 0) {
+            return n < 0 ? (int)n : -EPROTO;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            e->r[R_SEEN] &= b[i] == 'f';
+        }
+        got += n;
+    }
+    if ((rc = h_send_pattern(s, 7, 1000)) != 0 || (rc = h_recv_pattern(s, 8, 1000)) != 0) {
+        return rc;
+    }
+    return tp_finish(s, false);
+}
+
+static void owed_run(struct run *r, bool lean)
+{
+    memset(r, 0, sizeof *r);
+    atomic_store(&g_step, 0);
+    r->sv.ctx = tp_ctx(TLSK_TLS1_3, 0, "agent1", 0, 0, 0);
+    r->cl.ctx = tp_ctx(TLSK_TLS1_3, 0, NULL, 0, 0, 0);
+    r->sv.body = owed_server;
+    r->cl.body = owed_client;
+    r->sv.sock_flags = lean ? TLSK_SOCKET_LEAN : 0;
+    r->sv.nonblock = r->cl.nonblock = true;
+    if (r->sv.ctx && r->cl.ctx) {
+        tp_conn(&r->sv, &r->cl);
+    } else {
+        r->sv.rc = r->cl.rc = -ENOMEM;
+    }
+}
+
+static void owed(void)
+{
+    struct run plain, lean;
+
+    owed_run(&plain, false);
+    owed_run(&lean, true);
+    tp_conn_ok(&plain.sv, &plain.cl, "owed answer, server not lean");
+    tp_conn_ok(&lean.sv, &lean.cl, "owed answer, lean server");
+    TAP_OK(lean.sv.r[R_LEAN], "owed answer: the server is lean");
+    TAP_OK(lean.sv.r[R_KU] == 0 && lean.sv.r[R_PARKED] && lean.cl.r[R_KU] == 0,
+           "owed answer: the server's KeyUpdate met a full buffer and waits (%s, parked %d)",
+           tlsk_err_name(lean.sv.r[R_KU]), lean.sv.r[R_PARKED]);
+    TAP_OK(lean.sv.r[R_SEEN], "owed answer: the client's update_requested was read while ours "
+                              "still waited");
+    TAP_OK(lean.sv.r[R_FLUSHED] && lean.cl.r[R_SEEN],
+           "owed answer: the buffer drained, the client read the %lld bytes before the updates",
+           (long long)atomic_load(&g_filled));
+    TAP_OK(lean.sv.key_updates == 3 && lean.cl.key_updates == 3 &&
+               plain.sv.key_updates == lean.sv.key_updates &&
+               plain.cl.key_updates == lean.cl.key_updates,
+           "owed answer: the answer went after the parked update (server %llu / %llu, client "
+           "%llu / %llu; 3 each)",
+           (unsigned long long)lean.sv.key_updates, (unsigned long long)plain.sv.key_updates,
+           (unsigned long long)lean.cl.key_updates, (unsigned long long)plain.cl.key_updates);
+    free_run(&plain);
+    free_run(&lean);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -247,5 +389,8 @@ int main(void)
     }
     one(TLSK_TLS1_3);
     one(TLSK_TLS1_2);
+    if (h_expect_ktls() && h_kernel_rekey()) {
+        owed(); /* needs a lean TLS 1.3 server: both directions in the kernel, re-keyed */
+    }
     return tap_done();
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -18,8 +19,13 @@ struct entry {
     int root_fd;
     unsigned long gen;
     char *rel;
-    struct stat st; /* fstat of fd when it was opened */
+    struct stat st;      /* fstat of fd when it was opened */
+    long long opened_ms; /* CLOCK_MONOTONIC_COARSE then: trusted for FCACHE_MAX_AGE_MS */
 };
+
+/* An entry is opened again (openat2, the root checks and all) at least this often, so that a
+ * change to the directories on its path counts within this time (fcache.h). */
+#define FCACHE_MAX_AGE_MS 1000
 
 struct fcache {
     size_t mask; /* slots - 1; slots a power of two, or no slots at all */
@@ -92,6 +98,14 @@ static size_t hash(unsigned long gen, int root_fd, const char *rel)
     return (size_t)(h ^ h >> 29);
 }
 
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* The same inode in the same state: what fstat of the cached descriptor said at open. */
 static bool same_file(const struct stat *a, const struct stat *b)
 {
@@ -126,15 +140,18 @@ int fcache_open(struct fcache *fc, unsigned long gen, int root_fd, const char *r
                 const char *rel, struct stat *st, bool *borrowed)
 {
     struct entry *e = NULL;
+    long long now = 0;
     char *copy;
     int fd;
 
     *borrowed = false;
     if (fc && fc->slot) {
         e = &fc->slot[hash(gen, root_fd, rel) & fc->mask];
-        if (e->fd >= 0 && e->gen == gen && e->root_fd == root_fd && strcmp(e->rel, rel) == 0) {
-            struct stat now;
-            if (fstatat(root_fd, rel, &now, 0) == 0 && same_file(&now, &e->st)) {
+        now = now_ms();
+        if (e->fd >= 0 && e->gen == gen && e->root_fd == root_fd && strcmp(e->rel, rel) == 0 &&
+            now - e->opened_ms <= FCACHE_MAX_AGE_MS) {
+            struct stat cur;
+            if (fstatat(root_fd, rel, &cur, 0) == 0 && same_file(&cur, &e->st)) {
                 fc->stats.hits++;
                 *st = e->st;
                 *borrowed = true;
@@ -155,7 +172,9 @@ int fcache_open(struct fcache *fc, unsigned long gen, int root_fd, const char *r
         return fd;
     }
     drop(e);
-    *e = (struct entry){ .fd = fd, .root_fd = root_fd, .gen = gen, .rel = copy, .st = *st };
+    *e = (struct entry){
+        .fd = fd, .root_fd = root_fd, .gen = gen, .rel = copy, .st = *st, .opened_ms = now
+    };
     *borrowed = true;
     return fd;
 }

@@ -14,7 +14,13 @@
  *   - a path that now leads elsewhere (a symbolic link swapped in, even one out of the root)
  *     finds another inode, and the open that follows is openat2's, which refuses it;
  *   - a file deleted, or a failed fstatat, drops the entry and opens as uncached, so errors
- *     are exactly the uncached ones.
+ *     are exactly the uncached ones;
+ *   - what fstatat cannot see: it follows the path without openat2's RESOLVE_BENEATH, so a
+ *     directory on the path moved out of the root and linked back by a symbolic link still
+ *     leads to the same, unchanged inode (a file renamed itself has a new change time).  So
+ *     an entry is opened again through openat2 at least once a second: for at most that
+ *     long such a file is still served, as it was before the move, where uncached it would
+ *     be refused (docs/KERNEL.md §15).
  * nginx's open_file_cache (off by default) instead trusts an entry for
  * open_file_cache_valid (60 s) and may serve a stale length; see bench/README.md.
  *
