@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -245,12 +246,14 @@ static void one(int version)
 /*
  * The answer a lean server owes: the client's KeyUpdate asks for one while the server's own
  * KeyUpdate waits, parked behind a full send buffer.  The answer goes after the parked record
- * once the buffer drains (lib/bridge.c, ku_owed).  Steps, through g_step: the server fills the
- * buffer (the client reads nothing) and updates its key (parked); the client updates its own
- * asking for an answer; the server reads that update; the client reads everything; data both
- * ways then reads back under the new keys.
+ * once the buffer drains (lib/bridge.c, ku_owed).  Steps, through g_step: the client fixes a
+ * small receive buffer and the server a small send buffer; the server fills them (the client
+ * reads nothing) and updates its key (parked); the client updates its own asking for an
+ * answer; the server reads that update; the client reads everything; data both ways then
+ * reads back under the new keys.
  */
 static atomic_int g_step;
+
 static atomic_llong g_filled;
 
 enum { R_PARKED = 5, R_SEEN, R_FLUSHED };
@@ -265,16 +268,32 @@ static int owed_server(struct tp_end *e, struct tlsk_socket *s)
 
     e->r[R_LEAN] = s->lean != NULL && s->ssl == NULL;
     memset(fill, 'f', sizeof fill);
-    while ((n = tlsk_socket_write(s, fill, sizeof fill)) > 0) {
-        sent += n;
+    /* Small fixed buffers at both ends (no autotuning), so that once full the path stays
+     * full until the client reads. */
+    while (atomic_load(&g_step) < 1) {
+        usleep(1000);
     }
-    if (n != -EAGAIN) {
-        return (int)n;
+    setsockopt(e->fd, SOL_SOCKET, SO_SNDBUF, &(int){ 131072 }, sizeof(int));
+    /* Until a write still finds no room after a pause: ACKs in flight free room for a
+     * while after the first -EAGAIN; then the client's window is what is closed. */
+    for (int pause = 0; pause < 50; pause++) {
+        bool more = false;
+        while ((n = tlsk_socket_write(s, fill, sizeof fill)) > 0) {
+            sent += n;
+            more = true;
+        }
+        if (n != -EAGAIN) {
+            return (int)n;
+        }
+        if (!more && pause > 0) {
+            break;
+        }
+        usleep(50000);
     }
     atomic_store(&g_filled, sent);
     e->r[R_KU] = tlsk_socket_key_update(s, 0);
     e->r[R_PARKED] = (tlsk_socket_events(s) & POLLOUT) != 0;
-    atomic_store(&g_step, 1);
+    atomic_store(&g_step, 2);
     /* The client's update: read (no data comes) until it is counted. */
     while (tlsk_socket_key_updates(s) < 2 && tries++ < 2000) {
         struct pollfd p = { .fd = e->fd, .events = POLLIN };
@@ -284,19 +303,26 @@ static int owed_server(struct tp_end *e, struct tlsk_socket *s)
         }
         poll(&p, 1, 10);
     }
-    e->r[R_SEEN] = tlsk_socket_key_updates(s) == 2 && (tlsk_socket_events(s) & POLLOUT) != 0;
-    atomic_store(&g_step, 2);
-    /* The client drains: what was parked leaves, then the answer owed. */
-    while (tlsk_socket_events(s) & POLLOUT) {
+    e->v[0] = (long long)tlsk_socket_key_updates(s);
+    e->v[1] = tlsk_socket_events(s);
+    e->r[R_SEEN] = e->v[0] == 2 && (e->v[1] & POLLOUT) != 0;
+    atomic_store(&g_step, 3);
+    /* The client drains: what was parked leaves, then the answer owed (a read sends them;
+     * it says -EAGAIN, there being no data yet). */
+    for (;;) {
         n = tlsk_socket_read(s, b, 1);
         if (n != -EAGAIN) {
             return n < 0 ? (int)n : -EPROTO;
+        }
+        if (!(tlsk_socket_events(s) & POLLOUT)) {
+            break;
         }
         if ((rc = tp_wait(s)) != 0) {
             return rc;
         }
     }
     e->r[R_FLUSHED] = 1;
+    atomic_store(&g_step, 4);
     if ((rc = h_recv_pattern(s, 7, 1000)) != 0 || (rc = h_send_pattern(s, 8, 1000)) != 0) {
         return rc;
     }
@@ -309,11 +335,13 @@ static int owed_client(struct tp_end *e, struct tlsk_socket *s)
     long long want, got = 0;
     int rc;
 
-    while (atomic_load(&g_step) < 1) {
+    setsockopt(e->fd, SOL_SOCKET, SO_RCVBUF, &(int){ 65536 }, sizeof(int)); /* > 2 records */
+    atomic_store(&g_step, 1);
+    while (atomic_load(&g_step) < 2) {
         usleep(1000);
     }
     e->r[R_KU] = tlsk_socket_key_update(s, 1);
-    while (atomic_load(&g_step) < 2) {
+    while (atomic_load(&g_step) < 3) {
         usleep(1000);
     }
     want = atomic_load(&g_filled);
@@ -328,6 +356,9 @@ static int owed_client(struct tp_end *e, struct tlsk_socket *s)
             e->r[R_SEEN] &= b[i] == 'f';
         }
         got += n;
+    }
+    while (atomic_load(&g_step) < 4) { /* until the server's updates have left */
+        usleep(1000);
     }
     if ((rc = h_send_pattern(s, 7, 1000)) != 0 || (rc = h_recv_pattern(s, 8, 1000)) != 0) {
         return rc;
@@ -364,8 +395,9 @@ static void owed(void)
     TAP_OK(lean.sv.r[R_KU] == 0 && lean.sv.r[R_PARKED] && lean.cl.r[R_KU] == 0,
            "owed answer: the server's KeyUpdate met a full buffer and waits (%s, parked %d)",
            tlsk_err_name(lean.sv.r[R_KU]), lean.sv.r[R_PARKED]);
-    TAP_OK(lean.sv.r[R_SEEN], "owed answer: the client's update_requested was read while ours "
-                              "still waited");
+    TAP_OK(lean.sv.r[R_SEEN],
+           "owed answer: the client's update_requested was read while ours still waited "
+           "(key updates %lld, events %#llx)", lean.sv.v[0], lean.sv.v[1]);
     TAP_OK(lean.sv.r[R_FLUSHED] && lean.cl.r[R_SEEN],
            "owed answer: the buffer drained, the client read the %lld bytes before the updates",
            (long long)atomic_load(&g_filled));
