@@ -211,6 +211,28 @@ strace_off() { # prints the total number of syscalls
 		die "strace counted no syscalls of the server ($1)"
 }
 
+# per_conn CASE FILE [STRACE-OPTIONS] -- [CLIENT-OPTIONS]: the server's syscalls (those the
+# strace options select) across $nconns connections, each one GET /1k.bin, as a row of CASE
+# per connection
+per_conn() {
+	local case=$1 f=$2 st=() n
+	shift 2
+	while [ "$1" != -- ]; do
+		st+=("$1")
+		shift
+	done
+	shift
+	strace_on "$f" "${st[@]}"
+	for _ in $(seq "$nconns"); do
+		"$bin/client" 127.0.0.1 "$port" /1k.bin "$@" >/dev/null ||
+			die "$mode: GET /1k.bin $* failed"
+	done
+	n=$(strace_off "$f")
+	awk -v n="$n" -v c="$nconns" -v r="$run" -v s="$srv" -v k="$case" 'BEGIN {
+		printf "kernel\t%s\t%s\t%d\t%.2f\t0\n", k, s, r, n / c
+	}' >>"$tsv"
+}
+
 # sockopts FILE ARGS...: the server's setsockopt/getsockopt calls (decoded, no buffer contents:
 # they hold keys; descriptors and thread ids dropped) during one client run with ARGS
 sockopts() {
@@ -335,39 +357,14 @@ for run in $(seq "$runs"); do
 		}' >>"$tsv"
 
 		# 4. syscalls per connection: TLS 1.3 GCM, then TLS 1.2 CBC
-		f=$out/strace/$run-$srv-conn.txt
-		strace_on "$f"
-		for _ in $(seq "$nconns"); do
-			"$bin/client" 127.0.0.1 "$port" /1k.bin >/dev/null || die "$mode: GET /1k.bin failed"
-		done
-		n=$(strace_off "$f")
-		awk -v n="$n" -v c="$nconns" -v r="$run" -v s="$srv" 'BEGIN {
-			printf "kernel\tsyscalls-per-conn\t%s\t%d\t%.2f\t0\n", s, r, n / c
-		}' >>"$tsv"
-		f=$out/strace/$run-$srv-cbc.txt
-		strace_on "$f"
-		for _ in $(seq "$nconns"); do
-			"$bin/client" 127.0.0.1 "$port" /1k.bin --tls12 --cipher "$cbc" >/dev/null ||
-				die "$mode: TLS 1.2 $cbc GET failed"
-		done
-		n=$(strace_off "$f")
-		awk -v n="$n" -v c="$nconns" -v r="$run" -v s="$srv" 'BEGIN {
-			printf "kernel\tsyscalls-per-conn-cbc\t%s\t%d\t%.2f\t0\n", s, r, n / c
-		}' >>"$tsv"
+		per_conn syscalls-per-conn "$out/strace/$run-$srv-conn.txt" --
+		per_conn syscalls-per-conn-cbc "$out/strace/$run-$srv-cbc.txt" -- --tls12 --cipher "$cbc"
 		# The same connections, counting only the socket-option calls: where the library
 		# probes, installs and reads back offload.  The totals above also count waits,
 		# reads that found nothing and a close that races the client's (timing: +-1 per
 		# connection between runs of one mode); these do not vary.
-		f=$out/strace/$run-$srv-cbc-sockopt.txt
-		strace_on "$f" -e trace=setsockopt,getsockopt
-		for _ in $(seq "$nconns"); do
-			"$bin/client" 127.0.0.1 "$port" /1k.bin --tls12 --cipher "$cbc" >/dev/null ||
-				die "$mode: TLS 1.2 $cbc GET failed"
-		done
-		n=$(strace_off "$f")
-		awk -v n="$n" -v c="$nconns" -v r="$run" -v s="$srv" 'BEGIN {
-			printf "kernel\tsockopts-per-conn-cbc\t%s\t%d\t%.2f\t0\n", s, r, n / c
-		}' >>"$tsv"
+		per_conn sockopts-per-conn-cbc "$out/strace/$run-$srv-cbc-sockopt.txt" \
+			-e trace=setsockopt,getsockopt -- --tls12 --cipher "$cbc"
 		desc[$mode-cbc]=$(check_log "$mode" 'TLSv1.2' cbc)
 		if [ "$run" = 1 ]; then
 			sockopts "$out/strace/sockopt-$srv-conn.txt"
