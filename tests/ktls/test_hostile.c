@@ -925,12 +925,14 @@ static bool serve_offloaded(int m, int cport, size_t from)
     bool ok = false;
 
     snprintf(needle, sizeof needle, "127.0.0.1:%d ", cport);
-    /* The line is written once the response is out: it may lag the response a little. */
+    /* The line is written once the response is out: it may lag the response a little.  It
+     * is one write(2), but a reader can see a write that straddles a page of the file half
+     * done (the file grows page by page): a line counts only once its newline is there. */
     for (int i = 0; i < 100 && !line[0]; i++) {
-        char *log = p_kid_log(&g_serve[m]), *p;
-        if (log && strlen(log) >= from && (p = strstr(log + from, needle))) {
-            char *e = strchr(p, '\n');
-            snprintf(line, sizeof line, "%.*s", (int)(e ? e - p : (long)strlen(p)), p);
+        char *log = p_kid_log(&g_serve[m]), *p, *e;
+        if (log && strlen(log) >= from && (p = strstr(log + from, needle)) &&
+            (e = strchr(p, '\n'))) {
+            snprintf(line, sizeof line, "%.*s", (int)(e - p), p);
         }
         free(log);
         if (!line[0]) {
