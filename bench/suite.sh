@@ -61,6 +61,7 @@ need_pkg nginx nginx-light
 need_pkg wrk wrk
 need_pkg haproxy haproxy
 need_pkg gnuplot gnuplot-nox
+need_pkg strace strace
 mkdir -p "$dir/www" "$dir/logs" "$out"
 chmod 755 "$dir" "$dir/www"
 build_clients
@@ -136,6 +137,17 @@ run_bulk() { # scenario case server-name run
 		"$(awk -v c=$((c1 - c0)) -v hz="$hz" -v b="$b" 'BEGIN { printf "%.4f", c / hz / (b / 2^30) }')"
 }
 
+# One unrecorded download of big.bin, before a server's measured ones: the first 1 GiB a
+# fresh server process sends costs both servers 15-40 % more CPU than the ones after it
+# (bench/README.md, bulk), so run 1 would measure process warm-up, not serving.
+warm_bulk() { # server-name...
+	local n
+	for n in "$@"; do
+		$pin_cli "$dir/client" 127.0.0.1 "${PORT[$n]}" /big.bin --ciphersuite "$suite" >/dev/null ||
+			die "$n: warm-up download failed"
+	done
+}
+
 # One wrk run: requests/s and server CPU ms per 1000 requests.
 run_wrk() { # scenario case server-name run conns path
 	local c0 c1 o n rps
@@ -164,6 +176,25 @@ run_hs() { # case server-name run hs-options...
 	n=${o#conns=} n=${n%% *} t=${o#*seconds=} t=${t%% *}
 	row handshake "$case" "${name%%-*}" "$run" "$(awk -v n="$n" -v t="$t" 'BEGIN { printf "%.1f", n / t }')" \
 		"$(awk -v c=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.4f", c / hz * 1000 / n }')"
+}
+
+# Syscalls per new connection (strace -c on the serving process, all its threads, for one
+# second of a handshake loop): structure, not speed; strace slows the server.
+run_hssys() { # case server-name hs-options...
+	local case=$1 name=$2 pid o n sp f=$dir/logs/strace-$2.txt
+	shift 2
+	pid=$(pgrep -P "${PID[$name]}" -f 'nginx: worker' | head -n 1)
+	pid=${pid:-${PID[$name]}} # nginx: its worker; tlsk-serve: itself (threads)
+	strace -qq -c -f -o "$f" -p "$pid" &
+	sp=$!
+	sleep 0.5
+	o=$($pin_cli "$dir/hs" 127.0.0.1 "${PORT[$name]}" loop --seconds 1 "$@" 2>&1) || die "$name $*: $o"
+	sleep 0.2
+	kill -INT "$sp"
+	wait "$sp" || true
+	n=${o#conns=} n=${n%% *}
+	row hssys "$case" "${name%%-*}" 1 "$(awk -v n="$n" '$NF ~ /^[a-z_0-9]+$/ && $NF != "total" && $NF != "rt_sigtimedwait" && NF >= 5 { c += $4 }
+		END { printf "%.2f", c / n }' "$f")" 0
 }
 
 # Resident memory per idle connection: KiB per connection, and the server's total RSS in MiB.
@@ -208,6 +239,7 @@ for sc in $scenarios; do
 	case $sc in
 	bulk)
 		echo "== bulk: 1 GiB download (GB/s, server CPU s/GiB)"
+		warm_bulk tlsk nginx
 		for r in $(seq "$runs"); do
 			run_bulk bulk 1g tlsk "$r"
 			run_bulk bulk 1g nginx "$r"
@@ -254,6 +286,13 @@ for sc in $scenarios; do
 			done
 		done
 		stop tlsk-ec nginx-ec
+		echo "== hssys: syscalls per new connection (strace -c, one second each; rt_sigtimedwait, tlsk-serve's signal thread, left out)"
+		for v in 1.2 1.3; do
+			run_hssys "full-$v" tlsk --tls "$v" --resume none
+			run_hssys "full-$v" nginx --tls "$v" --resume none
+			run_hssys "tickets-$v" tlsk --tls "$v" --resume tickets
+			run_hssys "tickets-$v" nginx --tls "$v" --resume tickets
+		done
 		;;
 	idle)
 		echo "== idle: $idle idle keep-alive TLS 1.3 connections (KiB RSS per connection, server MiB)"
@@ -300,6 +339,7 @@ EOF
 		PID[haproxy]=$! PORT[haproxy]=$port
 		pids+=("$!")
 		wait_port "$port"
+		warm_bulk tlsk-proxy haproxy
 		for r in $(seq "$runs"); do
 			run_bulk proxy 1g tlsk-proxy "$r"
 			run_bulk proxy 1g haproxy "$r"
@@ -311,6 +351,7 @@ EOF
 		set_pinning 2
 		start_tlsk tlsk-w2 2 "$fx"
 		start_nginx nginx-w2 2 "$fx"
+		warm_bulk tlsk-w2 nginx-w2
 		for r in $(seq "$runs"); do
 			run_wrk workers w2-4k-c64 tlsk-w2 "$r" 64 /4k.bin
 			run_wrk workers w2-4k-c64 nginx-w2 "$r" 64 /4k.bin

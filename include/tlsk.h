@@ -710,6 +710,10 @@ struct tlsk_server_options {
     int max_connections;       /* 0 = unlimited; beyond it connections are closed at accept */
     tlsk_sni_cb sni_cb;        /* replaces the tlsk_server_add_context() table when set */
     void *sni_data;
+    /* Nonzero: TCP_NODELAY on each accepted connection, so a small record is not held back
+     * by Nagle's algorithm while an earlier one is unacknowledged (Node's noDelay, off by
+     * default as in Node). */
+    int no_delay;
 };
 
 struct tlsk_server_callbacks {

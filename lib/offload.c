@@ -205,8 +205,15 @@ static void keep(struct tlsk_direction *d, enum tlsk_reason reason, int err)
     d->err = err;
 }
 
-/* One syscall: only an AF_INET or AF_INET6 stream socket reports IPPROTO_TCP (a unix
- * socket 0, MPTCP 262), so the domain need not be asked too (bench/README.md, kernel). */
+/* An IPv4 or IPv6 socket, from the address tlsk_socket_new() took: no syscall.  A unix
+ * socket, a pipe, a pair is not TCP whatever the kernel has. */
+static bool is_inet(const struct tlsk_socket *s)
+{
+    return s->laddr_len > 0 && (s->laddr.ss_family == AF_INET || s->laddr.ss_family == AF_INET6);
+}
+
+/* One syscall: only an AF_INET or AF_INET6 stream socket reports IPPROTO_TCP (UDP 17,
+ * MPTCP 262), so the domain need not be asked too (bench/README.md, kernel). */
 static bool is_tcp(int fd)
 {
     int v = 0;
@@ -250,11 +257,15 @@ static void decide(struct tlsk_socket *s, int version)
     *tx = *rx = (struct tlsk_direction){ .mode = TLSK_MODE_KERNEL, .reason = TLSK_REASON_NONE };
     if (s->policy == TLSK_OFFLOAD_OFF) {
         both = TLSK_REASON_POLICY;
-    } else if (!is_tcp(s->fd)) {
+    } else if (!is_inet(s)) {
         both = TLSK_REASON_NOT_TCP;
     } else if (!(caps = tlsk_kernel_probe())->ulp) {
+        /* Before the protocol: where the kernel has no tls module at all, a connection pays
+         * no syscall for the decision (docs/KERNEL.md §10.2). */
         both = TLSK_REASON_NO_ULP;
         err = caps->ulp_err;
+    } else if (!is_tcp(s->fd)) {
+        both = TLSK_REASON_NOT_TCP;
     } else if (version == TLS1_3_VERSION && !s->ctx->keylog) {
         /* The module came after the context (tlsk_kernel_load_tls): no secrets captured. */
         both = TLSK_REASON_NO_ULP;

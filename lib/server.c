@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include "internal.h"
 
@@ -28,6 +29,7 @@ struct tlsk_server {
     void *sni_data;
     int64_t hs_timeout_ms;
     unsigned max_conns;
+    bool no_delay;
     struct tlsk_server_callbacks cb;
     void *data;
     int lfd;
@@ -98,6 +100,12 @@ static void on_accept(struct tlsk_handle *h, int revents)
         if (srv->max_conns && srv->conns >= srv->max_conns) {
             close(fd);
             continue;
+        }
+        if (srv->no_delay) {
+            /* Cannot fail on a TCP socket just accepted; were it to, Nagle stays on, which
+             * delays but loses nothing. */
+            int one = 1;
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
         if (tlsk_socket_new_server(&s, srv->ctx, fd, &o) != 0) {
             close(fd);
@@ -185,6 +193,7 @@ TLSK_PUBLIC int tlsk_server_new(struct tlsk_server **out, struct tlsk_loop *loop
                          : o->handshake_timeout_ms < 0 ? 0
                                                        : o->handshake_timeout_ms;
     srv->max_conns = (unsigned)o->max_connections;
+    srv->no_delay = o->no_delay != 0;
     if (cb) {
         srv->cb = *cb;
     }

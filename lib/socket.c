@@ -8,7 +8,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
 #include <poll.h>
@@ -245,8 +244,8 @@ int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
     if (!out || !ctx) {
         return TLSK_ECONFIG;
     }
-    if (fd != TLSK__PAIR_FD && (fd < 0 || fcntl(fd, F_GETFD) < 0)) {
-        return -EBADF;
+    if (fd != TLSK__PAIR_FD && fd < 0) {
+        return -EBADF; /* an fd that is not open: getsockname below */
     }
     if ((unsigned)o->offload > TLSK_OFFLOAD_REQUIRE || (o->flags & ~(unsigned)TLSK__SOCKET_FLAGS)) {
         return TLSK_ECONFIG; /* a context flag here would, say, hand the fd over unasked */
@@ -262,6 +261,18 @@ int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
     if (!s) {
         return TLSK_ENOMEM;
     }
+    if (fd != TLSK__PAIR_FD) {
+        /* The local address, and the check that fd is open in one syscall: a descriptor
+         * that is not a socket (ENOTSOCK) is taken, and offload says not_tcp. */
+        s->laddr_len = sizeof s->laddr;
+        if (getsockname(fd, (struct sockaddr *)&s->laddr, &s->laddr_len) != 0) {
+            if (errno == EBADF) {
+                free(s);
+                return -EBADF;
+            }
+            s->laddr_len = 0;
+        }
+    }
     s->ssl = SSL_new(ctx->ssl_ctx);
     b = fd == TLSK__PAIR_FD ? BIO_new(BIO_s_mem()) : BIO_new_socket(fd, BIO_NOCLOSE);
     if (!s->ssl || !b) {
@@ -274,11 +285,7 @@ int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
     s->is_pair = fd == TLSK__PAIR_FD;
     s->fd = s->is_pair ? -1 : fd;
     if (!s->is_pair) {
-        s->laddr_len = sizeof s->laddr;
         s->raddr_len = sizeof s->raddr;
-        if (getsockname(fd, (struct sockaddr *)&s->laddr, &s->laddr_len) != 0) {
-            s->laddr_len = 0;
-        }
         if (getpeername(fd, (struct sockaddr *)&s->raddr, &s->raddr_len) != 0) {
             s->raddr_len = 0;
         }

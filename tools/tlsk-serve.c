@@ -1046,7 +1046,10 @@ static void conn_run(struct conn *c)
                 conn_linger(c);
                 return;
             }
-            shutdown(c->fd, SHUT_WR);
+            if (shutdown(c->fd, SHUT_WR) != 0) {
+                conn_close(c); /* ENOTCONN: the client has reset; nothing to linger for */
+                return;
+            }
             c->state = C_LINGER;
             c->drained = 0;
             c->deadline = now_ms() + 2000;
@@ -1166,9 +1169,8 @@ static void conn_close(struct conn *c)
     if (c->file_fd >= 0) {
         close(c->file_fd);
     }
-    if (c->fd >= 0) {
-        epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
-    }
+    /* No EPOLL_CTL_DEL: closing the only descriptor of the socket takes it out of the epoll
+     * set (epoll(7)), and no other is left by now (conn_linger closed the original). */
     if (c->s) {
         store_unwait(c);
         tlsk_socket_free(c->s); /* owns and closes the fd (a pending lookup is cancelled) */

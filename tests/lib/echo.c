@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -54,6 +55,12 @@ static void on_secure(struct tlsk_server *srv, struct tlsk_socket *s, void *data
     (void)srv;
     st->secure++;
     st->off = tlsk_socket_offload(s);
+    {
+        int v = 0;
+        socklen_t l = sizeof v;
+        st->nodelay_seen =
+            getsockopt(tlsk_socket_fd(s), IPPROTO_TCP, TCP_NODELAY, &v, &l) == 0 ? v != 0 : -1;
+    }
     tlsk_socket_set_data(s, st);
     tlsk_socket_set_callbacks(s, &cb);
 }
@@ -84,7 +91,8 @@ struct tlsk_server *te_server(struct tlsk_loop *loop, struct te_server_state *st
 {
     struct tlsk_context *ctx = h_server_ctx(0, NULL, TLSK_OFFLOAD_DEFAULT, 0);
     struct tlsk_server_options o = { .ctx = ctx, .handshake_timeout_ms = timeout_ms,
-                                     .max_connections = max_connections };
+                                     .max_connections = max_connections,
+                                     .no_delay = st->no_delay };
     struct tlsk_server *srv = NULL;
     char host[64];
 

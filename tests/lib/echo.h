@@ -24,6 +24,8 @@ struct te_server_state {
     size_t echoed;     /* bytes echoed, all connections */
     int close_after;   /* close the server when this many connections have closed (0 never) */
     struct tlsk_offload off; /* the last secure connection's */
+    int no_delay;      /* in: tlsk_server_options.no_delay */
+    int nodelay_seen;  /* out: TCP_NODELAY as read on the last secure connection, or -1 */
 };
 
 /* Server callbacks: each secure connection echoes what it reads and ends when its peer does. */

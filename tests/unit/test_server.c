@@ -2,7 +2,7 @@
  * test_server.c - the evented layer: a tlsk_server on the built-in loop with echo
  * connections, the event order (secureConnection, data, end, close, server close), the
  * handshake timeout (HT-1..HT-3), maxConnections (MC-1), and an evented client
- * (tlsk_socket_start) against it.  Both tiers.
+ * (tlsk_socket_start) against it, and no_delay (ND-1).  Both tiers.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -122,6 +122,30 @@ static void test_max_connections(void)
     TAP_IS(tlsk_loop_free(loop), 0, "loop freed");
 }
 
+/* ND-1: no_delay sets TCP_NODELAY on accepted connections; without it Nagle stays on. */
+static void test_no_delay(void)
+{
+    for (int nd = 0; nd <= 1; nd++) {
+        struct tlsk_loop *loop = NULL;
+        struct te_server_state st = { .close_after = 1, .no_delay = nd, .nodelay_seen = -2 };
+        struct te_job job = { .len = 10, .seed = 7 };
+        pthread_t t;
+
+        tlsk_loop_new(&loop);
+        if (!TAP_OK(te_server(loop, &st, 0, 0, &job.port), "ND-1: server, no_delay %d", nd)) {
+            tlsk_loop_free(loop);
+            continue;
+        }
+        pthread_create(&t, NULL, te_echo_client, &job);
+        TAP_IS(tlsk_loop_run(loop, 10000), 0, "ND-1: loop ran until the server closed");
+        pthread_join(t, NULL);
+        TAP_IS(job.rc, 0, "ND-1: the connection echoed (%s)", tlsk_err_name(job.rc));
+        TAP_IS(st.nodelay_seen, nd, "ND-1: no_delay %d: TCP_NODELAY reads %d on the connection",
+               nd, st.nodelay_seen);
+        TAP_IS(tlsk_loop_free(loop), 0, "ND-1: loop freed");
+    }
+}
+
 /* An evented client (tlsk_socket_start) against the evented server, on one loop. */
 static void test_evented_client(void)
 {
@@ -156,6 +180,7 @@ int main(void)
     test_echo();
     test_timeout();
     test_max_connections();
+    test_no_delay();
     test_evented_client();
     return tap_done();
 }
