@@ -217,6 +217,8 @@ struct conn {
     size_t drained;   /* C_LINGER, C_DRAIN: bytes dropped so far */
     bool drain_blind; /* C_DRAIN: nothing more can be read; waiting for the client's FIN */
     bool store_wait;  /* the handshake waits for the session store's answer */
+    struct conn *snext, *sprev; /* the worker's list of those, in the order they began */
+    unsigned store_round;       /* the store_run() pass it began waiting in */
 };
 
 /* An HTTP date kept formatted while the time it is for stays the same. */
@@ -241,7 +243,8 @@ struct worker {
      * tlsk_loop of its own, whose backend fd sits in ep */
     struct tlsk_loop *sloop;
     struct tlsk_redis *redis;
-    long store_waiting; /* connections whose handshake waits for the store */
+    struct conn *swait_head, *swait_tail; /* handshakes waiting for the store, oldest first */
+    unsigned store_round;                 /* store_run() passes */
     bool store_up, store_told;
     uint64_t store_timeouts;
     long long store_since, store_slow_log;
@@ -280,12 +283,46 @@ static const struct tlsk_session_store g_store = { .new_session = store_new,
                                                    .resume_session = store_resume,
                                                    .cancel = store_cancel };
 
+/* A handshake waits for a session lookup: store_run() wakes it.  Only waiting connections
+ * are listed, so a store event costs what waits, not every connection of the worker. */
+static void store_wait(struct conn *c)
+{
+    struct worker *w = c->w;
+
+    if (c->store_wait) {
+        return;
+    }
+    c->store_wait = true;
+    c->store_round = w->store_round;
+    c->snext = NULL;
+    c->sprev = w->swait_tail;
+    if (w->swait_tail) {
+        w->swait_tail->snext = c;
+    } else {
+        w->swait_head = c;
+    }
+    w->swait_tail = c;
+}
+
 static void store_unwait(struct conn *c)
 {
-    if (c->store_wait) {
-        c->store_wait = false;
-        c->w->store_waiting--;
+    struct worker *w = c->w;
+
+    if (!c->store_wait) {
+        return;
     }
+    c->store_wait = false;
+    if (c->sprev) {
+        c->sprev->snext = c->snext;
+    } else {
+        w->swait_head = c->snext;
+    }
+    if (c->snext) {
+        c->snext->sprev = c->sprev;
+    } else {
+        w->swait_tail = c->sprev;
+    }
+    c->snext = c->sprev = NULL;
 }
 
 static void conn_close(struct conn *c);
@@ -862,9 +899,8 @@ static void conn_run(struct conn *c)
         case C_HANDSHAKE:
             n = tlsk_socket_handshake(c->s);
             if (n == -EAGAIN) {
-                if (c->w->redis && tlsk_socket_events(c->s) == 0 && !c->store_wait) {
-                    c->store_wait = true; /* a session lookup: store_run() wakes it */
-                    c->w->store_waiting++;
+                if (c->w->redis && tlsk_socket_events(c->s) == 0) {
+                    store_wait(c); /* a session lookup */
                 }
                 wait_for_tls(c);
                 return;
@@ -1371,15 +1407,12 @@ static void store_run(struct worker *w, long long now)
         }
         w->store_timeouts = st->timeouts;
     }
-    if (w->store_waiting > 0) {
-        struct conn *next;
-        for (struct conn *c = w->conns; c; c = next) {
-            next = c->next;
-            if (c->store_wait) {
-                store_unwait(c);
-                conn_run(c);
-            }
-        }
+    /* Each handshake that waited before this pass, oldest first; one that waits again
+     * goes to the tail with this pass's number, which ends the walk. */
+    w->store_round++;
+    for (struct conn *c; (c = w->swait_head) && c->store_round != w->store_round;) {
+        store_unwait(c);
+        conn_run(c);
     }
 }
 
