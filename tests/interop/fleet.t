@@ -28,18 +28,8 @@ serve=$build/tools/tlsk-serve
 ca=$fx/ca1-cert.pem
 ktls=${TLSK_EXPECT_KTLS:-0}
 
-n=0
-failed=0
-ok() { # status description
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=$((failed + 1))
-	fi
-}
-diag() { sed 's/^/#   /' "$@"; }
+# shellcheck source-path=SCRIPTDIR source=../lib/tap.sh
+. "$(dirname "$0")/../lib/tap.sh" || exit 1
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fleet-t.XXXXXX")
 id=$$
@@ -137,9 +127,7 @@ if [ "$ktls" = 1 ]; then
 		"https://localhost:$pb/body.bin" -o "$tmp/got.bin"
 	cmp -s "$tmp/body.bin" "$tmp/got.bin" && grep -q 'body.bin.* tx=kernel' "$tmp/B.log"
 	ok $? "B serves byte-exact with transmit in the kernel" || tail -3 "$tmp/B.log" | diag
-	echo "1..$n"
-	[ $failed = 0 ]
-	exit
+	tap_done
 fi
 
 # ---- native tier: three members in their own network namespaces -------------------------------
@@ -343,5 +331,4 @@ read -r local_rate local_reused local_n < <(python3 "$tmp/rate.py" $A 8444 "$ca"
 ok $? "rate runs resumed every handshake (store $store_reused/$store_n, cache $local_reused/$local_n)"
 echo "# FIGURES resumed TLS 1.2 handshakes/s over $secs s, one python3 client: Redis store $store_rate, per-process cache $local_rate"
 
-echo "1..$n"
-[ $failed = 0 ]
+tap_done

@@ -47,17 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-n=0
-failed=0
-ok() { # status description
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=$((failed + 1))
-	fi
-}
+# shellcheck source-path=SCRIPTDIR source=../lib/tap.sh
+. "$(dirname "$0")/../lib/tap.sh" || exit 1
 is() { # got want description
 	if [ "$1" = "$2" ]; then
 		ok 0 "$3"
@@ -66,6 +57,7 @@ is() { # got want description
 		echo "#   got '$1', expected '$2'"
 	fi
 }
+# Diagnostics here are messages, not tap.sh's files.
 diag() { echo "# $*"; }
 
 # ---- content -------------------------------------------------------------------------------
@@ -905,5 +897,4 @@ else
 	ok 0 "no sanitizer reports from any server"
 fi
 diag "elapsed ${SECONDS}s"
-echo "1..$n"
-[ "$failed" = 0 ]
+tap_done

@@ -27,18 +27,8 @@ if [ "${TLSK_EXPECT_KTLS:-}" = 1 ]; then
 	exit 0
 fi
 
-n=0
-failed=0
-ok() { # status description
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=$((failed + 1))
-	fi
-}
-diag() { sed 's/^/#   /' "$@"; }
+# shellcheck source-path=SCRIPTDIR source=../lib/tap.sh
+. "$(dirname "$0")/../lib/tap.sh" || exit 1
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/systemd-t.XXXXXX")
 pids=()
@@ -252,5 +242,4 @@ for tool in "$serve" "$proxy"; do
 		diag "$tmp/null.log"
 done
 
-echo "1..$n"
-[ $failed = 0 ]
+tap_done

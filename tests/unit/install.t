@@ -3,10 +3,9 @@
 # with `pkg-config --cflags --libs tlsk` and runs; the shared library has the versioned soname
 # and exports only tlsk_* symbols (hidden visibility + version script).
 set -u
+# shellcheck source-path=SCRIPTDIR source=../lib/tap.sh
+. "$(dirname "$0")/../lib/tap.sh" || exit 1
 cd "${TLSK_ROOT:-$(dirname "$0")/../..}" || exit 1
-n=0
-fail=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
 
 # Installation has nothing to do with the kernel: it runs in the native tier only.
 if [ "${TLSK_EXPECT_KTLS:-}" = 1 ]; then
@@ -66,5 +65,4 @@ test "$out" = "context-ok no_ulp"
 ok $? "and runs against libtlsk.so.0 (printed '$out')"
 ldd "$tmp/app" | grep -q "libtlsk.so.0 => $tmp/prefix/lib/libtlsk.so.0"
 ok $? "linked to the installed libtlsk.so.0"
-echo "1..$n"
-exit $fail
+tap_done

@@ -6,10 +6,9 @@
 # callback, socket.c's key log) are the documented exception: data handed to OpenSSL, not a
 # call (docs/ARCHITECTURE.md, "Layers").
 set -u
+# shellcheck source-path=SCRIPTDIR source=../lib/tap.sh
+. "$(dirname "$0")/../lib/tap.sh" || exit 1
 cd "${TLSK_ROOT:-$(dirname "$0")/../..}" || exit 1
-n=0
-fail=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
 
 # Source shape has nothing to do with the kernel: native tier only.
 if [ "${TLSK_EXPECT_KTLS:-}" = 1 ]; then
@@ -70,5 +69,4 @@ printf 'static int f(void)\n{\n%s\n}\n' "$(printf '    x();\n%.0s' $(seq 130))" 
 awk '/^[A-Za-z_].*\(/ {s = FNR} /^}/ && s {print FNR - s; s = 0}' "$tmp/long.c" | grep -qx 132
 ok $? "the function measure counts a 130-line body as 132 lines"
 
-echo "1..$n"
-exit $fail
+tap_done

@@ -5,9 +5,8 @@
 set -u
 top=${TLSK_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
 build=${TLSK_BUILD_DIR:-$top/build}
-n=0
-fail=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
+# shellcheck source-path=SCRIPTDIR source=../lib/tap.sh
+. "$(dirname "$0")/../lib/tap.sh" || exit 1
 
 if [ "${TLSK_EXPECT_KTLS:-}" = 1 ]; then
 	echo "1..0 # SKIP the manual pages are checked in the native tier"
@@ -52,5 +51,4 @@ page_opts "$tmp/short.1" >"$tmp/p"
 ! diff -q "$tmp/h" "$tmp/p" >/dev/null && grep -qx -- '--log-handshake-errors' "$tmp/h"
 ok $? "the comparison catches a page without --log-handshake-errors"
 
-echo "1..$n"
-exit $fail
+tap_done

@@ -8,13 +8,10 @@
 # - without a tls module (the usual CI host) --check, --load and tlsk-stat --load exit 1, the
 #   latter with -ENOENT.
 set -u
+# shellcheck source-path=SCRIPTDIR source=../lib/tap.sh
+. "$(dirname "$0")/../lib/tap.sh" || exit 1
 cd "${TLSK_ROOT:-$(dirname "$0")/../..}" || exit 1
-n=0
-fail=0
-ok() {
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi
-}
+# Diagnostics here are messages, one line each, not tap.sh's files.
 diag() { printf '%s\n' "$@" | sed 's/^/# /'; }
 
 script=kmod-helpers/tlsk-modprobe
@@ -135,5 +132,4 @@ else
 	ok $r "tlsk-modprobe --load and tlsk-stat --load agree ($load1, $sload)"
 fi
 
-echo "1..$n"
-exit $fail
+tap_done

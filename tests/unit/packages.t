@@ -8,10 +8,8 @@
 # Packaging has nothing to do with the kernel: native tier only.
 set -u
 top=${TLSK_ROOT:-$(cd "$(dirname "$0")/../.." && pwd)}
-n=0
-fail=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fail=1; fi; }
-diag() { sed 's/^/#   /'; }
+# shellcheck source-path=SCRIPTDIR source=../lib/tap.sh
+. "$(dirname "$0")/../lib/tap.sh" || exit 1
 
 if [ "${TLSK_EXPECT_KTLS:-}" = 1 ]; then
 	echo "1..0 # SKIP the packages are checked in the native tier"
@@ -140,5 +138,4 @@ done
 test -s "$root/usr/lib/sysusers.d/tlsk.conf"
 ok $? "sysusers.d/tlsk.conf installed"
 
-echo "1..$n"
-exit $fail
+tap_done

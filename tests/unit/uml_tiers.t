@@ -6,9 +6,9 @@
 # such a host shows ("ptrace set fp regs failed", "Attempted to kill init") and dies, so this
 # runs on every host; the real kernels are booted by the tiers themselves.
 set -u
+# shellcheck source-path=SCRIPTDIR source=../lib/tap.sh
+. "$(dirname "$0")/../lib/tap.sh" || exit 1
 cd "${TLSK_ROOT:-$(dirname "$0")/../..}" || exit 1
-n=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fi; }
 
 # The tier logic is host-side: checked in the native tier only.
 if [ "${TLSK_EXPECT_KTLS:-}" = 1 ]; then
@@ -76,4 +76,4 @@ out=$(UML_RUN_LINUX="$tmp/crash-linux" TLSK_BUILD="$tmp/build" TLSK_TIERS=6.1 \
 rc=$?
 ok $((rc == 0)) "run-tests.sh: a kernel that crashes otherwise fails even when not required (exit $rc)"
 
-echo "1..$n"
+tap_done
