@@ -164,8 +164,8 @@ run_kernel_tier() {
 		status=1
 		return
 	fi
-	TLSK_EXPECT_KTLS=1 TLSK_KERNEL_TIER=$tier TLSK_TEST_BULK_MIB=${TLSK_TEST_BULK_MIB:-2} \
-		tier_uml --timeout 1500 -- \
+	ASAN_OPTIONS=$uml_asan TLSK_EXPECT_KTLS=1 TLSK_KERNEL_TIER=$tier \
+		TLSK_TEST_BULK_MIB=${TLSK_TEST_BULK_MIB:-2} tier_uml --timeout 1500 -- \
 		prove -v --exec "timeout $per_test" "${tests[@]}" >"$log" 2>&1
 	rc=$?
 	grep -E -A3 '^(not ok|Bail out)' "$log" | head -100
@@ -188,12 +188,17 @@ run_ktls() {
 	done
 }
 
-# AddressSanitizer cannot start inside user-mode Linux (its shadow memory range does not fit
-# UML's address space), so sanitizer builds run the native tier only.
-if [ -n "${TLSK_SANITIZE:-}" ] && [ "$mode" != native ]; then
-	echo "run-tests: SANITIZE=$TLSK_SANITIZE builds run the native tier only (ASan cannot run in user-mode Linux)"
-	mode=native
-fi
+# Sanitizer builds in user-mode Linux: AddressSanitizer runs there, but with its default
+# quarantine (256 MB of freed memory held back) a program that makes many connections faults
+# inside ASan's own calloc after about twenty (test_keyupdate_alerts, in a 512 MB guest and in
+# a 2 GB one alike: SIGSEGV in __asan::Allocator::Calloc's memset, found with gdb in the
+# guest); with 16 MB it passes.  The cause inside UML is not known; the quarantine is smaller
+# only there, and only when the caller has not chosen one.
+uml_asan=${ASAN_OPTIONS:-}
+case $uml_asan in
+*quarantine_size_mb=*) ;;
+*) uml_asan="${uml_asan:+$uml_asan:}quarantine_size_mb=16" ;;
+esac
 
 case $mode in
 native) run_native ;;

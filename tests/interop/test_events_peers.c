@@ -474,7 +474,7 @@ static void test_client_errors(void)
         st.client_errors = 0;
         j.fd = raw_connect(port);
         t0 = now_ms();
-        pthread_create(&t, NULL, junk_writer, &j);
+        h_spawn(&t, junk_writer, &j);
         run_until_errors(loop, &st, 1, 3000 * g_slow);
         closed = closed_while_running(loop, j.fd, 2000 * g_slow);
         shutdown(j.fd, SHUT_RDWR);
@@ -639,7 +639,7 @@ static void test_se1(void)
         struct cjob j = { .host = "127.0.0.1", .port = port, .ctx = i == 1 ? without : with,
                           .servername = "localhost", .len = 100 };
         pthread_t t;
-        pthread_create(&t, NULL, echo_client, &j);
+        h_spawn(&t, echo_client, &j);
         run_until_done(loop, &j.done, 15000 * g_slow);
         pthread_join(t, NULL);
         TAP_IS(j.rc, 0, "SE-1: client %d done (%s)", i, tlsk_err_name(j.rc));
@@ -703,7 +703,7 @@ static void addr_case(struct tlsk_context *sctx, struct tlsk_context *cctx, cons
     }
     j.host = connect_host;
     j.port = port;
-    pthread_create(&t, NULL, echo_client, &j);
+    h_spawn(&t, echo_client, &j);
     run_until_done(loop, &j.done, 15000 * g_slow);
     pthread_join(t, NULL);
     TAP_IS(j.rc, 0, "AD-1 %s -> %s: echo (%s)", connect_host, lh, tlsk_err_name(j.rc));
@@ -801,7 +801,7 @@ static void test_cl1(void)
         return;
     }
     c.port = port;
-    pthread_create(&t, NULL, cl1_client, &c);
+    h_spawn(&t, cl1_client, &c);
     end = now_ms() + 15000 * g_slow;
     while (atomic_load(&c.phase) < 1 && now_ms() < end) {
         tlsk_loop_run(loop, 20);
@@ -1151,8 +1151,8 @@ static void test_bytes_written(enum tlsk_offload_policy pol)
         r.target = sport;
         r.lfd = h_listen(&r.port);
         j.port = r.port;
-        pthread_create(&tr, NULL, relay_main, &r);
-        pthread_create(&tc, NULL, bw_client, &j);
+        h_spawn(&tr, relay_main, &r);
+        h_spawn(&tc, bw_client, &j);
         run_until_done(loop, &j.done, 60000 * g_slow);
         pthread_join(tc, NULL);
         tlsk_loop_run(loop, 100);

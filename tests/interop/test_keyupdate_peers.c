@@ -202,7 +202,7 @@ static void ku_flood(int n)
         return;
     }
     h.port = st.port;
-    pthread_create(&t, NULL, healthy_client, &h);
+    h_spawn(&t, healthy_client, &h);
     snprintf(script, sizeof script,
              "python3 -c \"import sys, time\n"
              "time.sleep(1)\n"
@@ -330,7 +330,7 @@ static void ku_s_server(unsigned flags)
                   "timeout 20 openssl s_server -accept $P -tls1_3 -cert $F/agent1-cert.pem "
                   "-key $F/agent1-key.pem -msg -naccept 1",
                   port, &ofd);
-    pthread_create(&t, NULL, ku_client, &c);
+    h_spawn(&t, ku_client, &c);
     rc = p_wait_peer(pid, ofd, 30, g_out, sizeof g_out);
     pthread_join(t, NULL);
     /* With receive forced into the kernel the client gives up after the first. */
@@ -403,7 +403,7 @@ static void ku_s_server_flood(int n)
              "-key $F/agent1-key.pem -msg -naccept 1",
              2 * n);
     pid = p_spawn_peer(script, port, &ofd);
-    pthread_create(&t, NULL, ku_client, &c);
+    h_spawn(&t, ku_client, &c);
     rc = p_wait_peer(pid, ofd, 90, g_out, sizeof g_out);
     pthread_join(t, NULL);
     sent = p_count(g_out, ">>> TLS 1.3, Handshake [length 0005], KeyUpdate");

@@ -355,7 +355,7 @@ static bool session(const char *tn, struct tlsk_context *sctx, const struct tlsk
         argv[i++] = *extra++;
     }
     argv[i] = NULL;
-    pthread_create(&th, NULL, srv_main, d);
+    h_spawn(&th, srv_main, d);
     if (kid_start(k, argv) != 0) {
         TAP_OK(0, "%s: start openssl s_client", tn);
         close(d->lfd);

@@ -503,7 +503,7 @@ static int srv_start(struct srv *sd, const char *tn, const struct suite *su, uns
 
 static void srv_run(struct srv *sd)
 {
-    pthread_create(&sd->th, NULL, srv_main, sd);
+    h_spawn(&sd->th, srv_main, sd);
 }
 
 /* Join and report the server's own result.  Returns whether it succeeded. */

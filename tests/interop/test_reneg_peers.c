@@ -257,7 +257,7 @@ static void rl_flood(void)
         return;
     }
     h.port = st.port;
-    pthread_create(&t, NULL, healthy_client, &h);
+    h_spawn(&t, healthy_client, &h);
     r_lines(&st, 30, "0.05", false);
     for (int i = 0; i < 3000; i++) {
         p_spin(10);

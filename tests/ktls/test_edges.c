@@ -140,8 +140,8 @@ static void early_data(int version, const char *suite, unsigned flags)
     rd->lazy = true;
     atomic_store(&wr_hs_done, 0);
     atomic_store(&wr_sent, 0);
-    pthread_create(&a, NULL, reader, rd);
-    pthread_create(&b, NULL, writer, wr);
+    h_spawn(&a, reader, rd);
+    h_spawn(&b, writer, wr);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     if (tlsk_kernel_probe()->ulp) {
@@ -234,8 +234,8 @@ static void one_conn(struct peer *sv, struct peer *cl)
         sv->rc = cl->rc = -EIO;
         return;
     }
-    pthread_create(&a, NULL, res_server, sv);
-    pthread_create(&b, NULL, res_client, cl);
+    h_spawn(&a, res_server, sv);
+    h_spawn(&b, res_client, cl);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     close(sv->fd);

@@ -1459,7 +1459,7 @@ int main(void)
             nservers += g_run[m];
         }
     }
-    pthread_create(&lt, NULL, loop_main, NULL);
+    h_spawn(&lt, loop_main, NULL);
     run_library(&lib, &checked, &user_rfc, &user_known);
     atomic_store(&g_stop, 1);
     pthread_join(lt, NULL);

@@ -216,7 +216,7 @@ static void run_case(const char *suite, enum tlsk_offload_policy pol, bool lean,
     SSL_CTX_set_verify(cctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_keylog_callback(cctx, keylog);
     g_sec = &sec;
-    pthread_create(&t, NULL, server_main, &sv);
+    h_spawn(&t, server_main, &sv);
     ssl = SSL_new(cctx);
     SSL_set_fd(ssl, cfd);
     if (SSL_connect(ssl) != 1 || !sec.clen || !sec.slen ||

@@ -231,8 +231,8 @@ static void run_case(const struct tcase *tc, size_t bulk, int file_fd)
     cl.fd = cfd;
     pthread_barrier_init(&bar, NULL, 3);
     sv.bar = cl.bar = &bar;
-    pthread_create(&ts, NULL, server_main, &sv);
-    pthread_create(&tcl, NULL, client_main, &cl);
+    h_spawn(&ts, server_main, &sv);
+    h_spawn(&tcl, client_main, &cl);
     pthread_barrier_wait(&bar);
 
     /* Both handshakes are done and nothing has been closed: look at the kernel now. */

@@ -99,6 +99,17 @@ int h_tcp_pair(int *client, int *server)
     return 0;
 }
 
+void h_spawn(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    int rc = pthread_create(t, NULL, fn, arg);
+
+    if (rc != 0) {
+        printf("Bail out! pthread_create: %s\n", strerror(rc));
+        fflush(stdout);
+        exit(1);
+    }
+}
+
 int h_set_nonblock(int fd, bool on)
 {
     int fl = fcntl(fd, F_GETFL);

@@ -3,6 +3,7 @@
 #ifndef TLSK_HARNESS_H
 #define TLSK_HARNESS_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +24,9 @@ size_t h_bulk_bytes(size_t def_mib);
 
 /* A connected TCP pair over 127.0.0.1.  Returns 0 or -errno. */
 int h_tcp_pair(int *client, int *server);
+/* pthread_create, or "Bail out!" (TAP) and exit 1: a test must not join a thread it never
+ * started. */
+void h_spawn(pthread_t *t, void *(*fn)(void *), void *arg);
 /* Listen on 127.0.0.1 with an ephemeral port. Returns fd, sets *port. */
 int h_listen(int *port);
 int h_set_nonblock(int fd, bool on);

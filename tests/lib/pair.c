@@ -83,8 +83,8 @@ void tp_conn(struct tp_end *sv, struct tp_end *cl)
     if (cl->nonblock) {
         h_set_nonblock(cl->fd, true);
     }
-    pthread_create(&a, NULL, run_end, sv);
-    pthread_create(&b, NULL, run_end, cl);
+    h_spawn(&a, run_end, sv);
+    h_spawn(&b, run_end, cl);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     close(sv->fd);

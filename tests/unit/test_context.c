@@ -316,7 +316,7 @@ static void in_memory_handshake(struct tlsk_context *sctx, struct tlsk_context *
         tlsk_context_free(sctx);
         tlsk_context_free(cctx);
     }
-    pthread_create(&t, NULL, server_thread, &sv);
+    h_spawn(&t, server_thread, &sv);
     rc = h_handshake(c);
     if (!TAP_OK(rc == 0, "%s: handshake (%s)", name, tlsk_err_name(rc))) {
         tap_diag("  client: %s", tlsk_socket_error_detail(c));

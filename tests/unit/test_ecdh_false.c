@@ -65,7 +65,7 @@ static int run(const char *what, struct tlsk_context *sc, struct tlsk_context *c
     if (!TAP_OK(sc && cc && h_tcp_pair(&cfd, &sv.fd) == 0, "%s: setup", what)) {
         return -1;
     }
-    pthread_create(&t, NULL, server, &sv);
+    h_spawn(&t, server, &sv);
     rc = tlsk_socket_new_client(&c, cc, cfd, &o);
     if (rc == 0) {
         rc = h_handshake(c);

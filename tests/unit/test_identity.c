@@ -65,7 +65,7 @@ static void one(const char *what, unsigned flags, int answer, int want_rc, int w
     if (!TAP_OK(cctx && sv.ctx && h_tcp_pair(&cfd, &sv.fd) == 0, "%s: setup", what)) {
         return;
     }
-    pthread_create(&t, NULL, server, &sv);
+    h_spawn(&t, server, &sv);
     rc = tlsk_socket_new_client(&c, cctx, cfd, &o);
     if (rc == 0) {
         rc = h_handshake(c);

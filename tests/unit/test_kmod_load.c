@@ -764,7 +764,7 @@ static void child_cache(const void *arg, struct child_out *o)
 
     pthread_barrier_init(&bar, NULL, N_THREADS);
     for (intptr_t i = 0; i < N_THREADS; i++) {
-        pthread_create(&th[i], NULL, cache_thread, (void *)i);
+        h_spawn(&th[i], cache_thread, (void *)i);
     }
     int bad = 0;
     for (int i = 0; i < N_THREADS; i++) {

@@ -315,8 +315,8 @@ static void phase1(struct tlsk_context *sctx, bool uml)
     }
     o.port = c.port = port;
     t0 = now_ms();
-    pthread_create(&to, NULL, opener_main, &o);
-    pthread_create(&tc, NULL, clients_main, &c);
+    h_spawn(&to, opener_main, &o);
+    h_spawn(&tc, clients_main, &c);
     end = now_ms() + o.wait_ms + 30000;
     while (now_ms() < end) {
         tlsk_loop_run(loop, 50);

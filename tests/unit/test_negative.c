@@ -154,7 +154,7 @@ static void healthy_start(void)
         tlsk_socket_new_client(&healthy.c, healthy.cctx, healthy.cfd, &o) != 0) {
         tap_bail("healthy connection: sockets");
     }
-    pthread_create(&healthy.thread, NULL, healthy_server, NULL);
+    h_spawn(&healthy.thread, healthy_server, NULL);
     rc = h_handshake(healthy.c);
     if (!TAP_OK(rc == 0, "healthy connection: handshake (%s)", tlsk_err_name(rc))) {
         tap_diag("  %s", tlsk_socket_error_detail(healthy.c));
@@ -316,8 +316,8 @@ static void run_pair(struct peer *sv, struct peer *cl, bool nonblock)
     sv->fd = sfd;
     cl->server = false;
     cl->fd = cfd;
-    pthread_create(&ts, NULL, peer_main, sv);
-    pthread_create(&tc, NULL, peer_main, cl);
+    h_spawn(&ts, peer_main, sv);
+    h_spawn(&tc, peer_main, cl);
     pthread_join(tc, NULL);
     pthread_join(ts, NULL);
     close(cfd);
@@ -495,7 +495,7 @@ static void raw_peer_case(enum raw_kind kind, bool tlsk_is_server, bool nb)
     /* b is the tlsk side, a the raw one. */
     prep_fd(b, nb);
     p.fd = b;
-    pthread_create(&t, NULL, peer_main, &p);
+    h_spawn(&t, peer_main, &p);
     if (!tlsk_is_server) {
         /* Take the ClientHello first, so that the close below is a clean FIN and not an RST
          * racing the client's write. */
@@ -608,7 +608,7 @@ static void sendfile_close_case(int version, bool nb, int file_fd)
     prep_fd(cfd, nb);
     prep_fd(sfd, nb);
     sv.fd = sfd;
-    pthread_create(&t, NULL, sf_server_main, &sv);
+    h_spawn(&t, sf_server_main, &sv);
     rc = tlsk_socket_new_client(&c, cctx, cfd, &o);
     if (rc == 0) {
         rc = h_handshake(c);
@@ -701,7 +701,7 @@ static void truncation_case(int version, unsigned flags, bool nb)
     prep_fd(cfd, nb);
     prep_fd(sfd, nb);
     sv.fd = sfd;
-    pthread_create(&t, NULL, trunc_server_main, &sv);
+    h_spawn(&t, trunc_server_main, &sv);
     rc = tlsk_socket_new_client(&c, cctx, cfd, &o);
     if (rc == 0) {
         rc = h_handshake(c);
@@ -908,8 +908,8 @@ static void corrupt_case(int version, unsigned flags, enum tlsk_offload_policy p
     prep_fd(cfd, nb);
     prep_fd(sfd, nb);
     sv.fd = sfd;
-    pthread_create(&tr, NULL, relay_main, &r);
-    pthread_create(&ts, NULL, bad_server_main, &sv);
+    h_spawn(&tr, relay_main, &r);
+    h_spawn(&ts, bad_server_main, &sv);
     rc = tlsk_socket_new_client(&c, cctx, cfd, &o);
     if (rc == 0) {
         rc = h_handshake(c);
@@ -1038,7 +1038,7 @@ static void write_after_shutdown_case(int version, bool nb, int file_fd)
     prep_fd(cfd, nb);
     prep_fd(sfd, nb);
     sv.fd = sfd;
-    pthread_create(&t, NULL, closing_server_main, &sv);
+    h_spawn(&t, closing_server_main, &sv);
     rc = tlsk_socket_new_client(&c, cctx, cfd, &o);
     if (rc == 0) {
         rc = h_handshake(c);

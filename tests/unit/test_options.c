@@ -237,8 +237,8 @@ static void run(struct end *sv, struct end *cl)
         snprintf(cl->detail, sizeof cl->detail, "setup failed (context or TCP pair)");
         return;
     }
-    pthread_create(&a, NULL, end_main, sv);
-    pthread_create(&b, NULL, end_main, cl);
+    h_spawn(&a, end_main, sv);
+    h_spawn(&b, end_main, cl);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     close(sv->fd);

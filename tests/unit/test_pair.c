@@ -691,7 +691,7 @@ static void test_ts4(void)
     }
     TAP_IS(tlsk_socket_new_server(&srv.s, sctx, sv[1], NULL), 0, "TS-4: server over AF_UNIX");
     TAP_IS(tlsk_socket_new_client(&c, cctx, sv[0], &co), 0, "TS-4: client over AF_UNIX");
-    pthread_create(&ts, NULL, ts4_server, &srv);
+    h_spawn(&ts, ts4_server, &srv);
     rc = h_handshake(c);
     TAP_IS(rc, 0, "TS-4: handshake over a socketpair (%s)", tlsk_err_name(rc));
     if (rc == 0) {

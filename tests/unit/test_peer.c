@@ -70,8 +70,8 @@ static int pair_handshake(struct side *sv, struct side *cl)
 {
     pthread_t a, b;
 
-    pthread_create(&a, NULL, hs_thread, sv);
-    pthread_create(&b, NULL, hs_thread, cl);
+    h_spawn(&a, hs_thread, sv);
+    h_spawn(&b, hs_thread, cl);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     if (sv->rc || cl->rc) {
@@ -334,7 +334,7 @@ static void get_ciphers(void)
 
     /* The first calls race: all must see the same, complete list. */
     for (int i = 0; i < 4; i++) {
-        pthread_create(&t[i], NULL, ciphers_thread, &counts[i]);
+        h_spawn(&t[i], ciphers_thread, &counts[i]);
     }
     for (int i = 0; i < 4; i++) {
         pthread_join(t[i], NULL);

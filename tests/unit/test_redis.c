@@ -175,7 +175,7 @@ static void run(struct job *j)
     pthread_t t;
     long long end = p_now_ms() + 20000;
     atomic_store(&j->done, 0);
-    pthread_create(&t, NULL, client, j);
+    h_spawn(&t, client, j);
     while (!atomic_load(&j->done) && p_now_ms() < end) {
         tlsk_loop_run(g_loop, 20);
     }

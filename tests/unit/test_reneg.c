@@ -447,7 +447,7 @@ static void rn7(bool answers, int timeout_ms)
                 "%s: server listening", what)) {
         return;
     }
-    pthread_create(&t, NULL, rn7_client, &st);
+    h_spawn(&t, rn7_client, &st);
     for (int64_t end = te_now_ms() + 15000; !atomic_load(&st.client_done) && te_now_ms() < end;) {
         tlsk_loop_run(loop, 50);
     }
@@ -578,7 +578,7 @@ static void refusal_parked(void)
     SSL_set_fd(ssl, cfd);
     SSL_set_msg_callback(ssl, msg_cb);
     SSL_set_msg_callback_arg(ssl, &alert);
-    pthread_create(&th, NULL, refusal_server, &r);
+    h_spawn(&th, refusal_server, &r);
     rc = SSL_connect(ssl);
     TAP_IS(rc, 1, "%s: the OpenSSL client's handshake", what);
     while (!atomic_load(&r.full)) {

@@ -91,7 +91,7 @@ static void pair(struct tlsk_context *sctx, struct tlsk_context *cctx, const cha
         *crc = -EIO;
         return;
     }
-    pthread_create(&t, NULL, srv_main, sv);
+    h_spawn(&t, srv_main, sv);
     *crc = tlsk_socket_new_client(c, cctx, *cfd, &o);
     if (*crc == 0) {
         *crc = h_handshake(*c);

@@ -30,7 +30,7 @@ static void test_echo(void)
     }
     for (int i = 0; i < 3; i++) {
         jobs[i].port = port;
-        pthread_create(&t[i], NULL, te_echo_client, &jobs[i]);
+        h_spawn(&t[i], te_echo_client, &jobs[i]);
     }
     TAP_IS(tlsk_loop_run(loop, 60000), 0, "loop ran until the server closed");
     for (int i = 0; i < 3; i++) {
@@ -71,7 +71,7 @@ static void test_timeout(void)
         (void)!write(partial, "\x16\x03\x01\x02\x00", 5); /* a handshake header, then nothing */
     }
     ok.port = port;
-    pthread_create(&t, NULL, te_echo_client, &ok);
+    h_spawn(&t, te_echo_client, &ok);
     tlsk_loop_run(loop, 1500);
     pthread_join(t, NULL);
     TAP_IS(st.client_errors, 2, "HT-1/HT-2: exactly two clientError (silent and partial)");
@@ -136,7 +136,7 @@ static void test_no_delay(void)
             tlsk_loop_free(loop);
             continue;
         }
-        pthread_create(&t, NULL, te_echo_client, &job);
+        h_spawn(&t, te_echo_client, &job);
         TAP_IS(tlsk_loop_run(loop, 10000), 0, "ND-1: loop ran until the server closed");
         pthread_join(t, NULL);
         TAP_IS(job.rc, 0, "ND-1: the connection echoed (%s)", tlsk_err_name(job.rc));

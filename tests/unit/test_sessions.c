@@ -204,7 +204,7 @@ static int st_resume(struct tlsk_socket *s, const unsigned char *id, size_t id_l
     if (st->async == AS_THREAD) {
         pthread_t t;
         atomic_store(&st->answered, 0);
-        pthread_create(&t, NULL, answer_thread, s);
+        h_spawn(&t, answer_thread, s);
         pthread_detach(t);
     }
     return TLSK_SESSION_PENDING;
@@ -344,8 +344,8 @@ static void conn(struct end *sv, struct end *cl)
     if (g_store.async == AS_LATER) {
         h_set_nonblock(sv->fd, true);
     }
-    pthread_create(&a, NULL, run_end, sv);
-    pthread_create(&b, NULL, run_end, cl);
+    h_spawn(&a, run_end, sv);
+    h_spawn(&b, run_end, cl);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     close(sv->fd);

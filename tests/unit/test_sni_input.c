@@ -53,7 +53,7 @@ static void one(const char *what, const char *name, struct tlsk_context *sctx,
     if (!TAP_OK(h_tcp_pair(&cfd, &sv.fd) == 0, "%s: tcp pair", what)) {
         return;
     }
-    pthread_create(&t, NULL, server, &sv);
+    h_spawn(&t, server, &sv);
     rc = tlsk_socket_new_client(&c, cctx, cfd, &o);
     if (rc == 0) {
         rc = h_handshake(c);

@@ -186,7 +186,7 @@ static void blocking_case(const struct kase *k)
         tlsk_sni_add(b.sni, "secure.example", secure) != 0 || (b.lfd = h_listen(&port)) < 0) {
         tap_bail("setup");
     }
-    pthread_create(&t, NULL, bserver_main, &b);
+    h_spawn(&t, bserver_main, &b);
     client(port, k->version, "www.example", NULL, &made);
     client(port, k->version, "www.example", &made, &same);
     client(port, k->version, "secure.example", &made, &other);
@@ -217,7 +217,7 @@ static void evented_case(const struct kase *k)
         tlsk_server_address(e.srv, host, sizeof host, &port) != 0) {
         tap_bail("evented setup");
     }
-    pthread_create(&t, NULL, eserver_main, &e);
+    h_spawn(&t, eserver_main, &e);
     client(port, k->version, "www.example", NULL, &made);
     client(port, k->version, "www.example", &made, &same);
     client(port, k->version, "secure.example", &made, &other);

@@ -80,7 +80,7 @@ static void test_echo(void)
     silent = te_raw_connect(port);
     for (int i = 0; i < 3; i++) {
         jobs[i].port = port;
-        pthread_create(&t[i], NULL, te_echo_client, &jobs[i]);
+        h_spawn(&t[i], te_echo_client, &jobs[i]);
     }
     rc = uv_run(&uv, UV_RUN_DEFAULT);
     if (!TAP_OK(!g_watchdog_fired, "uv_run returned by itself once the server closed (rc %d)",
