@@ -46,11 +46,17 @@ struct peer {
  * (under sanitizers or in user-mode Linux a fixed delay alone is not enough). */
 static atomic_int wr_hs_done, wr_sent;
 
+/* After each -EAGAIN: give the writer a second to finish its handshake (its Finished can be
+ * on the wire well before it says so: with ASan in user-mode Linux the reader once finished
+ * in that gap, FIONREAD 0), then, once it has, wait until all its data is out.  A writer
+ * that is still waiting for this side's next flight costs the second. */
 static int lazy_handshake(struct tlsk_socket *s)
 {
     int rc;
     while ((rc = tlsk_socket_handshake(s)) == -EAGAIN) {
-        usleep(300 * 1000);
+        for (int i = 0; i < 100 && !atomic_load(&wr_hs_done); i++) {
+            usleep(10 * 1000);
+        }
         for (int i = 0; i < 1000 && atomic_load(&wr_hs_done) && !atomic_load(&wr_sent); i++) {
             usleep(10 * 1000);
         }
