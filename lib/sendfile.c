@@ -20,7 +20,7 @@
 #include "internal.h"
 #include "kconst.h"
 
-#define SF_BUF_SIZE (32 * TLSK_MAX_PLAINTEXT)
+#define SF_BUF_SIZE (16 * TLSK_MAX_PLAINTEXT)
 #define SF_MAP_SIZE (64 * TLSK_MAX_PLAINTEXT)
 
 static ssize_t kernel_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, size_t count)

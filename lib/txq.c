@@ -31,7 +31,7 @@
 #include "kconst.h"
 
 /* Records per batch: a 256 KiB send, as the userspace sendfile buffer (sendfile.c). */
-#define TXQ_RECS 32
+#define TXQ_RECS 16
 /* Room per record: 16 KiB plus the largest expansion of a TLS 1.2+ record (header, explicit
  * IV, MAC or tag, padding) with margin. */
 #define TXQ_REC_ROOM (TLSK_MAX_PLAINTEXT + 256)
