@@ -11,6 +11,7 @@
  * Runs in both tiers; with TLSK_EXPECT_KTLS=1 the receive side must be in the kernel.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -46,14 +47,26 @@ struct peer {
  * (under sanitizers or in user-mode Linux a fixed delay alone is not enough). */
 static atomic_int wr_hs_done, wr_sent;
 
-/* After each -EAGAIN: give the writer a second to finish its handshake (its Finished can be
- * on the wire well before it says so: with ASan in user-mode Linux the reader once finished
- * in that gap, FIONREAD 0), then, once it has, wait until all its data is out.  A writer
+/* After each -EAGAIN: wait (up to 10 s) for the writer's next flight to reach this socket,
+ * then give the writer a second to say it has finished its handshake (its Finished is on the
+ * wire before it says so, and then it installs its keys), then, once it has, wait until all
+ * its data is out.  The second is counted from the flight's arrival, not from the -EAGAIN:
+ * counted from the -EAGAIN it once ran out while the writer was still computing (6.1 tier,
+ * two guests sharing the host's CPUs: the reader finished first, FIONREAD 0).  A writer
  * that is still waiting for this side's next flight costs the second. */
-static int lazy_handshake(struct tlsk_socket *s)
+static bool readable(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    return poll(&p, 1, 0) == 1;
+}
+
+static int lazy_handshake(struct tlsk_socket *s, int fd)
 {
     int rc;
     while ((rc = tlsk_socket_handshake(s)) == -EAGAIN) {
+        for (int i = 0; i < 1000 && !readable(fd) && !atomic_load(&wr_hs_done); i++) {
+            usleep(10 * 1000);
+        }
         for (int i = 0; i < 100 && !atomic_load(&wr_hs_done); i++) {
             usleep(10 * 1000);
         }
@@ -77,7 +90,7 @@ static void *reader(void *arg)
     if (p->rc) {
         return NULL;
     }
-    if ((p->rc = lazy_handshake(s)) != 0) {
+    if ((p->rc = lazy_handshake(s, p->fd)) != 0) {
         goto out;
     }
     p->off = tlsk_socket_offload(s);
