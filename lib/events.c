@@ -10,29 +10,22 @@
  * bounded by the same timeout (Node's handshakeTimeout applies to renegotiations too), and
  * reported by the renegotiated callback; reads wait until it is over.
  *
- * Closing lingers (docs/KERNEL.md §8): after the close callback the write side is shut
- * (FIN after whatever was sent, an alert included), then what the peer still sends is read
- * and dropped, for at most LINGER_MS and LINGER_BYTES, until its FIN arrives; only then is
- * the descriptor closed.  Closed at once, a socket with unread bytes makes the kernel answer
- * with a reset, which can destroy the alert before the peer reads it.  The handle stays on
- * the loop meanwhile (never blocking it); the owner (the server) hears of the close at the
- * end, so a server's close event still comes after its last descriptor is gone.
+ * Closing lingers (linger.c, docs/KERNEL.md §8): after the close callback the write side is
+ * shut and the peer's bytes are drained until its FIN, so that an alert is not destroyed by a
+ * reset.  The handle stays on the loop meanwhile (never blocking it); the owner (the server)
+ * hears of the close at the end, so a server's close event still comes after its last
+ * descriptor is gone.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "internal.h"
 #include "kconst.h"
 
 #define READS_PER_DISPATCH 16
-#define LINGER_MS 1000             /* the longest a closed socket waits for the peer's FIN */
-#define LINGER_BYTES (256 * 1024)  /* the most it reads (and drops) meanwhile */
-#define LINGER_POLL_MS 5           /* kernel receive is looked at on a timer, never watched: */
-#define LINGER_POLL_MAX_MS 160     /* first after 5 ms, then twice as long each time */
 
 struct ev_ext {
     struct tlsk__ev ev;
@@ -40,12 +33,8 @@ struct ev_ext {
     int64_t hs_timeout_ms; /* the owner's handshake timeout, for renegotiations too (0 none) */
     int64_t reneg_deadline; /* our renegotiation's, monotonic ms; 0 = not started, -1 = no limit */
     int pending_err;
-    /* Lingering close: until linger_end, or LINGER_BYTES dropped, or the peer's FIN. */
     bool lingering;
-    bool linger_deaf; /* nothing can be read (kernel receive failed): wait for FIN only */
-    int64_t linger_end;
-    size_t linger_bytes;
-    int linger_poll_ms;
+    struct tlsk__linger linger;
 };
 
 static struct ev_ext *ext(struct tlsk_socket *s)
@@ -101,73 +90,11 @@ static void release_closed(struct tlsk_socket *s)
     tlsk__handle_close(&ev->h);
 }
 
-/* One look at a lingering socket: drop what arrived, and finish once the peer's FIN came,
- * the limits are reached, or the peer reset the connection.  Else wait for more. */
+/* One step of a lingering close (linger.c), and the release once it is over. */
 static void linger_step(struct tlsk_socket *s)
 {
-    static _Thread_local unsigned char sink[TLSK_MAX_PLAINTEXT];
-    struct ev_ext *x = ext(s);
-    int64_t left;
-
-    for (int i = 0; i < READS_PER_DISPATCH && !x->linger_deaf; i++) {
-        ssize_t n;
-        int type = TLSK_REC_APPDATA;
-        bool eor;
-
-        if (x->linger_bytes >= LINGER_BYTES || tlsk__now_ms() >= x->linger_end) {
-            release_closed(s);
-            return;
-        }
-        if (s->rx_kernel) {
-            /* With the record-type buffer, so that control records are consumed too. */
-            n = tlsk__krecv(s->fd, sink, sizeof sink, &type, &eor);
-        } else {
-            n = recv(s->fd, sink, sizeof sink, MSG_DONTWAIT);
-            n = n < 0 ? -errno : n;
-        }
-        if (n > 0 || (n == 0 && type != TLSK_REC_APPDATA)) {
-            x->linger_bytes += (size_t)n; /* (a zero-length control record is no end) */
-            continue;
-        }
-        if (n == -EAGAIN || n == -EWOULDBLOCK) {
-            break;
-        }
-        if (n == -EINTR) {
-            continue;
-        }
-        if (n < 0 && s->rx_kernel && n != -ECONNRESET && n != -EPIPE && n != -ENOTCONN) {
-            x->linger_deaf = true; /* the kernel refuses what is queued: see below */
-            break;
-        }
-        release_closed(s); /* the peer's FIN (0), or a reset */
-        return;
-    }
-    if (x->linger_deaf) {
-        /* What is queued stays unread (a record the kernel refused), so the peer's FIN is
-         * the sign it has read what we sent: once it came, closing sends no reset. */
-        struct pollfd pf = { .fd = s->fd, .events = POLLRDHUP };
-        if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-            release_closed(s);
-            return;
-        }
-    }
-    left = x->linger_end - tlsk__now_ms();
-    if (left <= 0 || x->linger_bytes >= LINGER_BYTES) {
+    if (tlsk__linger_step(s, &ext(s)->linger)) {
         release_closed(s);
-        return;
-    }
-    /* A userspace receive is watched; a kernel one is looked at on a timer (before Linux
-     * 6.5 poll reports a partial record as readable, and a refused record stays readable
-     * for ever: watching would spin). */
-    if (s->rx_kernel || x->linger_deaf) {
-        tlsk__handle_watch(&s->ev->h, 0);
-        tlsk__handle_timer(&s->ev->h, left < x->linger_poll_ms ? left : x->linger_poll_ms);
-        if (x->linger_poll_ms < LINGER_POLL_MAX_MS) {
-            x->linger_poll_ms *= 2;
-        }
-    } else {
-        tlsk__handle_watch(&s->ev->h, POLLIN);
-        tlsk__handle_timer(&s->ev->h, left);
     }
 }
 
@@ -177,17 +104,10 @@ static int start_linger(struct tlsk_socket *s)
 {
     struct ev_ext *x = ext(s);
 
-    if (s->fd < 0 || s->is_pair || !(s->flags & TLSK_SOCKET_OWN_FD) ||
-        shutdown(s->fd, SHUT_WR) != 0) {
+    if (!tlsk__linger_start(s, &x->linger)) {
         return 0;
     }
     x->lingering = true;
-    x->linger_end = tlsk__now_ms() + LINGER_MS;
-    x->linger_bytes = 0;
-    x->linger_poll_ms = LINGER_POLL_MS;
-    /* Kernel receive that failed (a refused record stays queued): reading again would only
-     * fail again, and count another TlsDecryptError. */
-    x->linger_deaf = s->rx_kernel && s->state == TLSK__FAILED;
     linger_step(s);
     return 1;
 }

@@ -414,6 +414,20 @@ void tlsk__lean_free(struct tlsk_socket *s);
 int tlsk__version(const struct tlsk_socket *s);
 const SSL_CIPHER *tlsk__cipher(const struct tlsk_socket *s);
 
+/* linger.c: a closed evented socket's descriptor waits for the peer's FIN (KERNEL.md §8). */
+struct tlsk__linger {
+    bool deaf; /* nothing can be read (kernel receive failed): wait for the FIN only */
+    int64_t end; /* monotonic ms */
+    size_t bytes; /* read and dropped so far */
+    int poll_ms; /* the next look at a kernel receive */
+};
+/* Shut the write side: false when there is nothing to linger on (no descriptor of ours, or
+ * the connection is gone already). */
+bool tlsk__linger_start(struct tlsk_socket *s, struct tlsk__linger *l);
+/* Drop what arrived: true once the peer's FIN came, a limit was reached or the peer reset
+ * (the caller closes now); else s->ev's handle is armed for the next step. */
+bool tlsk__linger_step(struct tlsk_socket *s, struct tlsk__linger *l);
+
 /* events.c: a socket joins a loop; ocb/owner hear of it (the server), or NULL. */
 int tlsk__ev_start(struct tlsk_socket *s, struct tlsk_loop *l, const struct tlsk__ev_owner *ocb,
                    void *owner, int64_t handshake_timeout_ms);
