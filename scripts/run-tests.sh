@@ -235,10 +235,11 @@ run_ktls() {
 # inside ASan's own calloc after about twenty (test_keyupdate_alerts, in a 512 MB guest and in
 # a 2 GB one alike: SIGSEGV in __asan::Allocator::Calloc's memset, found with gdb in the
 # guest); with 16 MB it passes.  The cause inside UML is not known; the quarantine is smaller
-# only there, and only when the caller has not chosen one.
+# only there, only for a sanitizer build (TLSK_SANITIZE, from make SANITIZE=...), and only
+# when the caller has not chosen one.
 uml_asan=${ASAN_OPTIONS:-}
-case $uml_asan in
-*quarantine_size_mb=*) ;;
+case ${TLSK_SANITIZE:-}:$uml_asan in
+:* | *quarantine_size_mb=*) ;;
 *) uml_asan="${uml_asan:+$uml_asan:}quarantine_size_mb=16" ;;
 esac
 
