@@ -107,22 +107,27 @@ static int handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t 
     uint64_t seen = s->rx_ku_seen;
     int rc = reinject(s, TLSK_REC_HANDSHAKE, msg, len);
 
-    if (rc != 0 || len == 0 || msg[0] != SSL3_MT_KEY_UPDATE ||
-        SSL_version(s->ssl) != TLS1_3_VERSION) {
+    if (rc != 0 || SSL_version(s->ssl) != TLS1_3_VERSION) {
         return rc;
     }
-    if (s->rx_ku_seen == seen) {
-        /* The kernel pauses after any record that starts with a KeyUpdate, but OpenSSL took
-         * no key change from this one (its message continues in a later record, which RFC
-         * 8446 5.1 forbids at a key change): nothing can be received any more. */
-        tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE);
-        return tlsk__set_detail(s, TLSK_EPROTO, "KeyUpdate not aligned with a record boundary");
+    if (s->rx_ku_seen != seen) {
+        /* OpenSSL took a KeyUpdate, whole in this record or ending in it (a malformed one,
+         * or one with more after it, got its alert above). */
+        s->rx_hs_partial = false;
+        if ((rc = follow_peer_key_update(s)) != 0) {
+            return rc;
+        }
+        return tlsk__bridge_answer_key_update(s);
     }
-    /* OpenSSL took it (a malformed one got its alert above). */
-    if ((rc = follow_peer_key_update(s)) != 0) {
-        return rc;
+    if (len > 0 && msg[0] == SSL3_MT_KEY_UPDATE) {
+        /* A KeyUpdate that goes on in the next record (RFC 8446 5.1 lets a handshake message
+         * span records; only a key change may not fall inside one), which is still under the
+         * current key: a kernel that re-keys paused after this record, so it gets that key
+         * again.  No data may come before the rest (io.c). */
+        s->rx_hs_partial = true;
+        return s->kernel_rekey ? tlsk__kernel_rx_resume(s) : 0;
     }
-    return tlsk__bridge_answer_key_update(s);
+    return 0;
 }
 
 /*
@@ -224,7 +229,8 @@ static int lean_refuse(struct tlsk_socket *s, int alert, const char *why, int mt
 /* A KeyUpdate, judged in the order OpenSSL 3.0 judges one (the message size limit in
  * tls_get_message_header, then tls_process_key_update: record boundary, length, type), then
  * followed: the kernel's receive key moves on, and update_requested gets our own KeyUpdate.
- * The record starts with the message header (len >= 4). */
+ * msg holds the message's first bytes (its header, and its body when there is one) and len
+ * counts the message's bytes up to the end of the record that holds its last one. */
 static int lean_key_update_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
 {
     size_t body = (size_t)msg[1] << 16 | (size_t)msg[2] << 8 | msg[3];
@@ -298,23 +304,44 @@ static int lean_tls12_handshake_in(struct tlsk_socket *s, const unsigned char *m
     return rc;
 }
 
-/* A handshake record on a lean socket (a server).  TLS 1.3: only a KeyUpdate may come.  TLS
- * 1.2: lean_tls12_handshake_in. */
+/* TLS 1.3 handshake bytes on a lean socket (a server): only a KeyUpdate may come, judged as
+ * OpenSSL judges one (lean_key_update_in) once its header is in, and followed across records
+ * as OpenSSL reassembles it: a record that begins one the next record completes leaves the
+ * kernel paused (docs/KERNEL.md §7.8), which then gets the same key again. */
+static int lean_tls13_handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
+{
+    struct tlsk__lean *l = s->lean;
+    bool starts = l->ku_len == 0;
+    size_t total = l->ku_len + len, take, body;
+    int rc;
+
+    if (len == 0 || (starts && msg[0] != SSL3_MT_KEY_UPDATE)) {
+        return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE, "unexpected message",
+                           len ? msg[0] : -1);
+    }
+    take = sizeof l->ku - l->ku_len < len ? sizeof l->ku - l->ku_len : len;
+    memcpy(l->ku + l->ku_len, msg, take);
+    l->ku_len += take;
+    body = l->ku_len >= 4 ? (size_t)l->ku[1] << 16 | (size_t)l->ku[2] << 8 | l->ku[3] : 0;
+    if (l->ku_len < 4 || (body <= 1 && total < 4 + body)) {
+        /* Not whole yet: the rest comes in the next record, and no data before it (io.c). */
+        s->rx_hs_partial = true;
+        return starts && s->kernel_rekey ? tlsk__kernel_rx_resume(s) : 0;
+    }
+    s->rx_hs_partial = false;
+    rc = lean_key_update_in(s, l->ku, total);
+    OPENSSL_cleanse(l->ku, sizeof l->ku);
+    l->ku_len = 0;
+    return rc;
+}
+
+/* A handshake record on a lean socket (a server), by version. */
 static int lean_handshake_in(struct tlsk_socket *s, const unsigned char *msg, size_t len)
 {
-    int mt = len >= 1 ? msg[0] : -1;
-
     if (tlsk__version(s) == TLS1_2_VERSION) {
         return lean_tls12_handshake_in(s, msg, len);
     }
-    if (mt != SSL3_MT_KEY_UPDATE) {
-        return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE, "unexpected message", mt);
-    }
-    if (len < 4) {
-        return lean_refuse(s, SSL_AD_UNEXPECTED_MESSAGE,
-                           "KeyUpdate not aligned with a record boundary", mt);
-    }
-    return lean_key_update_in(s, msg, len);
+    return lean_tls13_handshake_in(s, msg, len);
 }
 
 /* A control record (type != 23) received from kTLS RX, reassembled up to MSG_EOR.

@@ -134,6 +134,9 @@ struct tlsk__lean {
     X509 *peer;               /* a reference, or NULL */
     STACK_OF(X509) *chain;    /* references, or NULL */
     bool ku_owed;             /* our answer to update_requested waits behind a parked record */
+    /* TLS 1.3: a KeyUpdate being received, across records (bridge.c); 5 bytes are a whole one. */
+    unsigned char ku[5];
+    size_t ku_len;
     /* TLS 1.2: the handshake message being received, across records (bridge.c). */
     unsigned char hs_hdr[4];
     size_t hs_hdr_len, hs_left;
@@ -227,6 +230,7 @@ struct tlsk_socket {
      * KeyUpdates OpenSSL has read (msg callback), and a KeyUpdate we asked the peer for
      * because the kernel's receive key is worn out. */
     bool kernel_rekey, rx_ku_asked;
+    bool rx_hs_partial; /* TLS 1.3: a KeyUpdate begun through kernel receive and not yet whole */
     uint64_t rx_ku_seen;
     /* A control record that met a full send buffer after it left OpenSSL: it goes first
      * when the socket is writable again, then (rekey) the kernel takes the next TX key. */
@@ -327,6 +331,9 @@ int tlsk__offload(struct tlsk_socket *s) TLSK_MUST_CHECK;
  * the kernel with sequence 0 (Linux 6.14+).  0 or TLSK_EKEYUPDATE. */
 int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx) TLSK_MUST_CHECK;
 int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq);
+/* After a record that began a KeyUpdate continued in the next record: the same receive key
+ * again, at the next sequence number (the kernel paused; Linux 6.14+).  0 or a code. */
+int tlsk__kernel_rx_resume(struct tlsk_socket *s) TLSK_MUST_CHECK;
 
 /* bridge.c: control records between the kernel and OpenSSL. */
 /* A control record from kernel RX: 0 to read on, 1 close_notify, 2 a TLS 1.2 renegotiation

@@ -66,10 +66,18 @@ static bool warn_alerts(struct tlsk_socket *s, bool warning)
 }
 
 /* n bytes of application data arrived through the kernel. */
-static ssize_t kernel_data(struct tlsk_socket *s, ssize_t n)
+static ssize_t kernel_data(struct tlsk_socket *s, void *buf, ssize_t n)
 {
     uint64_t limit = tlsk__key_limit(s);
 
+    if (s->rx_hs_partial) {
+        /* RFC 8446 5.1: no other record between the pieces of a handshake message (OpenSSL:
+         * SSL_R_MIXED_HANDSHAKE_AND_NON_HANDSHAKE_DATA, unexpected_message). */
+        OPENSSL_cleanse(buf, (size_t)n);
+        tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE);
+        return tlsk__fail(s, tlsk__set_detail(s, TLSK_EPROTO, "application data inside a "
+                                                              "KeyUpdate split across records"));
+    }
     warn_alerts(s, false);
 
     /* One read may return many records: the kernel's own sequence number counts them.  Asked
@@ -169,7 +177,7 @@ static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
         if (in_ctrl) {
             s->ctrl_len += (size_t)n;
         } else if (type == TLSK_REC_APPDATA) {
-            return kernel_data(s, n);
+            return kernel_data(s, buf, n);
         } else {
             /* A control record landed in the caller's buffer: move it to ours. */
             if (!s->ctrl && !(s->ctrl = malloc(CTRL_CAP))) {

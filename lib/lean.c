@@ -28,10 +28,11 @@ const SSL_CIPHER *tlsk__cipher(const struct tlsk_socket *s)
 }
 
 /* Nothing of OpenSSL's may still be in flight: no record in its write BIO or parked, no key
- * update or ticket it was asked for, no unread byte in its read BIO. */
+ * update or ticket it was asked for, no unread byte in its read BIO, no piece of a KeyUpdate
+ * it holds for the rest. */
 static bool quiet(const struct tlsk_socket *s)
 {
-    return s->pend_len == 0 && !s->ku_pending && s->ctrl_len == 0 &&
+    return s->pend_len == 0 && !s->ku_pending && s->ctrl_len == 0 && !s->rx_hs_partial &&
            BIO_ctrl_pending(SSL_get_wbio(s->ssl)) == 0 &&
            BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0 && !SSL_has_pending(s->ssl) &&
            SSL_get_key_update_type(s->ssl) == SSL_KEY_UPDATE_NONE;

@@ -197,6 +197,32 @@ int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx)
     return 0;
 }
 
+/* The kernel paused receive after a record that began a KeyUpdate whose message goes on in
+ * the next record (docs/KERNEL.md §7.8): that record is still under the current key, so the
+ * current key goes in again at the next sequence number.  0 or TLSK_EKEYUPDATE. */
+int tlsk__kernel_rx_resume(struct tlsk_socket *s)
+{
+    struct tlsk__keys k;
+    uint64_t seq;
+    int rc = tlsk__kernel_seq(s->fd, false, &seq);
+
+    if (rc != 0) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "cannot read the receive sequence number: %s",
+                                strerror(-rc));
+    }
+    if (tlsk__derive_keys_from(s, &s->orx_secret, &k) != 0) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "cannot derive the receive key again");
+    }
+    k.seq = seq;
+    rc = install(s->fd, TLSK_TLS_RX, &k);
+    OPENSSL_cleanse(&k, sizeof k);
+    if (rc != 0) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "the kernel refused the receive key again: %s",
+                                strerror(-rc));
+    }
+    return 0;
+}
+
 /* A direction stays in userspace, for this reason. */
 static void keep(struct tlsk_direction *d, enum tlsk_reason reason, int err)
 {

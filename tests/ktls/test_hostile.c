@@ -619,6 +619,38 @@ static int b_ku_split(struct hp_peer *p, struct plan *pl)
     return rc ? rc : send_ping(p, pl);
 }
 
+/* The header over two records and the body in a third: OpenSSL reassembles it. */
+static int b_ku_split3(struct hp_peer *p, struct plan *pl)
+{
+    static const unsigned char m[] = { SSL3_MT_KEY_UPDATE, 0, 0, 1, 0 };
+    int rc = hs(p, m, 1);
+    if (rc == 0) {
+        rc = hs(p, m + 1, 2);
+    }
+    if (rc == 0) {
+        rc = hs(p, m + 3, 2);
+    }
+    if (rc == 0) {
+        rc = hp_next_write_key(p);
+    }
+    return rc ? rc : send_ping(p, pl);
+}
+
+/* A data record between the pieces of a KeyUpdate (RFC 8446 5.1: handshake messages are not
+ * interleaved with other record types). */
+static int b_ku_split_data(struct hp_peer *p, struct plan *pl)
+{
+    static const unsigned char m[] = { SSL3_MT_KEY_UPDATE, 0, 0, 1, 0 };
+    int rc = hs(p, m, 2);
+    if (rc == 0) {
+        rc = send_ping(p, pl);
+    }
+    if (rc == 0) {
+        rc = hs(p, m + 2, 3);
+    }
+    return rc;
+}
+
 static int alert_then_ping(struct hp_peer *p, struct plan *pl, int level, int desc)
 {
     unsigned char a[2] = { (unsigned char)level, (unsigned char)desc };
@@ -808,6 +840,10 @@ static const struct scenario scenarios[] = {
       b_ku_requested, NULL, "H24 " GOES_ON },
     { "ku-split", "KeyUpdate split across two records, then data under the new key", V13, false,
       b_ku_split, NULL, GOES_ON },
+    { "ku-split3", "KeyUpdate split across three records, then data under the new key", V13,
+      false, b_ku_split3, NULL, GOES_ON },
+    { "ku-split-data", "a data record between the two pieces of a KeyUpdate", V13, false,
+      b_ku_split_data, NULL, FAIL(10) },
     { "ku-tls12", "a KeyUpdate message in TLS 1.2", V12, false, b_ku_tls12, FAIL(10), NULL },
     { "warn-cancel", "warning user_canceled, then data", VB, false, b_warn_cancel, GOES_ON,
       GOES_ON },
@@ -1141,10 +1177,12 @@ static const struct kdiff kernel_dev[] = {
     { "empty-flood", M_TXRX, TLS1_3_VERSION, -1, GOES_ON,
       "the kernel drops zero-length data records without a trace, so OpenSSL's limit of 32 "
       "in a row (record too small: unexpected_message) cannot be applied" },
-    { "ku-split", M_TXRX, TLS1_3_VERSION, -1, FAIL(10),
-      "the kernel pauses receive after any record that starts with a KeyUpdate (docs/KERNEL.md "
-      "7.2, 7.7); the rest of a split one is under the old key: unexpected_message, where "
-      "OpenSSL reassembles it" },
+    { "ku-split", M_TXRX, TLS1_3_VERSION, 0, "FIN",
+      "receive in the kernel without re-key (the TLSK_OFFLOAD_RX_TLS13 opt-in) cannot follow "
+      "the peer's KeyUpdate, whole or split: the connection ends (docs/KERNEL.md 7.5, 7.8)" },
+    { "ku-split3", M_TXRX, TLS1_3_VERSION, 0, "FIN",
+      "receive in the kernel without re-key (the TLSK_OFFLOAD_RX_TLS13 opt-in) cannot follow "
+      "the peer's KeyUpdate, whole or split: the connection ends (docs/KERNEL.md 7.5, 7.8)" },
     { "ku-requested", M_TX, TLS1_3_VERSION, 0, GOES_ON,
       "before Linux 6.14 kernel transmit cannot take a new key: the KeyUpdate the peer asked "
       "for is not sent and data goes on under the old key (docs/KERNEL.md 7.5)" },
@@ -1209,8 +1247,21 @@ static void run_library(struct tally *t, int *checked, int *user_rfc, int *user_
                 if (!g_run[m]) {
                     continue;
                 }
+                /* A split KeyUpdate through kernel receive that re-keys: the same key again
+                 * after the piece that paused the kernel, then the next key (KERNEL.md §7.8). */
+                bool split = m == M_TXRX && tlsk_kernel_probe()->rekey &&
+                             (!strcmp(sc->id, "ku-split") || !strcmp(sc->id, "ku-split3"));
+                long long rk0 = split ? h_tls_stat("TlsRxRekeyOk") : 0;
+                long long rke0 = split ? h_tls_stat("TlsRxRekeyError") : 0;
                 run_one(sc, c, m, &res[m]);
                 t->runs++;
+                if (split) {
+                    long long rk = h_tls_stat("TlsRxRekeyOk") - rk0;
+                    long long rke = h_tls_stat("TlsRxRekeyError") - rke0;
+                    TAP_OK(rk == 2 && rke == 0, "%s, %s: tls_stat TlsRxRekeyOk +%lld (want 2: the "
+                           "key again after the first piece, then the next), TlsRxRekeyError +%lld",
+                           sc->id, combos[c].label, rk, rke);
+                }
                 {
                     /* The server's lingering close ends with the peer's FIN (ours came at
                      * the end of the run), not at its time limit. */
