@@ -196,7 +196,12 @@ static int client_hello(struct tlsk_socket *s, int *al)
         }
         return SSL_CLIENT_HELLO_SUCCESS;
     }
-    s->resume_id_len = hello_resume_id(s, s->resume_id, sizeof s->resume_id);
+    if (!s->resume_id && !(s->resume_id = malloc(TLSK__RESUME_ID_CAP))) {
+        s->sni_err = tlsk__set_detail(s, TLSK_ENOMEM, "out of memory");
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    s->resume_id_len = hello_resume_id(s, s->resume_id, TLSK__RESUME_ID_CAP);
     if (s->resume_id_len == 0) {
         return SSL_CLIENT_HELLO_SUCCESS;
     }

@@ -207,13 +207,13 @@ struct tlsk_socket {
     int sni_err;                   /* the SNI callback's failure, reported by the handshake */
     struct tlsk_context *sni_ctx;  /* the context SNI chose (a reference), or NULL */
     char *servername;
-    char alpn[256], npn[256]; /* negotiated protocols ("" none), tlsk__peer_opened() */
+    char *alpn, *npn; /* negotiated protocols (NULL: none), allocated by tlsk__peer_opened() */
 
     /* Sessions. */
     void (*on_session)(struct tlsk_socket *, const unsigned char *, size_t, void *);
     void *on_session_data;
     int resume_state;              /* 0 none, 1 waiting for the application, 2 answered */
-    unsigned char resume_id[SSL_MAX_SSL_SESSION_ID_LENGTH + 256];
+    unsigned char *resume_id;      /* TLSK__RESUME_ID_CAP bytes while a lookup needs it */
     size_t resume_id_len;
     unsigned char *resume_data;
     size_t resume_data_len;
@@ -374,8 +374,8 @@ int tlsk__context_sessions(struct tlsk_context *c, SSL_CTX *sc,
 /* sni.c */
 int tlsk__sni_normalize(const char *in, char *out, size_t cap);
 
-/* peer.c: what the handshake negotiated, kept for the getters. */
-void tlsk__peer_opened(struct tlsk_socket *s);
+/* peer.c: what the handshake negotiated, kept for the getters: 0 or TLSK_ENOMEM. */
+int tlsk__peer_opened(struct tlsk_socket *s) TLSK_MUST_CHECK;
 
 /* cert.c */
 int tlsk__cert_info_new(const X509 *x, struct tlsk_cert_info **out);
@@ -389,7 +389,9 @@ int tlsk__ensure_open(struct tlsk_socket *s);
 /* The key log callback of every context: TLS 1.3 traffic secrets for the install. */
 void tlsk__keylog_cb(const SSL *ssl, const char *line);
 
-/* hello.c: OpenSSL's ClientHello callback of every server context. */
+/* hello.c: OpenSSL's ClientHello callback of every server context.  An external store looks
+ * up at most a TLS 1.2 session id or a TLS 1.3 ticket identity of this size. */
+#define TLSK__RESUME_ID_CAP (SSL_MAX_SSL_SESSION_ID_LENGTH + 256)
 int tlsk__hello_cb(SSL *ssl, int *al, void *arg);
 
 /* io.c */

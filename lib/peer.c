@@ -204,29 +204,50 @@ TLSK_PUBLIC const char *tlsk_socket_servername(const struct tlsk_socket *s)
     return s ? s->servername : NULL;
 }
 
-/* What the handshake negotiated, copied into the socket: borrowed until it is freed. */
-void tlsk__peer_opened(struct tlsk_socket *s)
+/* A negotiated protocol name (1 to 255 bytes) as a string of its own, or NULL for none. */
+static int proto_copy(char **out, const unsigned char *p, unsigned n)
+{
+    free(*out);
+    *out = NULL;
+    if (!p || n == 0) {
+        return 0;
+    }
+    if (!(*out = malloc(n + 1))) {
+        return TLSK_ENOMEM;
+    }
+    memcpy(*out, p, n);
+    (*out)[n] = '\0';
+    return 0;
+}
+
+/* What the handshake negotiated, copied into the socket: borrowed until it is freed.  Only
+ * what was negotiated takes memory (most connections have one short ALPN name or none). */
+int tlsk__peer_opened(struct tlsk_socket *s)
 {
     const unsigned char *p = NULL;
     unsigned n = 0;
+    int rc;
 
     SSL_get0_alpn_selected(s->ssl, &p, &n);
-    memcpy(s->alpn, p ? p : (const unsigned char *)"", p ? n : 0);
-    s->alpn[p ? n : 0] = '\0';
+    if ((rc = proto_copy(&s->alpn, p, n)) != 0) {
+        return tlsk__set_detail(s, rc, "out of memory");
+    }
     p = NULL, n = 0;
     SSL_get0_next_proto_negotiated(s->ssl, &p, &n);
-    memcpy(s->npn, p ? p : (const unsigned char *)"", p ? n : 0);
-    s->npn[p ? n : 0] = '\0';
+    if ((rc = proto_copy(&s->npn, p, n)) != 0) {
+        return tlsk__set_detail(s, rc, "out of memory");
+    }
+    return 0;
 }
 
 TLSK_PUBLIC const char *tlsk_socket_alpn_protocol(const struct tlsk_socket *s)
 {
-    return s && s->state == TLSK__OPEN && s->alpn[0] ? s->alpn : NULL;
+    return s && s->state == TLSK__OPEN ? s->alpn : NULL;
 }
 
 TLSK_PUBLIC const char *tlsk_socket_npn_protocol(const struct tlsk_socket *s)
 {
-    return s && s->state == TLSK__OPEN && s->npn[0] ? s->npn : NULL;
+    return s && s->state == TLSK__OPEN ? s->npn : NULL;
 }
 
 TLSK_PUBLIC int tlsk_socket_peer_certificate(const struct tlsk_socket *s, size_t index,

@@ -400,6 +400,14 @@ TLSK_PUBLIC int tlsk_connect(struct tlsk_socket **out, struct tlsk_context *ctx,
     return rc;
 }
 
+static void wipe_free(void *p, size_t len)
+{
+    if (p) {
+        OPENSSL_cleanse(p, len);
+        free(p);
+    }
+}
+
 TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
 {
     int r, rc;
@@ -433,7 +441,15 @@ TLSK_PUBLIC int tlsk_socket_handshake(struct tlsk_socket *s)
     if (rc != 0) {
         return tlsk__fail(s, rc);
     }
-    tlsk__peer_opened(s);
+    if ((rc = tlsk__peer_opened(s)) != 0) {
+        return tlsk__fail(s, rc);
+    }
+    /* An external store's lookup is over: what it needed goes now, not with the socket. */
+    wipe_free(s->resume_data, s->resume_data_len);
+    s->resume_data = NULL;
+    s->resume_data_len = 0;
+    free(s->resume_id);
+    s->resume_id = NULL;
     s->state = TLSK__OPEN;
     s->detail[0] = '\0';
     tlsk__lean_release(s);
@@ -466,14 +482,6 @@ TLSK_PUBLIC int tlsk_socket_pending(const struct tlsk_socket *s)
     }
     /* Kernel receive: what arrived is in the socket, and readiness shows it. */
     return !s->rx_kernel && s->ssl && SSL_has_pending(s->ssl);
-}
-
-static void wipe_free(void *p, size_t len)
-{
-    if (p) {
-        OPENSSL_cleanse(p, len);
-        free(p);
-    }
 }
 
 TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
@@ -516,6 +524,9 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
     free(s->servername);
     free(s->held);
     wipe_free(s->resume_data, s->resume_data_len);
+    free(s->resume_id);
+    free(s->alpn);
+    free(s->npn);
     OPENSSL_cleanse(&s->otx_secret, sizeof s->otx_secret);
     OPENSSL_cleanse(&s->orx_secret, sizeof s->orx_secret);
     tlsk_context_free(s->sni_ctx);
