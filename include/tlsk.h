@@ -611,7 +611,9 @@ int tlsk_socket_peer_certificate(const struct tlsk_socket *s, size_t index,
                                  struct tlsk_cert_info **out);
 void tlsk_cert_info_free(struct tlsk_cert_info *ci);
 
-/* Local (remote = 0) or remote (1) address as numeric host and port.  Returns 0 or -errno. */
+/* Local (remote = 0) or remote (1) address as numeric host and port, taken when the socket was
+ * wrapped (readable after a reset).  Returns 0, -ENOTCONN (none), -EAFNOSUPPORT (not IPv4 or
+ * IPv6: a unix socket has no host and port), -ENOSPC (hostlen too small) or -errno. */
 int tlsk_socket_address(const struct tlsk_socket *s, int remote, char *host, size_t hostlen,
                         int *port);
 

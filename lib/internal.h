@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <openssl/ssl.h>
@@ -142,6 +143,15 @@ struct tlsk__lean {
     size_t hs_hdr_len, hs_left;
 };
 
+/* An address as a socket keeps it: IPv4 and IPv6 whole; of any other family only as much as
+ * fits, which names the family (tlsk_socket_address() answers those with -EAFNOSUPPORT, as
+ * getnameinfo does).  28 bytes where a sockaddr_storage takes 128. */
+union tlsk__addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
 struct tlsk_socket {
     struct tlsk_context *ctx;
     SSL *ssl; /* NULL once a lean socket has freed it (lean != NULL) */
@@ -195,7 +205,7 @@ struct tlsk_socket {
     uint64_t rx_recs_done;              /* kernel RX records under earlier keys */
     uint64_t rx_reads;
     /* Addresses captured at creation: readable even after the peer reset the connection. */
-    struct sockaddr_storage laddr, raddr;
+    union tlsk__addr laddr, raddr;
     socklen_t laddr_len, raddr_len;
 
     /* SNI (server side). */

@@ -235,7 +235,8 @@ static void keep(struct tlsk_direction *d, enum tlsk_reason reason, int err)
  * socket, a pipe, a pair is not TCP whatever the kernel has. */
 static bool is_inet(const struct tlsk_socket *s)
 {
-    return s->laddr_len > 0 && (s->laddr.ss_family == AF_INET || s->laddr.ss_family == AF_INET6);
+    return s->laddr_len > 0 &&
+           (s->laddr.sa.sa_family == AF_INET || s->laddr.sa.sa_family == AF_INET6);
 }
 
 /* One syscall: only an AF_INET or AF_INET6 stream socket reports IPPROTO_TCP (UDP 17,

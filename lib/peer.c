@@ -396,6 +396,12 @@ TLSK_PUBLIC int tlsk_socket_address(const struct tlsk_socket *s, int remote, cha
     if (sl == 0) {
         return -ENOTCONN;
     }
+    if ((remote ? &s->raddr : &s->laddr)->sa.sa_family != AF_INET &&
+        (remote ? &s->raddr : &s->laddr)->sa.sa_family != AF_INET6) {
+        /* Only the family is kept of other addresses; glibc's getnameinfo would name a unix
+         * socket "localhost" with its path as the service, which is no host and port. */
+        return -EAFNOSUPPORT;
+    }
     memcpy(&ss, remote ? &s->raddr : &s->laddr, sl);
     rc = 0;
     rc = getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, serv, sizeof serv,

@@ -265,12 +265,15 @@ int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
         /* The local address, and the check that fd is open in one syscall: a descriptor
          * that is not a socket (ENOTSOCK) is taken, and offload says not_tcp. */
         s->laddr_len = sizeof s->laddr;
-        if (getsockname(fd, (struct sockaddr *)&s->laddr, &s->laddr_len) != 0) {
+        if (getsockname(fd, &s->laddr.sa, &s->laddr_len) != 0) {
             if (errno == EBADF) {
                 free(s);
                 return -EBADF;
             }
             s->laddr_len = 0;
+        }
+        if (s->laddr_len > sizeof s->laddr) {
+            s->laddr_len = sizeof s->laddr; /* cut (a unix socket's path): the family stays */
         }
     }
     s->ssl = SSL_new(ctx->ssl_ctx);
@@ -286,8 +289,11 @@ int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
     s->fd = s->is_pair ? -1 : fd;
     if (!s->is_pair) {
         s->raddr_len = sizeof s->raddr;
-        if (getpeername(fd, (struct sockaddr *)&s->raddr, &s->raddr_len) != 0) {
+        if (getpeername(fd, &s->raddr.sa, &s->raddr_len) != 0) {
             s->raddr_len = 0;
+        }
+        if (s->raddr_len > sizeof s->raddr) {
+            s->raddr_len = sizeof s->raddr;
         }
     }
     s->flags = o->flags;
