@@ -174,8 +174,6 @@ struct tlsk_socket {
     bool own_ccs, peer_ccs;
     uint64_t tx_after_ccs, rx_after_ccs;
 
-    /* TLS 1.3 traffic secrets (keylog callback); kept only while the bridge needs them. */
-    struct tlsk__secret client_secret, server_secret;
 
     struct tlsk_offload off;
     bool tx_kernel, rx_kernel;
@@ -229,7 +227,9 @@ struct tlsk_socket {
     size_t resume_data_len;
     int resume_err;
 
-    /* TLS 1.3 secrets the bridge follows for OpenSSL's own write and read keys. */
+    /* TLS 1.3 traffic secrets of our write (otx) and read (orx) direction: the first ones from
+     * the key log callback for the install, then followed by the bridge through each
+     * KeyUpdate; wiped when no direction went to the kernel. */
     struct tlsk__secret otx_secret, orx_secret;
     uint64_t key_updates;          /* key updates done, both directions */
     uint64_t key_updates_refused;  /* requested updates the kernel's TX key could not follow */

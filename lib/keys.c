@@ -186,7 +186,9 @@ int tlsk__derive_keys(struct tlsk_socket *s, int client_side, struct tlsk__keys 
     }
     k->version = tlsk__version(s);
     if (k->version == TLS1_3_VERSION) {
-        const struct tlsk__secret *sec = client_side ? &s->client_secret : &s->server_secret;
+        /* The first secrets, before the bridge moves them on (install time). */
+        const struct tlsk__secret *sec = (client_side != 0) == s->is_server ? &s->orx_secret
+                                                                          : &s->otx_secret;
         if (sec->len == 0) {
             return tlsk__set_detail(s, TLSK_EINTERNAL, "no TLS 1.3 traffic secret captured");
         }

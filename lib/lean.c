@@ -73,9 +73,6 @@ void tlsk__lean_release(struct tlsk_socket *s)
     s->ssl = NULL;
     BIO_free(s->sock_bio);
     s->sock_bio = NULL;
-    /* The first secrets were for the install; the bridge follows its own (otx/orx). */
-    OPENSSL_cleanse(&s->client_secret, sizeof s->client_secret);
-    OPENSSL_cleanse(&s->server_secret, sizeof s->server_secret);
     s->lean = l;
 }
 

@@ -466,14 +466,12 @@ int tlsk__offload(struct tlsk_socket *s)
     if (s->tx_kernel || s->rx_kernel) {
         /* Neither side may renegotiate once a direction is in the kernel. */
         SSL_set_options(s->ssl, SSL_OP_NO_RENEGOTIATION);
-        s->otx_secret = s->is_server ? s->server_secret : s->client_secret;
-        s->orx_secret = s->is_server ? s->client_secret : s->server_secret;
     }
     /* TLS 1.2 secrets are re-derived from the session when needed; TLS 1.3 secrets are kept
      * only for a direction the bridge may have to speak for. */
     if (!s->tx_kernel && !s->rx_kernel) {
-        OPENSSL_cleanse(&s->client_secret, sizeof s->client_secret);
-        OPENSSL_cleanse(&s->server_secret, sizeof s->server_secret);
+        OPENSSL_cleanse(&s->otx_secret, sizeof s->otx_secret);
+        OPENSSL_cleanse(&s->orx_secret, sizeof s->orx_secret);
     }
     return 0;
 }

@@ -112,9 +112,9 @@ void tlsk__keylog_cb(const SSL *ssl, const char *line)
     /* Only the first application secrets: later ones (after KeyUpdate) are derived by the
      * bridge itself, which must know exactly which key OpenSSL used for each record. */
     if (strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0) {
-        dst = &s->client_secret;
+        dst = s->is_server ? &s->orx_secret : &s->otx_secret;
     } else if (strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0) {
-        dst = &s->server_secret;
+        dst = s->is_server ? &s->otx_secret : &s->orx_secret;
     } else {
         return;
     }
@@ -523,8 +523,6 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
     if (s->flags & TLSK_SOCKET_OWN_FD) {
         close(s->fd);
     }
-    OPENSSL_cleanse(&s->client_secret, sizeof s->client_secret);
-    OPENSSL_cleanse(&s->server_secret, sizeof s->server_secret);
     free(s->ctrl);
     free(s->sf_buf);
     free(s->servername);

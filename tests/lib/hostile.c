@@ -50,12 +50,11 @@ static void keylog(const SSL *ssl, const char *line)
     if (!p || !sp) {
         return;
     }
+    /* The stand-in is a client: it writes with the client's secret, reads with the server's. */
     if (strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0) {
-        p->ks->client_secret.len = unhex(sp + 1, p->ks->client_secret.b,
-                                         sizeof p->ks->client_secret.b);
+        p->ks->otx_secret.len = unhex(sp + 1, p->ks->otx_secret.b, sizeof p->ks->otx_secret.b);
     } else if (strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0) {
-        p->ks->server_secret.len = unhex(sp + 1, p->ks->server_secret.b,
-                                         sizeof p->ks->server_secret.b);
+        p->ks->orx_secret.len = unhex(sp + 1, p->ks->orx_secret.b, sizeof p->ks->orx_secret.b);
     }
 }
 
@@ -266,7 +265,7 @@ int hp_send_record(struct hp_peer *p, int type, const void *pt, size_t len)
 
 int hp_next_write_key(struct hp_peer *p)
 {
-    if (tlsk__tls13_next_secret(p->ks, &p->ks->client_secret) != 0 ||
+    if (tlsk__tls13_next_secret(p->ks, &p->ks->otx_secret) != 0 ||
         tlsk__derive_keys(p->ks, 1, &p->wk) != 0) {
         return -EPROTO;
     }
@@ -300,7 +299,7 @@ void hp_next(struct hp_peer *p, struct hp_event *ev, int timeout_ms)
                 if (p->version == TLS1_3_VERSION && type == TLSK_REC_HANDSHAKE && ev->len >= 1 &&
                     ev->pt[0] == SSL3_MT_KEY_UPDATE) {
                     /* The server's later records are under its next key (RFC 8446 4.6.3). */
-                    if (tlsk__tls13_next_secret(p->ks, &p->ks->server_secret) == 0 &&
+                    if (tlsk__tls13_next_secret(p->ks, &p->ks->orx_secret) == 0 &&
                         tlsk__derive_keys(p->ks, 0, &p->rk) == 0) {
                         p->rseq = 0;
                     }
