@@ -165,27 +165,40 @@ static int verify_installed(int fd, int optname, const struct tlsk__keys *k)
     return version == k->version && cipher == k->kcipher && seq == k->seq ? 0 : -EPROTO;
 }
 
-int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx)
+/* The key of one TLS 1.3 direction, from the secret the bridge follows for it, into the
+ * kernel at record sequence seq; which ("next" or "current") names it in a failure.  0 or
+ * TLSK_EKEYUPDATE. */
+static int install_secret(struct tlsk_socket *s, bool tx, uint64_t seq, const char *which)
 {
     struct tlsk__keys k;
-    uint64_t seq;
     int rc = tlsk__derive_keys_from(s, tx ? &s->otx_secret : &s->orx_secret, &k);
 
     if (rc != 0) {
-        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "cannot derive the next %s key",
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "cannot derive the %s %s key", which,
                                 tx ? "transmit" : "receive");
     }
+    k.seq = seq;
+    rc = install(s->fd, tx ? TLSK_TLS_TX : TLSK_TLS_RX, &k);
+    OPENSSL_cleanse(&k, sizeof k);
+    if (rc != 0) {
+        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "the kernel refused the %s %s key: %s", which,
+                                tx ? "transmit" : "receive", strerror(-rc));
+    }
+    return 0;
+}
+
+int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx)
+{
+    uint64_t seq;
+    int rc;
+
     if (!tx && tlsk__kernel_seq(s->fd, false, &seq) == 0) {
         /* Records under the old key still count in tlsk_socket_bytes_read(). */
         s->rx_recs_done += seq - s->rx_seq0;
     }
     /* Each new key starts its records at 0 (RFC 8446 5.3). */
-    k.seq = 0;
-    rc = install(s->fd, tx ? TLSK_TLS_TX : TLSK_TLS_RX, &k);
-    OPENSSL_cleanse(&k, sizeof k);
-    if (rc != 0) {
-        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "the kernel refused the next %s key: %s",
-                                tx ? "transmit" : "receive", strerror(-rc));
+    if ((rc = install_secret(s, tx, 0, "next")) != 0) {
+        return rc;
     }
     if (tx) {
         s->ktx_recs = 0;
@@ -202,7 +215,6 @@ int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx)
  * current key goes in again at the next sequence number.  0 or TLSK_EKEYUPDATE. */
 int tlsk__kernel_rx_resume(struct tlsk_socket *s)
 {
-    struct tlsk__keys k;
     uint64_t seq;
     int rc = tlsk__kernel_seq(s->fd, false, &seq);
 
@@ -210,17 +222,7 @@ int tlsk__kernel_rx_resume(struct tlsk_socket *s)
         return tlsk__set_detail(s, TLSK_EKEYUPDATE, "cannot read the receive sequence number: %s",
                                 strerror(-rc));
     }
-    if (tlsk__derive_keys_from(s, &s->orx_secret, &k) != 0) {
-        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "cannot derive the receive key again");
-    }
-    k.seq = seq;
-    rc = install(s->fd, TLSK_TLS_RX, &k);
-    OPENSSL_cleanse(&k, sizeof k);
-    if (rc != 0) {
-        return tlsk__set_detail(s, TLSK_EKEYUPDATE, "the kernel refused the receive key again: %s",
-                                strerror(-rc));
-    }
-    return 0;
+    return install_secret(s, false, seq, "current");
 }
 
 /* A direction stays in userspace, for this reason. */

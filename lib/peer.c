@@ -383,6 +383,7 @@ TLSK_PUBLIC size_t tlsk_get_ciphers(const char **out, size_t cap)
 TLSK_PUBLIC int tlsk_socket_address(const struct tlsk_socket *s, int remote, char *host,
                                     size_t hostlen, int *port)
 {
+    const union tlsk__addr *a;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     char h[NI_MAXHOST], serv[NI_MAXSERV];
@@ -392,17 +393,17 @@ TLSK_PUBLIC int tlsk_socket_address(const struct tlsk_socket *s, int remote, cha
         return -EINVAL;
     }
     /* Captured when the socket was wrapped (AD-1): still readable after a reset. */
+    a = remote ? &s->raddr : &s->laddr;
     sl = remote ? s->raddr_len : s->laddr_len;
     if (sl == 0) {
         return -ENOTCONN;
     }
-    if ((remote ? &s->raddr : &s->laddr)->sa.sa_family != AF_INET &&
-        (remote ? &s->raddr : &s->laddr)->sa.sa_family != AF_INET6) {
+    if (a->sa.sa_family != AF_INET && a->sa.sa_family != AF_INET6) {
         /* Only the family is kept of other addresses; glibc's getnameinfo would name a unix
          * socket "localhost" with its path as the service, which is no host and port. */
         return -EAFNOSUPPORT;
     }
-    memcpy(&ss, remote ? &s->raddr : &s->laddr, sl);
+    memcpy(&ss, a, sl);
     rc = 0;
     rc = getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, serv, sizeof serv,
                      NI_NUMERICHOST | NI_NUMERICSERV);

@@ -606,12 +606,17 @@ static int b_ku_requested(struct hp_peer *p, struct plan *pl)
     return rc ? rc : send_ping(p, pl);
 }
 
-static int b_ku_split(struct hp_peer *p, struct plan *pl)
+/* KeyUpdate(update_not_requested) sent in pieces of the given sizes, one record each (5 bytes
+ * in all: OpenSSL reassembles it), then data under our next key. */
+static int ku_in_pieces(struct hp_peer *p, struct plan *pl, const size_t *piece, size_t n)
 {
     static const unsigned char m[] = { SSL3_MT_KEY_UPDATE, 0, 0, 1, 0 };
-    int rc = hs(p, m, 2);
-    if (rc == 0) {
-        rc = hs(p, m + 2, 3);
+    size_t off = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = hs(p, m + off, piece[i]);
+        off += piece[i];
     }
     if (rc == 0) {
         rc = hp_next_write_key(p);
@@ -619,21 +624,17 @@ static int b_ku_split(struct hp_peer *p, struct plan *pl)
     return rc ? rc : send_ping(p, pl);
 }
 
-/* The header over two records and the body in a third: OpenSSL reassembles it. */
+static int b_ku_split(struct hp_peer *p, struct plan *pl)
+{
+    static const size_t piece[] = { 2, 3 };
+    return ku_in_pieces(p, pl, piece, TLSK_ARRAY_SIZE(piece));
+}
+
+/* The header over two records and the body in a third. */
 static int b_ku_split3(struct hp_peer *p, struct plan *pl)
 {
-    static const unsigned char m[] = { SSL3_MT_KEY_UPDATE, 0, 0, 1, 0 };
-    int rc = hs(p, m, 1);
-    if (rc == 0) {
-        rc = hs(p, m + 1, 2);
-    }
-    if (rc == 0) {
-        rc = hs(p, m + 3, 2);
-    }
-    if (rc == 0) {
-        rc = hp_next_write_key(p);
-    }
-    return rc ? rc : send_ping(p, pl);
+    static const size_t piece[] = { 1, 2, 2 };
+    return ku_in_pieces(p, pl, piece, TLSK_ARRAY_SIZE(piece));
 }
 
 /* A data record between the pieces of a KeyUpdate (RFC 8446 5.1: handshake messages are not
