@@ -132,6 +132,15 @@ enum {
      * re-keys needs tlsk to give it the next key, and after detach tlsk is gone, so a peer's
      * KeyUpdate would end such a stream. */
     TLSK_NO_RX_TLS13 = 1u << 8,
+    /* Servers: a connection that asks to be lean (TLSK_SOCKET_LEAN) is lean also where the
+     * kernel cannot take it (no tls module, a cipher it lacks, a socket that is not TCP):
+     * OpenSSL's state is freed after the handshake and tlsk's own record layer carries the
+     * rest (AES-GCM and ChaCha20-Poly1305, TLS 1.2 and 1.3; docs/KERNEL.md §16).  An idle
+     * connection then costs a third of the memory.  The price is paid in every handshake of
+     * the context: TLS 1.3 secrets are captured (OpenSSL's key log callback) and handshake
+     * records are read one at a time (no read-ahead), as where the kernel has the module.
+     * tlsk_socket_offload() still reports userspace with the kernel's reason. */
+    TLSK_LEAN_USERSPACE = 1u << 9,
 };
 
 #define TLSK_SESSION_PENDING 1
@@ -473,6 +482,10 @@ void tlsk_socket_set_data(struct tlsk_socket *s, void *data);
 
 /* Which directions the kernel handles, and why not the others. */
 struct tlsk_offload tlsk_socket_offload(const struct tlsk_socket *s);
+/* 1 when the connection is lean (TLSK_SOCKET_LEAN): OpenSSL's state for it has been freed, and
+ * its records are the kernel's (tlsk_socket_offload() says kernel) or tlsk's own record
+ * layer's (it says userspace: TLSK_LEAN_USERSPACE); else 0. */
+int tlsk_socket_lean(const struct tlsk_socket *s);
 
 /* Detail of the last failure on this socket (OpenSSL's reason included), or "". */
 const char *tlsk_socket_error_detail(const struct tlsk_socket *s);

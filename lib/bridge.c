@@ -24,7 +24,7 @@
 
 int tlsk__send_control(struct tlsk_socket *s, int type, const void *data, size_t len)
 {
-    ssize_t n = tlsk__ksend(s->fd, type, data, len);
+    ssize_t n = s->soft ? tlsk__soft_send(s, type, data, len) : tlsk__ksend(s->fd, type, data, len);
 
     if (n < 0) {
         return (int)n;

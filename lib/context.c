@@ -409,7 +409,7 @@ TLSK_PUBLIC int tlsk_context_new(struct tlsk_context **out, const struct tlsk_co
     /* Probe the kernel now (cached), not inside the first handshake on a loop thread; the
      * TLS 1.3 secrets are captured only where the kernel could take them (a socket may ask
      * for offload although its context's policy is off). */
-    c->keylog = tlsk_kernel_probe()->ulp;
+    c->keylog = tlsk_kernel_probe()->ulp || (o->flags & TLSK_LEAN_USERSPACE);
     if (c->keylog) {
         SSL_CTX_set_keylog_callback(sc, tlsk__keylog_cb);
     }

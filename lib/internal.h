@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include <openssl/ssl.h>
 
@@ -22,7 +24,7 @@
 #define TLSK__CONTEXT_FLAGS                                                                    \
     (TLSK_VERIFY_NONE_INSECURE | TLSK_OFFLOAD_RX_TLS13 | TLSK_REQUIRE_PEER_CERT |             \
      TLSK_REQUEST_PEER_CERT | TLSK_HONOR_CIPHER_ORDER | TLSK_ALLOW_RENEGOTIATION |             \
-     TLSK_STATEFUL_TICKETS | TLSK_NO_TICKETS | TLSK_NO_RX_TLS13)
+     TLSK_STATEFUL_TICKETS | TLSK_NO_TICKETS | TLSK_NO_RX_TLS13 | TLSK_LEAN_USERSPACE)
 #define TLSK__SOCKET_FLAGS (TLSK_SOCKET_OWN_FD | TLSK_SOCKET_SENDFILE_MMAP | TLSK_SOCKET_LEAN)
 
 struct tlsk_context {
@@ -197,6 +199,9 @@ struct tlsk_socket {
     off_t sf_pending_off;  /* file offset those bytes came from */
     /* Userspace records gathered into one send (txq.c), or NULL. */
     struct tlsk__txq *txq;
+    /* tlsk's own record layer in the kernel's place (soft.c), or NULL.  With it tx_kernel and
+     * rx_kernel are set: everything above the syscalls runs as for the kernel. */
+    struct tlsk__soft *soft;
 
     uint64_t bytes_written, bytes_read; /* TLS bytes on the transport (see socket.c) */
     uint64_t rx_seq0;                   /* kernel RX sequence number at install */
@@ -315,6 +320,16 @@ int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const 
 int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned char *rec,
                       size_t rec_len, int *type, unsigned char *out, size_t out_cap,
                       size_t *out_len) TLSK_MUST_CHECK;
+/* The same with a context kept per direction (soft.c): keyed once by tlsk__record_key() (0 or
+ * -1; not for AES-CCM), then only the nonce changes per record.  The plaintext may already
+ * sit where the record's body goes, and a record may be opened where it lies. */
+int tlsk__record_key(EVP_CIPHER_CTX *cx, const struct tlsk__keys *k, int enc) TLSK_MUST_CHECK;
+int tlsk__record_seal_cx(const struct tlsk__keys *k, EVP_CIPHER_CTX *cx, uint64_t seq, int type,
+                         const unsigned char *pt, size_t pt_len, unsigned char *out,
+                         size_t out_cap, size_t *out_len) TLSK_MUST_CHECK;
+int tlsk__record_open_cx(const struct tlsk__keys *k, EVP_CIPHER_CTX *cx, uint64_t seq,
+                         const unsigned char *rec, size_t rec_len, int *type, unsigned char *out,
+                         size_t out_cap, size_t *out_len) TLSK_MUST_CHECK;
 
 /* kmsg.c: a record with its type on a kTLS socket.  Both return bytes or -errno (-EAGAIN for
  * would-block); *eor is false while a control record continues in the next read. */
@@ -340,7 +355,7 @@ int tlsk__offload(struct tlsk_socket *s) TLSK_MUST_CHECK;
 /* Install the next TLS 1.3 key of one direction (the bridge's secret, already advanced) in
  * the kernel with sequence 0 (Linux 6.14+).  0 or TLSK_EKEYUPDATE. */
 int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx) TLSK_MUST_CHECK;
-int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq);
+int tlsk__kernel_seq(const struct tlsk_socket *s, bool tx, uint64_t *seq);
 /* After a record that began a KeyUpdate continued in the next record: the same receive key
  * again, at the next sequence number (the kernel paused; Linux 6.14+).  0 or a code. */
 int tlsk__kernel_rx_resume(struct tlsk_socket *s) TLSK_MUST_CHECK;
@@ -417,13 +432,36 @@ ssize_t tlsk__user_write(struct tlsk_socket *s, const unsigned char *buf, size_t
 /* Write buf through OpenSSL in batches of records, each sent whole when the socket takes it;
  * the count of bytes whose records have left, -EAGAIN, or a code (tlsk_socket_write()). */
 ssize_t tlsk__txq_write(struct tlsk_socket *s, const unsigned char *buf, size_t len);
-/* Records (or anything OpenSSL wrote after them) still waiting for the socket. */
+/* Records (or anything OpenSSL wrote after them, or soft.c's records) still waiting for the
+ * socket. */
 bool tlsk__txq_busy(const struct tlsk_socket *s);
 /* Busy, or records sent that a later write is still to be told of. */
 bool tlsk__txq_pending(const struct tlsk_socket *s);
-/* Send what waits: 0 when nothing is left, -EAGAIN (POLLOUT), or the send's failure. */
+/* Send what waits (soft.c's records too): 0 when nothing is left, -EAGAIN (POLLOUT), or the
+ * send's failure. */
 int tlsk__txq_flush(struct tlsk_socket *s);
 void tlsk__txq_free(struct tlsk_socket *s);
+
+/* soft.c: the kernel's TLS socket stood in for in userspace (TLSK_LEAN_USERSPACE).  Each call
+ * keeps the contract of the syscall it replaces on a kTLS socket (docs/KERNEL.md §16):
+ * recv as tlsk__krecv (-errno, EBADMSG/EMSGSIZE/EINVAL for a refused record, never crossing a
+ * change of record type); send as tlsk__ksend (a control record whole or -EAGAIN); sendmsg
+ * and sendfile as the syscalls (-1 with errno).  Bytes a send returned are tlsk's to deliver:
+ * tlsk__soft_busy() says some are still queued, tlsk__soft_flush() sends them. */
+int tlsk__soft_new(struct tlsk_socket *s) TLSK_MUST_CHECK;
+void tlsk__soft_free(struct tlsk_socket *s);
+int tlsk__soft_install(struct tlsk_socket *s, bool tx, const struct tlsk__keys *k) TLSK_MUST_CHECK;
+uint64_t tlsk__soft_seq(const struct tlsk_socket *s, bool tx);
+ssize_t tlsk__soft_recv(struct tlsk_socket *s, void *buf, size_t len, int *type, bool *eor);
+ssize_t tlsk__soft_send(struct tlsk_socket *s, int type, const void *data, size_t len);
+ssize_t tlsk__soft_sendmsg(struct tlsk_socket *s, const struct iovec *iov, int iovcnt);
+ssize_t tlsk__soft_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, size_t count);
+int tlsk__soft_flush(struct tlsk_socket *s);
+bool tlsk__soft_busy(const struct tlsk_socket *s);
+bool tlsk__soft_pending(const struct tlsk_socket *s);
+/* The cipher of a negotiated connection that tlsk's record layer can carry (AES-GCM,
+ * ChaCha20-Poly1305). */
+bool tlsk__soft_cipher(const SSL_CIPHER *c);
 
 /* lean.c: OpenSSL's connection freed after full offload (TLSK_SOCKET_LEAN). */
 /* Free s->ssl when the socket asked for it and nothing is left for OpenSSL to do. */

@@ -43,6 +43,14 @@ static ssize_t kernel_read_error(struct tlsk_socket *s, int e)
         return tlsk__fail(s, tlsk__set_detail(s, TLSK_EPROTO, "kernel: malformed record (%s)",
                                               strerror(e)));
     }
+    if (e == EPROTO) {
+        /* Only tlsk's own record layer says this (soft.c): what OpenSSL refuses with
+         * unexpected_message. */
+        tlsk__bridge_fatal_alert(s, SSL_AD_UNEXPECTED_MESSAGE);
+        return tlsk__fail(s, tlsk__set_detail(s, TLSK_EPROTO, "record refused: unexpected "
+                                                              "record type or an empty record "
+                                                              "too many"));
+    }
     if (e == EKEYEXPIRED) {
         return tlsk__fail(s, tlsk__set_detail(s, TLSK_EKEYUPDATE, "kernel: receive key expired"));
     }
@@ -84,7 +92,7 @@ static ssize_t kernel_data(struct tlsk_socket *s, void *buf, ssize_t n)
      * for every read when the limit is near enough to matter. */
     if (limit != UINT64_MAX && (limit < ((uint64_t)1 << 20) || ++s->rx_reads % 64 == 0)) {
         uint64_t seq;
-        if (tlsk__kernel_seq(s->fd, false, &seq) == 0) {
+        if (tlsk__kernel_seq(s, false, &seq) == 0) {
             s->krx_recs = seq - s->rx_seq0;
         }
     }
@@ -136,15 +144,21 @@ static int kernel_control(struct tlsk_socket *s)
     return rc < 0 ? tlsk__fail(s, rc) : rc;
 }
 
+/* One receive from the kernel, or from tlsk's record layer in its place (soft.c). */
+static ssize_t krecv(struct tlsk_socket *s, void *buf, size_t len, int *type, bool *eor)
+{
+    return s->soft ? tlsk__soft_recv(s, buf, len, type, eor)
+                   : tlsk__krecv(s->fd, buf, len, type, eor);
+}
+
 /* Kernel RX: data, or control records reassembled up to MSG_EOR for the bridge. */
 static ssize_t kernel_read(struct tlsk_socket *s, void *buf, size_t len)
 {
     for (;;) {
         bool in_ctrl = s->ctrl_len > 0, eor;
         int type, rc;
-        ssize_t n = in_ctrl ? tlsk__krecv(s->fd, s->ctrl + s->ctrl_len, CTRL_CAP - s->ctrl_len,
-                                          &type, &eor)
-                            : tlsk__krecv(s->fd, buf, len, &type, &eor);
+        ssize_t n = in_ctrl ? krecv(s, s->ctrl + s->ctrl_len, CTRL_CAP - s->ctrl_len, &type, &eor)
+                            : krecv(s, buf, len, &type, &eor);
 
         if (n < 0) {
             return kernel_read_error(s, (int)-n);
@@ -310,7 +324,7 @@ static ssize_t kernel_write_iov(struct tlsk_socket *s, const struct iovec *iov, 
     int rx_err = 0;
 
     for (;;) {
-        n = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
+        n = s->soft ? tlsk__soft_sendmsg(s, iov, iovcnt) : sendmsg(s->fd, &msg, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -541,7 +555,7 @@ TLSK_PUBLIC int tlsk_socket_detach(struct tlsk_socket *s)
 {
     int fd;
 
-    if (!s || s->state != TLSK__OPEN || !s->tx_kernel || !s->rx_kernel) {
+    if (!s || s->state != TLSK__OPEN || !s->tx_kernel || !s->rx_kernel || s->soft) {
         return TLSK_ESTATE;
     }
     fd = s->fd;

@@ -76,6 +76,11 @@ void tlsk__lean_release(struct tlsk_socket *s)
     s->lean = l;
 }
 
+TLSK_PUBLIC int tlsk_socket_lean(const struct tlsk_socket *s)
+{
+    return s && s->lean ? 1 : 0;
+}
+
 void tlsk__lean_free(struct tlsk_socket *s)
 {
     if (s->lean) {

@@ -23,6 +23,12 @@
 #define LINGER_POLL_MS 5           /* kernel receive is looked at on a timer, never watched: */
 #define LINGER_POLL_MAX_MS 160     /* first after 5 ms, then twice as long each time */
 
+/* Receive in the kernel: tlsk's record layer in its place (soft.c) reads as userspace does. */
+static bool krx(const struct tlsk_socket *s)
+{
+    return s->rx_kernel && !s->soft;
+}
+
 bool tlsk__linger_step(struct tlsk_socket *s, struct tlsk__linger *l)
 {
     static _Thread_local unsigned char sink[TLSK_MAX_PLAINTEXT];
@@ -37,7 +43,7 @@ bool tlsk__linger_step(struct tlsk_socket *s, struct tlsk__linger *l)
         if (l->bytes >= LINGER_BYTES || tlsk__now_ms() >= l->end) {
             return true;
         }
-        if (s->rx_kernel) {
+        if (krx(s)) {
             /* With the record-type buffer, so that control records are consumed too. */
             n = tlsk__krecv(s->fd, sink, sizeof sink, &type, &eor);
         } else {
@@ -54,7 +60,7 @@ bool tlsk__linger_step(struct tlsk_socket *s, struct tlsk__linger *l)
         if (n == -EINTR) {
             continue;
         }
-        if (n < 0 && s->rx_kernel && n != -ECONNRESET && n != -EPIPE && n != -ENOTCONN) {
+        if (n < 0 && krx(s) && n != -ECONNRESET && n != -EPIPE && n != -ENOTCONN) {
             l->deaf = true; /* the kernel refuses what is queued: see below */
             break;
         }
@@ -75,7 +81,7 @@ bool tlsk__linger_step(struct tlsk_socket *s, struct tlsk__linger *l)
     /* A userspace receive is watched; a kernel one is looked at on a timer (before Linux
      * 6.5 poll reports a partial record as readable, and a refused record stays readable
      * for ever: watching would spin). */
-    if (s->rx_kernel || l->deaf) {
+    if (krx(s) || l->deaf) {
         tlsk__handle_watch(h, 0);
         tlsk__handle_timer(h, left < l->poll_ms ? left : l->poll_ms);
         if (l->poll_ms < LINGER_POLL_MAX_MS) {
@@ -99,6 +105,6 @@ bool tlsk__linger_start(struct tlsk_socket *s, struct tlsk__linger *l)
     l->poll_ms = LINGER_POLL_MS;
     /* Kernel receive that failed (a refused record stays queued): reading again would only
      * fail again, and count another TlsDecryptError. */
-    l->deaf = s->rx_kernel && s->state == TLSK__FAILED;
+    l->deaf = krx(s) && s->state == TLSK__FAILED;
     return true;
 }

@@ -89,14 +89,18 @@ static size_t build_crypto_info(const struct tlsk__keys *k, union crypto_info *c
     return len;
 }
 
-/* Install one direction.  Returns 0 or -errno; the socket is unchanged on failure. */
-static int install(int fd, int optname, const struct tlsk__keys *k)
+/* Install one direction, in the kernel or in tlsk's record layer standing in for it (soft.c).
+ * Returns 0 or -errno; the socket is unchanged on failure. */
+static int install(struct tlsk_socket *s, int optname, const struct tlsk__keys *k)
 {
     union crypto_info ci;
-    size_t len = build_crypto_info(k, &ci);
-    int rc = 0;
+    size_t len;
+    int fd = s->fd, rc = 0;
 
-    if (len == 0) {
+    if (s->soft) {
+        return tlsk__soft_install(s, optname == TLSK_TLS_TX, k);
+    }
+    if ((len = build_crypto_info(k, &ci)) == 0) {
         return -EINVAL;
     }
     if (setsockopt(fd, TLSK_SOL_TLS, optname, &ci, (socklen_t)len) != 0) {
@@ -143,12 +147,16 @@ static int read_kernel_state(int fd, int optname, int expect, int *version, int 
     return rc;
 }
 
-/* The kernel's current record sequence number of one direction. */
-int tlsk__kernel_seq(int fd, bool tx, uint64_t *seq)
+/* The kernel's current record sequence number of one direction (or soft.c's). */
+int tlsk__kernel_seq(const struct tlsk_socket *s, bool tx, uint64_t *seq)
 {
     int version, cipher;
 
-    return read_kernel_state(fd, tx ? TLSK_TLS_TX : TLSK_TLS_RX, 0, &version, &cipher, seq);
+    if (s->soft) {
+        *seq = tlsk__soft_seq(s, tx);
+        return 0;
+    }
+    return read_kernel_state(s->fd, tx ? TLSK_TLS_TX : TLSK_TLS_RX, 0, &version, &cipher, seq);
 }
 
 /* Read the installed state back: the kernel must report our version, cipher and sequence
@@ -178,7 +186,7 @@ static int install_secret(struct tlsk_socket *s, bool tx, uint64_t seq, const ch
                                 tx ? "transmit" : "receive");
     }
     k.seq = seq;
-    rc = install(s->fd, tx ? TLSK_TLS_TX : TLSK_TLS_RX, &k);
+    rc = install(s, tx ? TLSK_TLS_TX : TLSK_TLS_RX, &k);
     OPENSSL_cleanse(&k, sizeof k);
     if (rc != 0) {
         return tlsk__set_detail(s, TLSK_EKEYUPDATE, "the kernel refused the %s %s key: %s", which,
@@ -192,7 +200,7 @@ int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx)
     uint64_t seq;
     int rc;
 
-    if (!tx && tlsk__kernel_seq(s->fd, false, &seq) == 0) {
+    if (!tx && tlsk__kernel_seq(s, false, &seq) == 0) {
         /* Records under the old key still count in tlsk_socket_bytes_read(). */
         s->rx_recs_done += seq - s->rx_seq0;
     }
@@ -216,7 +224,7 @@ int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx)
 int tlsk__kernel_rx_resume(struct tlsk_socket *s)
 {
     uint64_t seq;
-    int rc = tlsk__kernel_seq(s->fd, false, &seq);
+    int rc = tlsk__kernel_seq(s, false, &seq);
 
     if (rc != 0) {
         return tlsk__set_detail(s, TLSK_EKEYUPDATE, "cannot read the receive sequence number: %s",
@@ -351,12 +359,12 @@ static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem)
     } else {
         k.seq = tx ? s->tx_after_ccs : s->rx_after_ccs;
     }
-    rc = install(s->fd, opt, &k);
+    rc = install(s, opt, &k);
     if (rc != 0) {
         OPENSSL_cleanse(&k, sizeof k);
         return -rc;
     }
-    rc = verify_installed(s->fd, opt, &k);
+    rc = s->soft ? 0 : verify_installed(s->fd, opt, &k);
     uint64_t seq = k.seq;
     OPENSSL_cleanse(&k, sizeof k);
     if (tx) {
@@ -440,6 +448,47 @@ out:
     return rc;
 }
 
+/* A reason that is the kernel's alone: tlsk's record layer could carry the direction. */
+static bool kernel_only(enum tlsk_reason r)
+{
+    return r == TLSK_REASON_NO_ULP || r == TLSK_REASON_CIPHER || r == TLSK_REASON_NOT_TCP;
+}
+
+/* Where the kernel takes neither direction of a lean server connection, tlsk's own record
+ * layer may take both (soft.c, TLSK_LEAN_USERSPACE; docs/KERNEL.md §16): not for what the
+ * kernel path would refuse anyway (renegotiation, records OpenSSL has already read, a max
+ * fragment length), nor for a cipher soft.c does not have. */
+static bool soft_wanted(const struct tlsk_socket *s, int version)
+{
+    return (s->flags & TLSK_SOCKET_LEAN) && (s->ctx->flags & TLSK_LEAN_USERSPACE) &&
+           s->is_server && !s->is_pair && s->fd >= 0 && s->policy != TLSK_OFFLOAD_OFF &&
+           s->off.tx.mode != TLSK_MODE_KERNEL && s->off.rx.mode != TLSK_MODE_KERNEL &&
+           kernel_only(s->off.tx.reason) && kernel_only(s->off.rx.reason) &&
+           (version == TLS1_2_VERSION || (version == TLS1_3_VERSION && s->ctx->keylog)) &&
+           !(s->ctx->flags & TLSK_ALLOW_RENEGOTIATION) &&
+           tlsk__soft_cipher(SSL_get_current_cipher(s->ssl)) && !SSL_has_pending(s->ssl) &&
+           SSL_SESSION_get_max_fragment_length(SSL_get_session(s->ssl)) ==
+               TLSEXT_max_fragment_length_DISABLED;
+}
+
+/* Both directions to soft.c, as act() gives them to the kernel.  0 or the failure. */
+static int soft_act(struct tlsk_socket *s, int version)
+{
+    BIO *wmem = BIO_new(BIO_s_mem()), *rmem = BIO_new(BIO_s_mem());
+    int rc = TLSK_ENOMEM;
+
+    if (wmem && rmem && tlsk__soft_new(s) == 0 && install_dir(s, true, version, &wmem) == 0 &&
+        install_dir(s, false, version, &rmem) == 0) {
+        s->kernel_rekey = version == TLS1_3_VERSION;
+        rc = 0;
+    } else {
+        rc = tlsk__set_detail(s, TLSK_ENOMEM, "tlsk's record layer could not take the keys");
+    }
+    BIO_free(wmem);
+    BIO_free(rmem);
+    return rc;
+}
+
 int tlsk__offload(struct tlsk_socket *s)
 {
     struct tlsk_direction *tx = &s->off.tx, *rx = &s->off.rx;
@@ -458,6 +507,8 @@ int tlsk__offload(struct tlsk_socket *s)
         if ((rc = act(s, version)) != 0) {
             return rc;
         }
+    } else if (soft_wanted(s, version) && (rc = soft_act(s, version)) != 0) {
+        return rc;
     }
 
     /* 3. Bookkeeping only. */

@@ -102,7 +102,7 @@ TLSK_PUBLIC uint64_t tlsk_socket_bytes_read(const struct tlsk_socket *s)
     if (!s) {
         return 0;
     }
-    if (s->rx_kernel && s->fd >= 0 && tlsk__kernel_seq(s->fd, false, &seq) == 0) {
+    if (s->rx_kernel && s->fd >= 0 && tlsk__kernel_seq(s, false, &seq) == 0) {
         return s->bytes_read + (s->rx_recs_done + seq - s->rx_seq0) * tlsk__record_overhead(s);
     }
     return s->bytes_read;

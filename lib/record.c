@@ -59,27 +59,51 @@ void tlsk__put_be64(unsigned char out[8], uint64_t seq)
     }
 }
 
-/* One AEAD operation with a 12-byte nonce and a 16-byte tag. */
-static int aead(int enc, const struct tlsk__keys *k, const unsigned char nonce[12],
-                const unsigned char *aad, size_t aad_len, const unsigned char *in, size_t in_len,
-                unsigned char *out, unsigned char tag[TLSK_TAG_LEN])
+int tlsk__record_key(EVP_CIPHER_CTX *cx, const struct tlsk__keys *k, int enc)
 {
     const EVP_CIPHER *ciph = evp_cipher(k->tlsk_cipher);
-    EVP_CIPHER_CTX *cx = EVP_CIPHER_CTX_new();
+    int rc = -1;
+
+    /* A kept context is for the ciphers whose tag is set per record: not CCM (below). */
+    if (ciph && k->tlsk_cipher != TLSK_CIPHER_AES_128_CCM &&
+        EVP_CipherInit_ex(cx, ciph, NULL, NULL, NULL, enc) == 1 &&
+        EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) == 1 &&
+        EVP_CipherInit_ex(cx, NULL, NULL, k->key, NULL, enc) == 1) {
+        rc = 0;
+    }
+    ERR_clear_error();
+    return rc;
+}
+
+/* One AEAD operation with a 12-byte nonce and a 16-byte tag; with keyed, a context that
+ * tlsk__record_key() prepared for k (only the nonce changes), else one made for the call. */
+static int aead(int enc, const struct tlsk__keys *k, EVP_CIPHER_CTX *keyed,
+                const unsigned char nonce[12], const unsigned char *aad, size_t aad_len,
+                const unsigned char *in, size_t in_len, unsigned char *out,
+                unsigned char tag[TLSK_TAG_LEN])
+{
+    const EVP_CIPHER *ciph = evp_cipher(k->tlsk_cipher);
+    EVP_CIPHER_CTX *cx = keyed ? keyed : EVP_CIPHER_CTX_new();
     bool ccm = k->tlsk_cipher == TLSK_CIPHER_AES_128_CCM;
     int n, rc = -1;
 
-    if (!ciph || !cx || EVP_CipherInit_ex(cx, ciph, NULL, NULL, NULL, enc) != 1 ||
-        EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1) {
-        goto out;
-    }
-    /* CCM wants the tag length before the key, and the tag itself before decrypting. */
-    if (ccm &&
-        EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_TAG, TLSK_TAG_LEN, enc ? NULL : tag) != 1) {
-        goto out;
-    }
-    if (EVP_CipherInit_ex(cx, NULL, NULL, k->key, nonce, enc) != 1) {
-        goto out;
+    if (keyed) {
+        if (ccm || EVP_CipherInit_ex(cx, NULL, NULL, NULL, nonce, enc) != 1) {
+            goto out;
+        }
+    } else {
+        if (!ciph || !cx || EVP_CipherInit_ex(cx, ciph, NULL, NULL, NULL, enc) != 1 ||
+            EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1) {
+            goto out;
+        }
+        /* CCM wants the tag length before the key, and the tag itself before decrypting. */
+        if (ccm && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_TAG, TLSK_TAG_LEN,
+                                       enc ? NULL : tag) != 1) {
+            goto out;
+        }
+        if (EVP_CipherInit_ex(cx, NULL, NULL, k->key, nonce, enc) != 1) {
+            goto out;
+        }
     }
     if (ccm && EVP_CipherUpdate(cx, NULL, &n, NULL, (int)in_len) != 1) {
         goto out;
@@ -101,7 +125,9 @@ static int aead(int enc, const struct tlsk__keys *k, const unsigned char nonce[1
     }
     rc = 0;
 out:
-    EVP_CIPHER_CTX_free(cx);
+    if (!keyed) {
+        EVP_CIPHER_CTX_free(cx);
+    }
     ERR_clear_error();
     return rc;
 }
@@ -133,6 +159,20 @@ static bool tls12_explicit(const struct tlsk__keys *k)
 int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const unsigned char *pt,
                       size_t pt_len, unsigned char *out, size_t out_cap, size_t *out_len)
 {
+    return tlsk__record_seal_cx(k, NULL, seq, type, pt, pt_len, out, out_cap, out_len);
+}
+
+int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned char *rec,
+                      size_t rec_len, int *type, unsigned char *out, size_t out_cap,
+                      size_t *out_len)
+{
+    return tlsk__record_open_cx(k, NULL, seq, rec, rec_len, type, out, out_cap, out_len);
+}
+
+int tlsk__record_seal_cx(const struct tlsk__keys *k, EVP_CIPHER_CTX *cx, uint64_t seq, int type,
+                         const unsigned char *pt, size_t pt_len, unsigned char *out,
+                         size_t out_cap, size_t *out_len)
+{
     unsigned char nonce[12], aad[13], explicit_iv[8];
     unsigned char *body;
     size_t inner_len, rec_len;
@@ -153,7 +193,7 @@ int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const 
         body = out + 5;
         memmove(body, pt, pt_len);
         body[pt_len] = (unsigned char)type;
-        if (aead(1, k, nonce, out, 5, body, inner_len, body, body + inner_len) != 0) {
+        if (aead(1, k, cx, nonce, out, 5, body, inner_len, body, body + inner_len) != 0) {
             return -EPROTO;
         }
         *out_len = 5 + rec_len;
@@ -174,16 +214,16 @@ int tlsk__record_seal(const struct tlsk__keys *k, uint64_t seq, int type, const 
         body += 8;
     }
     memmove(body, pt, pt_len);
-    if (aead(1, k, nonce, aad, 13, body, pt_len, body, body + pt_len) != 0) {
+    if (aead(1, k, cx, nonce, aad, 13, body, pt_len, body, body + pt_len) != 0) {
         return -EPROTO;
     }
     *out_len = 5 + rec_len;
     return 0;
 }
 
-int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned char *rec,
-                      size_t rec_len, int *type, unsigned char *out, size_t out_cap,
-                      size_t *out_len)
+int tlsk__record_open_cx(const struct tlsk__keys *k, EVP_CIPHER_CTX *cx, uint64_t seq,
+                         const unsigned char *rec, size_t rec_len, int *type, unsigned char *out,
+                         size_t out_cap, size_t *out_len)
 {
     unsigned char nonce[12], aad[13];
     const unsigned char *body;
@@ -209,7 +249,7 @@ int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned c
         ct_len = body_len - TLSK_TAG_LEN;
         nonce_for(k, seq, NULL, nonce);
         memcpy(tag, body + ct_len, TLSK_TAG_LEN);
-        if (aead(0, k, nonce, rec, 5, body, ct_len, out, tag) != 0) {
+        if (aead(0, k, cx, nonce, rec, 5, body, ct_len, out, tag) != 0) {
             return -EBADMSG;
         }
         /* Strip padding; the last non-zero byte is the real content type. */
@@ -243,7 +283,7 @@ int tlsk__record_open(const struct tlsk__keys *k, uint64_t seq, const unsigned c
         if (ct_len > TLSK_MAX_PLAINTEXT) {
             return -EMSGSIZE;
         }
-        if (aead(0, k, nonce, aad, 13, body + ex, ct_len, out, tag) != 0) {
+        if (aead(0, k, cx, nonce, aad, 13, body + ex, ct_len, out, tag) != 0) {
             return -EBADMSG;
         }
         *type = rec[0];

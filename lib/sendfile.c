@@ -183,6 +183,9 @@ TLSK_PUBLIC ssize_t tlsk_socket_sendfile(struct tlsk_socket *s, int file_fd, off
     if (n <= 0) {
         return n;
     }
+    if (s->soft) {
+        return tlsk__kernel_sent(s, tlsk__soft_sendfile(s, file_fd, offset, (size_t)n), "sendfile");
+    }
     if (s->tx_kernel) {
         return kernel_sendfile(s, file_fd, offset, (size_t)n);
     }

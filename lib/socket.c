@@ -487,7 +487,7 @@ TLSK_PUBLIC int tlsk_socket_pending(const struct tlsk_socket *s)
         return 1;
     }
     /* Kernel receive: what arrived is in the socket, and readiness shows it. */
-    return !s->rx_kernel && s->ssl && SSL_has_pending(s->ssl);
+    return s->soft ? tlsk__soft_pending(s) : !s->rx_kernel && s->ssl && SSL_has_pending(s->ssl);
 }
 
 TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
@@ -519,6 +519,7 @@ TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)
     tlsk__lean_free(s);
     BIO_free(s->sock_bio);
     tlsk__txq_free(s);
+    tlsk__soft_free(s);
     wipe_free(s->pend, s->pend_len);
     if (s->flags & TLSK_SOCKET_OWN_FD) {
         close(s->fd);

@@ -105,7 +105,7 @@ static void gather_init(void)
 
 bool tlsk__txq_busy(const struct tlsk_socket *s)
 {
-    return s->txq && s->txq->gathering;
+    return (s->txq && s->txq->gathering) || tlsk__soft_busy(s);
 }
 
 bool tlsk__txq_pending(const struct tlsk_socket *s)
@@ -183,7 +183,7 @@ static int flush_q(struct tlsk_socket *s, bool keep)
 
 int tlsk__txq_flush(struct tlsk_socket *s)
 {
-    return flush_q(s, false);
+    return s->soft ? tlsk__soft_flush(s) : flush_q(s, false);
 }
 
 /* Plaintext whose records have all left and that the caller has not yet been told of, at

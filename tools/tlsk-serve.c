@@ -95,6 +95,7 @@ static struct {
     int header_timeout_ms, idle_timeout_ms, send_timeout_ms, grace_ms;
     bool list_dirs;
     bool mmap;
+    bool no_lean; /* keep OpenSSL's state where the kernel cannot take a connection */
     long file_cache; /* descriptors of small files each worker keeps (fcache.h); 0: none */
     bool quiet;
     bool log_handshake_errors;
@@ -544,7 +545,8 @@ static void describe_offload(struct conn *c)
     } else {
         snprintf(rx, sizeof rx, "userspace/%s", tlsk_reason_name(o.rx.reason));
     }
-    snprintf(c->offload, sizeof c->offload, "%s tx=%s rx=%s", tlsk_socket_version(c->s), tx, rx);
+    snprintf(c->offload, sizeof c->offload, "%s tx=%s rx=%s%s", tlsk_socket_version(c->s), tx, rx,
+             tlsk_socket_lean(c->s) ? " lean" : "");
 }
 
 /* Open rel (from http_target_path) below the host's root and fstat it, through the worker's
@@ -1638,6 +1640,11 @@ static void usage(FILE *f)
         "        (TLSK_SOCKET_SENDFILE_MMAP: one copy fewer than reading it into a buffer).\n"
         "        Only for roots whose files are never truncated while being served: a page\n"
         "        past a new end of file kills the server with SIGBUS.  No effect with kTLS.\n"
+        "    --no-lean\n"
+        "        Where the kernel cannot take a connection, keep OpenSSL's state for it\n"
+        "        instead of freeing it after the handshake and letting tlsk's own record\n"
+        "        layer carry the rest (TLSK_LEAN_USERSPACE: about a third of the memory per\n"
+        "        idle connection, for a key log callback and no read-ahead in handshakes).\n"
         "    --list\n"
         "        List folders that have no index.html (default: 403).\n"
         "    --quiet\n"
@@ -1712,6 +1719,9 @@ static int build_host(struct vhost *h, char *why, size_t whylen)
 
     h->root_fd = -1;
     h->ctx = NULL;
+    if (!cfg.no_lean) {
+        o.flags |= TLSK_LEAN_USERSPACE;
+    }
     if (cfg.client_ca) {
         o.ca_file = cfg.client_ca;
         o.flags |= cfg.require_client_cert ? TLSK_REQUIRE_PEER_CERT : TLSK_REQUEST_PEER_CERT;
@@ -2068,6 +2078,8 @@ int main(int argc, char **argv)
             cfg.list_dirs = true;
         } else if (strcmp(a, "--mmap") == 0) {
             cfg.mmap = true;
+        } else if (strcmp(a, "--no-lean") == 0) {
+            cfg.no_lean = true;
         } else if (strcmp(a, "--quiet") == 0) {
             cfg.quiet = true;
         } else if (strcmp(a, "--require-client-cert") == 0) {
