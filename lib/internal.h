@@ -180,6 +180,7 @@ struct tlsk_socket {
     struct tlsk_offload off;
     bool tx_kernel, rx_kernel;
     BIO *sock_bio; /* the socket BIO, kept while OpenSSL writes to a memory BIO */
+    bool hs_rbuf;  /* OpenSSL reads through a buffer BIO on sock_bio (socket.c, soft.c) */
     BIO *mem_wbio; /* OpenSSL's write BIO after TX offload */
     uint64_t ossl_write_seq; /* OpenSSL's next write sequence number after TX offload */
     uint64_t ossl_read_seq;  /* OpenSSL's next read sequence number after RX offload */
@@ -446,9 +447,13 @@ void tlsk__txq_free(struct tlsk_socket *s);
  * keeps the contract of the syscall it replaces on a kTLS socket (docs/KERNEL.md §16):
  * recv as tlsk__krecv (-errno, EBADMSG/EMSGSIZE/EINVAL for a refused record, never crossing a
  * change of record type); send as tlsk__ksend (a control record whole or -EAGAIN); sendmsg
- * and sendfile as the syscalls (-1 with errno).  Bytes a send returned are tlsk's to deliver:
- * tlsk__soft_busy() says some are still queued, tlsk__soft_flush() sends them. */
+ * and sendfile return as the syscalls (-1 with errno), but count only plaintext whose records
+ * have all left, as userspace mode does (soft.c "Send"): records the socket did not take wait
+ * in tlsk (tlsk__soft_busy(), tlsk__soft_flush()) and the caller sends the same bytes again. */
 int tlsk__soft_new(struct tlsk_socket *s) TLSK_MUST_CHECK;
+/* What the handshake's read buffer holds past the client's Finished becomes the first bytes
+ * received (before the receive key is installed).  0 or TLSK_ENOMEM. */
+int tlsk__soft_take(struct tlsk_socket *s, BIO *rbio) TLSK_MUST_CHECK;
 void tlsk__soft_free(struct tlsk_socket *s);
 int tlsk__soft_install(struct tlsk_socket *s, bool tx, const struct tlsk__keys *k) TLSK_MUST_CHECK;
 uint64_t tlsk__soft_seq(const struct tlsk_socket *s, bool tx);
@@ -458,8 +463,10 @@ ssize_t tlsk__soft_sendmsg(struct tlsk_socket *s, const struct iovec *iov, int i
 ssize_t tlsk__soft_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, size_t count);
 int tlsk__soft_flush(struct tlsk_socket *s);
 bool tlsk__soft_busy(const struct tlsk_socket *s);
+/* Plaintext in records made for data sends that the caller has not been told of yet. */
+size_t tlsk__soft_untold(const struct tlsk_socket *s);
 bool tlsk__soft_pending(const struct tlsk_socket *s);
-/* The cipher of a negotiated connection that tlsk's record layer can carry (AES-GCM,
+/* (keys.c) The cipher of a negotiated connection that tlsk's record layer can carry (AES-GCM,
  * ChaCha20-Poly1305). */
 bool tlsk__soft_cipher(const SSL_CIPHER *c);
 

@@ -515,7 +515,8 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         return rc;
     }
     if (s->sent_close_notify) {
-        return 0;
+        /* tlsk's record layer: done once close_notify and all before it have left. */
+        return s->soft ? tlsk__txq_flush(s) : 0;
     }
     if (s->tx_kernel) {
         if ((rc = tx_unparked(s)) != 0) {
@@ -532,6 +533,10 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         }
         if (s->ssl) {
             SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_SENT_SHUTDOWN);
+        }
+        if (s->soft) {
+            s->sent_close_notify = true;
+            return tlsk__txq_flush(s);
         }
     } else {
         int r;

@@ -51,6 +51,14 @@ int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t 
     }
 }
 
+/* The ciphers lib/soft.c carries: those with a per-record tag it can keep a context for. */
+bool tlsk__soft_cipher(const SSL_CIPHER *c)
+{
+    int nid = c ? SSL_CIPHER_get_cipher_nid(c) : NID_undef;
+
+    return nid == NID_aes_128_gcm || nid == NID_aes_256_gcm || nid == NID_chacha20_poly1305;
+}
+
 size_t tlsk__record_overhead(const struct tlsk_socket *s)
 {
     const SSL_CIPHER *c = tlsk__cipher(s);

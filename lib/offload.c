@@ -478,7 +478,9 @@ static int soft_act(struct tlsk_socket *s, int version)
     int rc = TLSK_ENOMEM;
 
     if (wmem && rmem && tlsk__soft_new(s) == 0 && install_dir(s, true, version, &wmem) == 0 &&
+        (!s->hs_rbuf || tlsk__soft_take(s, SSL_get_rbio(s->ssl)) == 0) &&
         install_dir(s, false, version, &rmem) == 0) {
+        s->hs_rbuf = false; /* (freed with OpenSSL's read BIO) */
         s->kernel_rekey = version == TLS1_3_VERSION;
         rc = 0;
     } else {
@@ -509,6 +511,15 @@ int tlsk__offload(struct tlsk_socket *s)
         }
     } else if (soft_wanted(s, version) && (rc = soft_act(s, version)) != 0) {
         return rc;
+    }
+
+    /* The handshake's read buffer (socket.c), where soft.c did not take the connection: once
+     * empty, OpenSSL reads the socket itself again, with read-ahead. */
+    if (s->hs_rbuf && BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0) {
+        BIO_up_ref(s->sock_bio);
+        SSL_set0_rbio(s->ssl, s->sock_bio);
+        SSL_set_read_ahead(s->ssl, 1);
+        s->hs_rbuf = false;
     }
 
     /* 3. Bookkeeping only. */

@@ -231,6 +231,36 @@ static int set_session(struct tlsk_socket *s, const struct tlsk_socket_options *
     return ok ? 0 : -1;
 }
 
+/* OpenSSL's BIOs on b, the socket BIO (two references on it are the caller's: one for
+ * sock_bio, one for OpenSSL).  0, or TLSK_ENOMEM with nothing given to OpenSSL. */
+static int attach_bios(struct tlsk_socket *s, BIO *b)
+{
+    BIO *other;
+
+    if (s->is_pair) {
+        /* Two memory BIOs: sock_bio is what arrives (fed), the write BIO what leaves. */
+        if (!(other = BIO_new(BIO_s_mem()))) {
+            return TLSK_ENOMEM;
+        }
+        BIO_set_mem_eof_return(b, -1);
+        SSL_set_bio(s->ssl, b, other);
+    } else if (s->is_server && (s->flags & TLSK_SOCKET_LEAN) &&
+               (s->ctx->flags & TLSK_LEAN_USERSPACE) && !tlsk_kernel_probe()->ulp &&
+               (other = BIO_new(BIO_f_buffer()))) {
+        /* A connection soft.c will likely carry: OpenSSL reads one record at a time (no
+         * read-ahead, context.c), from a buffer that takes what has arrived in one read(2),
+         * so the handshake costs no more reads than with read-ahead, and whatever the client
+         * sent after its Finished is still ours to give soft.c (docs/KERNEL.md §16). */
+        BIO_up_ref(b); /* the chain's reference; the write BIO has the one made for OpenSSL */
+        BIO_push(other, b);
+        SSL_set_bio(s->ssl, other, b);
+        s->hs_rbuf = true;
+    } else {
+        SSL_set_bio(s->ssl, b, b);
+    }
+    return 0;
+}
+
 int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd, bool server,
                       const struct tlsk_socket_options *o)
 {
@@ -303,21 +333,13 @@ int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
     /* Keep our own reference to the socket BIO: OpenSSL's may be swapped for memory BIOs. */
     BIO_up_ref(b);
     s->sock_bio = b;
-    if (s->is_pair) {
-        /* Two memory BIOs: sock_bio is what arrives (fed), the write BIO what leaves. */
-        BIO *w = BIO_new(BIO_s_mem());
-        if (!w) {
-            BIO_free(b);
-            BIO_free(b);
-            SSL_free(s->ssl);
-            tlsk_context_free(s->ctx);
-            free(s);
-            return TLSK_ENOMEM;
-        }
-        BIO_set_mem_eof_return(b, -1);
-        SSL_set_bio(s->ssl, b, w);
-    } else {
-        SSL_set_bio(s->ssl, b, b);
+    if (attach_bios(s, b) != 0) {
+        BIO_free(b);
+        BIO_free(b);
+        SSL_free(s->ssl);
+        tlsk_context_free(s->ctx);
+        free(s);
+        return TLSK_ENOMEM;
     }
     SSL_set_app_data(s->ssl, s);
     SSL_set_msg_callback(s->ssl, msg_cb);
@@ -487,7 +509,12 @@ TLSK_PUBLIC int tlsk_socket_pending(const struct tlsk_socket *s)
         return 1;
     }
     /* Kernel receive: what arrived is in the socket, and readiness shows it. */
-    return s->soft ? tlsk__soft_pending(s) : !s->rx_kernel && s->ssl && SSL_has_pending(s->ssl);
+    if (s->soft) {
+        return tlsk__soft_pending(s);
+    }
+    return !s->rx_kernel && s->ssl &&
+           (SSL_has_pending(s->ssl) ||
+            (s->hs_rbuf && BIO_ctrl_pending(SSL_get_rbio(s->ssl)) > 0));
 }
 
 TLSK_PUBLIC void tlsk_socket_free(struct tlsk_socket *s)

@@ -14,9 +14,9 @@
  *
  * The records are record.c's, sealed and opened where they lie, with one cipher context per
  * direction keyed once.  The difference from the kernel is where sent bytes wait when the
- * socket is full: in out, which tlsk__soft_busy() reports so that the caller waits for
- * POLLOUT and tlsk__soft_flush() sends.  Both buffers exist only while they hold bytes: an
- * idle connection keeps its keys and two cipher contexts, nothing else.
+ * socket is full: in tlsk, under userspace mode's contract (below, "Send").  Both buffers
+ * exist only while they hold bytes: an idle connection keeps its keys and two cipher
+ * contexts, nothing else.
  */
 #include <errno.h>
 #include <poll.h>
@@ -53,17 +53,15 @@ struct tlsk__soft {
     bool opened;
     unsigned empty; /* empty records in a row */
     int rx_err; /* a refused record: every later read fails the same, as kernel RX does */
-    /* Sealed bytes out[out_off, out_len) the socket has not taken yet. */
+    /* Sealed bytes out[out_off, out_len) the socket has not taken yet; per record, where it
+     * ends in out and the plaintext the caller has not been told of (0 for control records);
+     * r0 is the first such record. */
     unsigned char *out;
     size_t out_len, out_off;
+    size_t tx_end[TX_RECS], tx_pt[TX_RECS];
+    unsigned nrec, r0;
+    size_t untold; /* plaintext of records that have left, not yet told to the caller */
 };
-
-bool tlsk__soft_cipher(const SSL_CIPHER *c)
-{
-    int nid = c ? SSL_CIPHER_get_cipher_nid(c) : NID_undef;
-
-    return nid == NID_aes_128_gcm || nid == NID_aes_256_gcm || nid == NID_chacha20_poly1305;
-}
 
 int tlsk__soft_new(struct tlsk_socket *s)
 {
@@ -73,11 +71,26 @@ int tlsk__soft_new(struct tlsk_socket *s)
     return 0;
 }
 
-static void drop_out(struct tlsk__soft *f)
+int tlsk__soft_take(struct tlsk_socket *s, BIO *rbio)
 {
-    free(f->out);
-    f->out = NULL;
-    f->out_len = f->out_off = 0;
+    struct tlsk__soft *f = s->soft;
+    size_t n = BIO_ctrl_pending(rbio);
+    int got;
+
+    if (n == 0) {
+        return 0;
+    }
+    /* (The buffer BIO holds at most its 4 KiB buffer: within RX_CAP.) */
+    if (n > RX_CAP || (!f->in && !(f->in = malloc(RX_CAP)))) {
+        return TLSK_ENOMEM;
+    }
+    got = BIO_read(rbio, f->in, (int)n);
+    f->in_len = f->in_off = 0;
+    if (got != (int)n) {
+        return TLSK_ENOMEM;
+    }
+    f->in_len = n;
+    return 0;
 }
 
 static void drop_in(struct tlsk__soft *f)
@@ -101,7 +114,7 @@ void tlsk__soft_free(struct tlsk_socket *s)
         OPENSSL_cleanse(f->in, f->in_len);
     }
     drop_in(f);
-    drop_out(f);
+    free(f->out);
     OPENSSL_cleanse(f, sizeof *f);
     free(f);
     s->soft = NULL;
@@ -146,14 +159,18 @@ static size_t explicit_len(const struct tlsk__keys *k)
  * type is not application_data, one of padding only, the 33rd empty record in a row. */
 static int open_next(struct tlsk__soft *f)
 {
-    unsigned char *h = f->in + f->in_off;
     size_t avail = f->in_len - f->in_off, body, ex, len;
     const struct tlsk__keys *k = &f->rx.k;
+    unsigned char *h;
     int type, rc;
 
-    if (avail < 5) {
+    if (!f->in || avail < 5) {
         return 0;
     }
+    if (k->seq == UINT64_MAX) {
+        return -EKEYEXPIRED; /* RFC 8446 5.3: never wrap (key limits re-key long before) */
+    }
+    h = f->in + f->in_off;
     body = (size_t)h[3] << 8 | h[4];
     if (h[1] != 3 || h[2] != 3) {
         return -EINVAL;
@@ -295,18 +312,36 @@ bool tlsk__soft_pending(const struct tlsk_socket *s)
 /* ---------------------------------------------------------------------------------------- */
 /* Send                                                                                     */
 
+/*
+ * A data send keeps userspace mode's contract (txq.c, docs/OPENSSL.md §11), not the kernel's:
+ * the count returned is plaintext whose records have all left.  Records the socket did not
+ * take stay in out and the call answers -EAGAIN (or the part before them); the caller sends
+ * the same bytes again, and those records are what it is then told was sent.  So a program
+ * that waits for readability once a write has "completed" never leaves a tail in tlsk.  A
+ * control record goes whole or not at all (-EAGAIN: the bridge parks it) once every record
+ * before it has left, whether or not the caller has been told; once taken it is tlsk's to
+ * deliver, before anything sent after it (tlsk_socket_shutdown() answers -EAGAIN until then).
+ */
+
 bool tlsk__soft_busy(const struct tlsk_socket *s)
 {
     return s->soft && s->soft->out_off < s->soft->out_len;
 }
 
-int tlsk__soft_flush(struct tlsk_socket *s)
+static void drop_out(struct tlsk__soft *f)
+{
+    free(f->out);
+    f->out = NULL;
+    f->out_len = f->out_off = 0;
+    f->nrec = f->r0 = 0;
+}
+
+/* Send what out holds; the records' bookkeeping stays for collect().  0 when all of it left,
+ * -EAGAIN (POLLOUT), or the send's failure (out is then dropped: it can never leave). */
+static int send_out(struct tlsk_socket *s)
 {
     struct tlsk__soft *f = s->soft;
 
-    if (!f) {
-        return 0;
-    }
     while (f->out_off < f->out_len) {
         ssize_t n = send(s->fd, f->out + f->out_off, f->out_len - f->out_off, MSG_NOSIGNAL);
         if (n < 0 && errno == ENOTSOCK) {
@@ -321,13 +356,68 @@ int tlsk__soft_flush(struct tlsk_socket *s)
                 s->want = POLLOUT;
                 return -EAGAIN;
             }
-            drop_out(f); /* they can never leave */
+            drop_out(f); /* it can never leave */
             return -e;
         }
         f->out_off += (size_t)n;
     }
-    drop_out(f); /* an idle connection keeps no buffer */
     return 0;
+}
+
+/* Records that have left move their plaintext to untold; out goes once all of it has left
+ * (an idle connection keeps none). */
+static void collect(struct tlsk__soft *f)
+{
+    while (f->r0 < f->nrec && f->tx_end[f->r0] <= f->out_off) {
+        f->untold += f->tx_pt[f->r0++];
+    }
+    if (f->out && f->out_off == f->out_len) {
+        drop_out(f);
+    }
+}
+
+/* What the caller is told now: at most max bytes of untold. */
+static size_t tell(struct tlsk__soft *f, size_t max)
+{
+    size_t n = f->untold < max ? f->untold : max;
+
+    f->untold -= n;
+    return n;
+}
+
+int tlsk__soft_flush(struct tlsk_socket *s)
+{
+    int rc;
+
+    if (!s->soft) {
+        return 0;
+    }
+    rc = send_out(s);
+    collect(s->soft);
+    return rc;
+}
+
+size_t tlsk__soft_untold(const struct tlsk_socket *s)
+{
+    const struct tlsk__soft *f = s->soft;
+    size_t n = f ? f->untold : 0;
+
+    for (unsigned i = f ? f->r0 : 0; f && i < f->nrec; i++) {
+        n += f->tx_pt[i];
+    }
+    return n;
+}
+
+/* Before a data send: records an earlier call left.  0 when the call may make new ones, the
+ * count of its bytes that those records carried, -EAGAIN, or the failure. */
+static ssize_t earlier(struct tlsk_socket *s, size_t max)
+{
+    struct tlsk__soft *f = s->soft;
+    int rc = send_out(s);
+    size_t done;
+
+    collect(f);
+    return (done = tell(f, max)) > 0 ? (ssize_t)done : rc;
 }
 
 /* Room for recs records in out, which is empty. */
@@ -337,6 +427,7 @@ static int room(struct tlsk__soft *f, size_t recs)
         return -ENOMEM;
     }
     f->out_len = f->out_off = 0;
+    f->nrec = f->r0 = 0;
     return 0;
 }
 
@@ -346,42 +437,105 @@ static unsigned char *next_body(struct tlsk__soft *f)
     return f->out + f->out_len + 5 + explicit_len(&f->tx.k);
 }
 
-/* Seal the n bytes at next_body() as one record of type. */
+/* Seal the n bytes at next_body() as one record of type; data records are counted for
+ * collect(). */
 static int seal_next(struct tlsk__soft *f, int type, size_t n)
 {
     size_t len;
-    int rc = tlsk__record_seal_cx(&f->tx.k, f->tx.cx, f->tx.k.seq, type, next_body(f), n,
-                                  f->out + f->out_len, REC_ROOM, &len);
+    int rc;
 
+    if (f->tx.k.seq == UINT64_MAX) {
+        return -EKEYEXPIRED;
+    }
+    rc = tlsk__record_seal_cx(&f->tx.k, f->tx.cx, f->tx.k.seq, type, next_body(f), n,
+                              f->out + f->out_len, REC_ROOM, &len);
     if (rc != 0) {
         return -EIO;
     }
     f->tx.k.seq++;
     f->out_len += len;
+    f->tx_end[f->nrec] = f->out_len;
+    f->tx_pt[f->nrec] = type == TLSK_REC_APPDATA ? n : 0;
+    f->nrec++;
     return 0;
 }
 
-/* Seal total bytes of iov as records of type, then send what the socket takes: the count
- * sealed (all of total), or -errno with nothing sealed. */
-static ssize_t seal_send(struct tlsk_socket *s, int type, const struct iovec *iov, int iovcnt,
-                         size_t total)
+/* After sealing: send, and say how much of the call's plaintext has left. */
+static ssize_t sent(struct tlsk_socket *s, size_t total)
 {
     struct tlsk__soft *f = s->soft;
-    size_t done = 0, vo = 0;
+    int rc = send_out(s);
+    size_t done;
+
+    collect(f);
+    return (done = tell(f, total)) > 0 ? (ssize_t)done : rc != 0 ? rc : -EAGAIN;
+}
+
+ssize_t tlsk__soft_send(struct tlsk_socket *s, int type, const void *data, size_t len)
+{
+    struct tlsk__soft *f = s->soft;
+    int rc;
+
+    if (len > TLSK_MAX_PLAINTEXT) {
+        return -EMSGSIZE;
+    }
+    rc = send_out(s);
+    collect(f);
+    if (rc != 0) {
+        return rc;
+    }
+    /* out is empty: whatever went before has left (the caller may not yet know). */
+    if ((rc = room(f, 1)) != 0) {
+        return rc;
+    }
+    memcpy(next_body(f), data, len);
+    if ((rc = seal_next(f, type, len)) != 0) {
+        drop_out(f);
+        return rc;
+    }
+    rc = send_out(s);
+    collect(f);
+    return rc == 0 || rc == -EAGAIN ? (ssize_t)len : rc;
+}
+
+/* As the syscalls: -1 with errno on failure. */
+static ssize_t as_syscall(ssize_t n)
+{
+    if (n < 0) {
+        errno = (int)-n;
+        return -1;
+    }
+    return n;
+}
+
+ssize_t tlsk__soft_sendmsg(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
+{
+    struct tlsk__soft *f = s->soft;
+    size_t total = 0, done = 0, vo = 0;
+    ssize_t n;
     int vi = 0, rc;
 
-    if ((rc = tlsk__soft_flush(s)) != 0) {
-        return rc;
+    for (int i = 0; i < iovcnt; i++) {
+        total += iov[i].iov_len;
     }
-    if ((rc = room(f, total ? (total + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT : 1)) != 0) {
-        return rc;
+    if (total == 0) {
+        return 0;
     }
-    do {
-        size_t n = total - done < TLSK_MAX_PLAINTEXT ? total - done : TLSK_MAX_PLAINTEXT;
+    if ((n = earlier(s, total)) != 0) {
+        return as_syscall(n);
+    }
+    if (total > TX_RECS * TLSK_MAX_PLAINTEXT) {
+        total = TX_RECS * TLSK_MAX_PLAINTEXT; /* a short send, as a full socket gives */
+    }
+    if ((rc = room(f, (total + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT)) != 0) {
+        return as_syscall(rc);
+    }
+    while (done < total) {
+        size_t len = total - done < TLSK_MAX_PLAINTEXT ? total - done : TLSK_MAX_PLAINTEXT;
         unsigned char *p = next_body(f);
 
-        for (size_t got = 0; got < n;) {
-            size_t take = iov[vi].iov_len - vo < n - got ? iov[vi].iov_len - vo : n - got;
+        for (size_t got = 0; got < len;) {
+            size_t take = iov[vi].iov_len - vo < len - got ? iov[vi].iov_len - vo : len - got;
             memcpy(p + got, (const unsigned char *)iov[vi].iov_base + vo, take);
             got += take;
             vo += take;
@@ -390,110 +544,79 @@ static ssize_t seal_send(struct tlsk_socket *s, int type, const struct iovec *io
                 vo = 0;
             }
         }
-        while (vi < iovcnt && vo == iov[vi].iov_len) {
-            vi++; /* (empty pieces) */
-            vo = 0;
+        if ((rc = seal_next(f, TLSK_REC_APPDATA, len)) != 0) {
+            break;
         }
-        if ((rc = seal_next(f, type, n)) != 0) {
-            drop_out(f);
-            return rc;
-        }
-        done += n;
-    } while (done < total);
-    rc = tlsk__soft_flush(s);
-    return rc == 0 || rc == -EAGAIN ? (ssize_t)total : rc;
+        done += len;
+    }
+    if (done == 0) {
+        collect(f);
+        return as_syscall(rc);
+    }
+    return as_syscall(sent(s, done));
 }
 
-ssize_t tlsk__soft_send(struct tlsk_socket *s, int type, const void *data, size_t len)
+/* The file position a sendfile left: *offset, or the file's own. */
+static int advance(int file_fd, off_t *offset, off_t pos)
 {
-    struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
-
-    if (len > TLSK_MAX_PLAINTEXT) {
-        return -EMSGSIZE;
-    }
-    return seal_send(s, type, &iov, 1, len);
-}
-
-ssize_t tlsk__soft_sendmsg(struct tlsk_socket *s, const struct iovec *iov, int iovcnt)
-{
-    size_t total = 0;
-    ssize_t n;
-
-    for (int i = 0; i < iovcnt; i++) {
-        total += iov[i].iov_len;
-    }
-    if (total > TX_RECS * TLSK_MAX_PLAINTEXT) {
-        total = TX_RECS * TLSK_MAX_PLAINTEXT; /* a short send, as a full socket gives */
-    }
-    if (total == 0) {
+    if (offset) {
+        *offset = pos;
         return 0;
     }
-    if ((n = seal_send(s, TLSK_REC_APPDATA, iov, iovcnt, total)) < 0) {
-        errno = (int)-n;
-        return -1;
-    }
-    return n;
+    return lseek(file_fd, pos, SEEK_SET) < 0 ? -errno : 0;
 }
 
 ssize_t tlsk__soft_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, size_t count)
 {
     struct tlsk__soft *f = s->soft;
     off_t pos = offset ? *offset : lseek(file_fd, 0, SEEK_CUR);
-    size_t done = 0, recs;
-    int rc;
+    size_t done = 0;
+    ssize_t n;
+    int rc = 0;
 
     if (pos < 0) {
         return -1; /* (errno from lseek) */
     }
-    if (count > TX_RECS * TLSK_MAX_PLAINTEXT) {
-        count = TX_RECS * TLSK_MAX_PLAINTEXT;
-    }
     if (count == 0) {
         return 0;
     }
-    recs = (count + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
-    if ((rc = tlsk__soft_flush(s)) != 0 || (rc = room(f, recs)) != 0) {
-        errno = -rc;
-        return -1;
+    if ((n = earlier(s, count)) != 0) {
+        /* The bytes an earlier call read from pos on, told of now. */
+        if (n > 0 && (rc = advance(file_fd, offset, pos + n)) != 0) {
+            n = rc;
+        }
+        return as_syscall(n);
+    }
+    if (count > TX_RECS * TLSK_MAX_PLAINTEXT) {
+        count = TX_RECS * TLSK_MAX_PLAINTEXT;
+    }
+    if ((rc = room(f, (count + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT)) != 0) {
+        return as_syscall(rc);
     }
     /* The file's bytes are read straight into the records' bodies. */
     while (done < count) {
         size_t want = count - done < TLSK_MAX_PLAINTEXT ? count - done : TLSK_MAX_PLAINTEXT;
-        ssize_t n = pread(file_fd, next_body(f), want, pos);
+        ssize_t r = pread(file_fd, next_body(f), want, pos + (off_t)done);
 
-        if (n < 0 && errno == EINTR) {
+        if (r < 0 && errno == EINTR) {
             continue;
         }
-        if (n <= 0) {
-            if (n < 0 && done == 0) {
-                int e = errno;
-                drop_out(f);
-                errno = e;
-                return -1;
-            }
+        if (r <= 0) {
+            rc = r < 0 ? -errno : 0;
             break; /* the end of the file, or an error the next call reports */
         }
-        if ((rc = seal_next(f, TLSK_REC_APPDATA, (size_t)n)) != 0) {
-            drop_out(f);
-            errno = -rc;
-            return -1;
+        if ((rc = seal_next(f, TLSK_REC_APPDATA, (size_t)r)) != 0) {
+            break;
         }
-        done += (size_t)n;
-        pos += n;
+        done += (size_t)r;
     }
     if (done == 0) {
-        drop_out(f);
-        return 0;
+        collect(f);
+        return as_syscall(rc); /* 0: the end of the file */
     }
-    if (offset) {
-        *offset = pos;
-    } else if (lseek(file_fd, pos, SEEK_SET) < 0) {
-        return -1;
+    n = sent(s, done);
+    if (n > 0 && (rc = advance(file_fd, offset, pos + n)) != 0) {
+        n = rc;
     }
-    rc = tlsk__soft_flush(s);
-    if (rc != 0 && rc != -EAGAIN) {
-        errno = -rc;
-        return -1;
-    }
-    return (ssize_t)done;
+    return as_syscall(n);
 }

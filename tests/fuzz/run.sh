@@ -8,9 +8,10 @@
 #   fuzz_diag, fuzz_tls_stat, fuzz_ethtool   the kTLS diagnostics parsers (kmod-helpers/diag/)
 #   fuzz_http    tlsk-serve's request parsing, path mapping, ranges (tools/common/http.c)
 #   fuzz_record  the bridge's record open/seal (lib/record.c), every suite, fixed keys
+#   fuzz_soft    a peer's byte stream read through tlsk's own record layer (lib/soft.c)
 #   fuzz_hello   ClientHellos into a tlsk server over a memory pair (lib/hello.c: SNI and the
 #                session store's resume id), with an SNI table and an external store
-# The last two link libtlsk's sources (lib/, kmod-helpers/*.c), built once with
+# fuzz_record, fuzz_soft and fuzz_hello link libtlsk's sources (lib/, kmod-helpers/*.c), built once with
 # -fsanitize=fuzzer-no-link,address,undefined into $FUZZ_OUT/obj/ (rebuilt when a source or
 # header is newer) and OpenSSL (pkg-config openssl).
 #
@@ -20,14 +21,14 @@
 # for fuzz_ethtool an ETHTOOL_MSG_FEATURES_GET dump (list and mask form bitsets, TLS features
 # available and on) and a CTRL_CMD_GETFAMILY reply; for fuzz_http requests with Range and
 # conditional headers, pipelined requests, odd paths (//x/.., %2e%2e, absolute form); for
-# fuzz_record records sealed at build time by tests/fuzz/mkseed_record.c; for fuzz_hello
+# fuzz_record and fuzz_soft records sealed at build time by tests/fuzz/mkseed_record.c; for fuzz_hello
 # real ClientHellos (TLS 1.2 and 1.3, SNI, session id, ticket, PSK) captured at build time by
 # tests/fuzz/mkseed_hello.c.  The corpora grow in $FUZZ_OUT/<target>-work/corpus across runs.
 # fuzz_hello's certificates: scripts/gen-fixtures.sh build/fixtures (run here), found through
 # TLSK_FUZZ_FIXTURES (set here to build/fixtures/rsa, absolute).
 # Environment: CC (a clang; default clang), FUZZ_ARGS (extra libFuzzer flags), FUZZ_OUT
 # (relative to the top of the tree; `make fuzz` passes $(B)/fuzz), FUZZ_TARGETS (a
-# space-separated subset of the targets above; default all six).
+# space-separated subset of the targets above; default all seven).
 set -eu
 
 secs=${1:-20}
@@ -244,7 +245,7 @@ build_target() {
 		"$cc" "${fuzz_flags[@]}" -fsanitize=fuzzer "${san[@]}" -o "$out/$1" \
 			tests/fuzz/fuzz_http.c tools/common/http.c
 		;;
-	fuzz_record | fuzz_hello)
+	fuzz_record | fuzz_soft | fuzz_hello)
 		# shellcheck disable=SC2086 # ssl_libs is a list of flags
 		"$cc" "${fuzz_flags[@]}" -fsanitize=fuzzer "${san[@]}" -o "$out/$1" \
 			"tests/fuzz/$1.c" "$out/libtlsk-fuzz.a" $ssl_libs -lpthread
@@ -267,6 +268,7 @@ seed_target() {
 			TlsRxNoPadViolation 0 >"$2/seed-6.1"
 		;;
 	fuzz_http) http_seeds "$2" ;;
+	fuzz_soft) seed_target fuzz_record "$2" ;;
 	fuzz_record | fuzz_hello)
 		# The generators link the same instrumented objects, without libFuzzer's main.
 		# shellcheck disable=SC2086 # ssl_libs is a list of flags
@@ -278,12 +280,12 @@ seed_target() {
 	esac
 }
 
-all="fuzz_diag fuzz_tls_stat fuzz_ethtool fuzz_http fuzz_record fuzz_hello"
+all="fuzz_diag fuzz_tls_stat fuzz_ethtool fuzz_http fuzz_record fuzz_soft fuzz_hello"
 targets=${FUZZ_TARGETS:-$all}
 for t in $targets; do
 	case " $all " in *" $t "*) ;; *) echo "$0: unknown target $t (FUZZ_TARGETS)" >&2; exit 2 ;; esac
 done
-case " $targets " in *" fuzz_record "* | *" fuzz_hello "*) build_lib ;; esac
+case " $targets " in *" fuzz_record "* | *" fuzz_soft "* | *" fuzz_hello "*) build_lib ;; esac
 case " $targets " in
 *" fuzz_hello "*)
 	scripts/gen-fixtures.sh build/fixtures
@@ -302,6 +304,7 @@ for t in $targets; do
 	# The largest input a target reads: a full record (2^14 + 256 + header) for fuzz_record.
 	case $t in
 	fuzz_record) max_len=16700 ;;
+	fuzz_soft) max_len=65536 ;; # streams of several records
 	*) max_len=4096 ;;
 	esac
 	echo "== $t: run ${secs}s"

@@ -124,6 +124,10 @@ cat >"$tmp/h.py" <<'PY'
   serve_helper.py CA PORT concurrent N K ROOT NAMES  N threads x K requests (of the
                                               comma-separated NAMES) on one connection each
   serve_helper.py CA PORT hold N SECS         hold N TLS connections open SECS seconds
+  serve_helper.py CA PORT early V ROOT         handshake (TLS 1.3 full, or TLS 1.2 resuming the
+                                              session of a first connection) through memory
+                                              BIOs; the client's last flight and the four
+                                              pipelined requests leave in one TCP write
   serve_helper.py CA PORT garbage V           handshake (TLS 1.V), then records of random
                                               bytes: print the alert read and how the TCP
                                               stream ended (EOF wanted, not ECONNRESET)
@@ -390,6 +394,60 @@ def garbage(ca, port, version):
     return alert is not None and end == "EOF"
 
 
+def early(ca, port, v, root):
+    """The requests right behind the client's Finished, in the same TCP write."""
+    c = ctx(ca)
+    c.minimum_version = c.maximum_version = (ssl.TLSVersion.TLSv1_3 if v == "3"
+                                             else ssl.TLSVersion.TLSv1_2)
+    session = None
+    if v == "2":
+        first = c.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20),
+                              server_hostname="localhost")
+        first.sendall(b"GET /1b.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        first.makefile("rb").read()
+        session = first.session
+        first.close()
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    o = c.wrap_bio(inc, out, server_hostname="localhost", session=session)
+    while True:
+        try:
+            o.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            s.sendall(out.read())
+            data = s.recv(65536)
+            if not data:
+                print("EOF in the handshake")
+                return False
+            inc.write(data)
+    if v == "2" and not o.session_reused:
+        print("the TLS 1.2 session did not resume")
+        return False
+    o.write(b"".join(PIPELINED))
+    s.sendall(out.read())  # Finished (TLS 1.3; CCS and Finished for TLS 1.2) and the requests
+
+    class Reader(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            while True:
+                try:
+                    d = o.read(len(b))
+                    b[:len(d)] = d
+                    return len(d)
+                except ssl.SSLWantReadError:
+                    data = s.recv(65536)
+                    if not data:
+                        return 0
+                    inc.write(data)
+                except ssl.SSLZeroReturnError:
+                    return 0
+
+    return check_pipelined(io.BufferedReader(Reader()), root)
+
+
 def main():
     ca, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     a = sys.argv[4:]
@@ -409,6 +467,8 @@ def main():
         ok = hold(ca, port, int(a[0]), float(a[1]))
     elif mode == "garbage":
         ok = garbage(ca, port, a[0])
+    elif mode == "early":
+        ok = early(ca, port, a[0], a[1])
     else:
         print("unknown mode %s" % mode)
         ok = False
@@ -601,6 +661,21 @@ diag "$(echo "$out" | tr '\n' ';')"
 out=$(timeout 60 "$py" "$tmp/h.py" "$ca" "$P" records "$root")
 ok $? "pipelining: the same as four TLS records in one TCP write, answered in order"
 diag "$(echo "$out" | tr '\n' ';')"
+# Requests in the same TCP write as the client's Finished: tlsk-serve's handshake reads must
+# leave them for whoever carries the connection on (the kernel, or natively tlsk's record
+# layer, which takes them from the handshake's read buffer: docs/KERNEL.md §16).
+for v in 3 2; do
+	n0=$(grep -c '"GET /sub/a.txt HTTP/1.1" 200 .* lean$' "$tmp/main.err")
+	out=$(timeout 60 "$py" "$tmp/h.py" "$ca" "$P" early $v "$root")
+	ok $? "TLS 1.$v: four requests behind the client's Finished in one TCP write, answered in order"
+	diag "$(echo "$out" | tr '\n' ';')"
+	if [ "$ktls" != 1 ]; then
+		sleep 0.2
+		n1=$(grep -c '"GET /sub/a.txt HTTP/1.1" 200 .* lean$' "$tmp/main.err")
+		[ "$n1" -gt "$n0" ]
+		ok $? "TLS 1.$v: that connection was lean (tlsk's record layer, access log: $n0 -> $n1)"
+	fi
+done
 
 # 64 concurrent keep-alive clients (default timeouts: under UML 64 handshakes take a while).
 start conc --cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$root" --workers 2
