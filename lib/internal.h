@@ -448,7 +448,7 @@ void tlsk__txq_free(struct tlsk_socket *s);
  * recv as tlsk__krecv (-errno, EBADMSG/EMSGSIZE/EINVAL for a refused record, never crossing a
  * change of record type); send as tlsk__ksend (a control record whole or -EAGAIN); sendmsg
  * and sendfile return as the syscalls (-1 with errno), but count only plaintext whose records
- * have all left, as userspace mode does (soft.c "Send"): records the socket did not take wait
+ * have all left, as userspace mode does (softtx.c): records the socket did not take wait
  * in tlsk (tlsk__soft_busy(), tlsk__soft_flush()) and the caller sends the same bytes again. */
 int tlsk__soft_new(struct tlsk_socket *s) TLSK_MUST_CHECK;
 /* What the handshake's read buffer holds past the client's Finished becomes the first bytes
