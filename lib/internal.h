@@ -344,6 +344,9 @@ int tlsk__cipher_of(const SSL_CIPHER *c, int *tlsk_cipher, int *kcipher, size_t 
  * TLS 1.2 explicit nonce). */
 size_t tlsk__record_overhead(const struct tlsk_socket *s);
 /* The client's (client_keys) or the server's write keys of the current epoch. */
+/* Both write keys at once (either may be NULL): TLS 1.2's key block is computed once. */
+int tlsk__derive_key_pair(struct tlsk_socket *s, struct tlsk__keys *client,
+                          struct tlsk__keys *server) TLSK_MUST_CHECK;
 int tlsk__derive_keys(struct tlsk_socket *s, int client_keys, struct tlsk__keys *k)
     TLSK_MUST_CHECK;
 int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec,

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -72,11 +73,30 @@ size_t tlsk__record_overhead(const struct tlsk_socket *s)
     return 5 + 8 + 16;
 }
 
+/* The two KDFs, fetched once per process: a fetch by name costs a few microseconds, on every
+ * connection otherwise (OpenSSL's own handshake code fetches its algorithms once per SSL_CTX). */
+static EVP_KDF *g_kdf13, *g_kdf12;
+static CRYPTO_ONCE g_kdf_once = CRYPTO_ONCE_STATIC_INIT;
+
+static void kdf_init(void)
+{
+    g_kdf13 = EVP_KDF_fetch(NULL, "TLS13-KDF", NULL);
+    g_kdf12 = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
+}
+
+static EVP_KDF_CTX *kdf_ctx(bool tls13)
+{
+    EVP_KDF *kdf;
+
+    CRYPTO_THREAD_run_once(&g_kdf_once, kdf_init);
+    kdf = tls13 ? g_kdf13 : g_kdf12;
+    return kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+}
+
 static int tls13_expand(const char *digest, const struct tlsk__secret *sec, const char *label,
                         unsigned char *out, size_t out_len)
 {
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "TLS13-KDF", NULL);
-    EVP_KDF_CTX *kc = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    EVP_KDF_CTX *kc = kdf_ctx(true);
     int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
     static const char prefix[] = "tls13 ";
     int rc = -1;
@@ -94,7 +114,6 @@ static int tls13_expand(const char *digest, const struct tlsk__secret *sec, cons
         rc = 0;
     }
     EVP_KDF_CTX_free(kc);
-    EVP_KDF_free(kdf);
     return rc;
 }
 
@@ -103,7 +122,6 @@ static int tls12_key_block(SSL *ssl, const char *digest, unsigned char *out, siz
     unsigned char ms[SSL_MAX_MASTER_KEY_LENGTH], cr[SSL3_RANDOM_SIZE], sr[SSL3_RANDOM_SIZE];
     static const char label[] = "key expansion";
     size_t ms_len;
-    EVP_KDF *kdf = NULL;
     EVP_KDF_CTX *kc = NULL;
     int rc = -1;
 
@@ -120,15 +138,13 @@ static int tls12_key_block(SSL *ssl, const char *digest, unsigned char *out, siz
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, cr, sizeof cr),
         OSSL_PARAM_construct_end(),
     };
-    kdf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
-    kc = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    kc = kdf_ctx(false);
     if (kc && EVP_KDF_derive(kc, out, out_len, p) == 1) {
         rc = 0;
     }
 out:
     OPENSSL_cleanse(ms, sizeof ms);
     EVP_KDF_CTX_free(kc);
-    EVP_KDF_free(kdf);
     return rc;
 }
 
@@ -174,56 +190,75 @@ int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec
     return 0;
 }
 
-/* The write keys of the client (client_side) or of the server, whoever we are; k->seq is left
- * for the caller. */
-int tlsk__derive_keys(struct tlsk_socket *s, int client_side, struct tlsk__keys *k)
+/* The write keys of the client and of the server, whoever we are (either may be NULL): for TLS
+ * 1.2 from one key block.  k->seq is left for the caller. */
+int tlsk__derive_key_pair(struct tlsk_socket *s, struct tlsk__keys *client, struct tlsk__keys *server)
 {
     const SSL_CIPHER *c = tlsk__cipher(s);
-    const EVP_MD *md;
-    const char *digest;
+    const EVP_MD *md = c ? SSL_CIPHER_get_handshake_digest(c) : NULL;
+    const char *digest = md ? EVP_MD_get0_name(md) : NULL;
+    struct tlsk__keys *ks[2] = { client, server };
+    struct tlsk__keys k;
+    unsigned char blk[2 * 32 + 2 * 12];
     int rc = TLSK_EINTERNAL;
 
-    memset(k, 0, sizeof *k);
-    if (!c || tlsk__cipher_of(c, &k->tlsk_cipher, &k->kcipher, &k->key_len) != 0) {
+    memset(&k, 0, sizeof k);
+    if (!c || tlsk__cipher_of(c, &k.tlsk_cipher, &k.kcipher, &k.key_len) != 0 || !digest) {
         return TLSK_EINTERNAL;
     }
-    md = SSL_CIPHER_get_handshake_digest(c);
-    digest = md ? EVP_MD_get0_name(md) : NULL;
-    if (!digest) {
-        return TLSK_EINTERNAL;
-    }
-    k->version = tlsk__version(s);
-    if (k->version == TLS1_3_VERSION) {
-        /* The first secrets, before the bridge moves them on (install time). */
-        const struct tlsk__secret *sec = (client_side != 0) == s->is_server ? &s->orx_secret
-                                                                          : &s->otx_secret;
-        if (sec->len == 0) {
-            return tlsk__set_detail(s, TLSK_EINTERNAL, "no TLS 1.3 traffic secret captured");
+    k.version = tlsk__version(s);
+    for (int i = 0; i < 2; i++) {
+        if (ks[i]) {
+            *ks[i] = k;
         }
-        if (tls13_expand(digest, sec, "key", k->key, k->key_len) != 0 ||
-            tls13_expand(digest, sec, "iv", k->iv, 12) != 0) {
-            goto out;
+    }
+    if (k.version == TLS1_3_VERSION) {
+        for (int i = 0; i < 2; i++) {
+            /* The first secrets, before the bridge moves them on (install time). */
+            const struct tlsk__secret *sec = (i == 0) == s->is_server ? &s->orx_secret
+                                                                      : &s->otx_secret;
+            if (!ks[i]) {
+                continue;
+            }
+            if (sec->len == 0) {
+                rc = tlsk__set_detail(s, TLSK_EINTERNAL, "no TLS 1.3 traffic secret captured");
+                goto out;
+            }
+            if (tls13_expand(digest, sec, "key", ks[i]->key, k.key_len) != 0 ||
+                tls13_expand(digest, sec, "iv", ks[i]->iv, 12) != 0) {
+                goto out;
+            }
         }
         return 0;
     }
-    if (k->version == TLS1_2_VERSION) {
+    if (k.version == TLS1_2_VERSION) {
         /* AEAD suites: client_key | server_key | client_iv | server_iv (RFC 5288, 7905). */
-        size_t iv_len = k->tlsk_cipher == TLSK_CIPHER_CHACHA20_POLY1305 ? 12 : 4;
-        unsigned char blk[2 * 32 + 2 * 12];
-        size_t blen = 2 * k->key_len + 2 * iv_len;
+        size_t iv_len = k.tlsk_cipher == TLSK_CIPHER_CHACHA20_POLY1305 ? 12 : 4;
 
-        if (tls12_key_block(s->ssl, digest, blk, blen) != 0) {
-            OPENSSL_cleanse(blk, sizeof blk);
+        if (tls12_key_block(s->ssl, digest, blk, 2 * k.key_len + 2 * iv_len) != 0) {
             goto out;
         }
-        memcpy(k->key, blk + (client_side ? 0 : k->key_len), k->key_len);
-        memcpy(k->iv, blk + 2 * k->key_len + (client_side ? 0 : iv_len), iv_len);
+        for (int i = 0; i < 2; i++) {
+            if (ks[i]) {
+                memcpy(ks[i]->key, blk + (size_t)i * k.key_len, k.key_len);
+                memcpy(ks[i]->iv, blk + 2 * k.key_len + (size_t)i * iv_len, iv_len);
+            }
+        }
         OPENSSL_cleanse(blk, sizeof blk);
         return 0;
     }
-    return TLSK_EINTERNAL;
 out:
-    OPENSSL_cleanse(k, sizeof *k);
+    OPENSSL_cleanse(blk, sizeof blk);
+    for (int i = 0; i < 2; i++) {
+        if (ks[i]) {
+            OPENSSL_cleanse(ks[i], sizeof *ks[i]);
+        }
+    }
     ERR_clear_error();
     return rc;
+}
+
+int tlsk__derive_keys(struct tlsk_socket *s, int client_side, struct tlsk__keys *k)
+{
+    return tlsk__derive_key_pair(s, client_side ? k : NULL, client_side ? NULL : k);
 }

@@ -340,7 +340,8 @@ static void decide(struct tlsk_socket *s, int version)
  * socket is unchanged, the direction stays in userspace); or a negative code when the
  * install succeeded but the read-back disagrees, which is past the point of no return.
  */
-static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem)
+static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem,
+                       const struct tlsk__keys pair[2])
 {
     struct tlsk__keys k;
     int opt = tx ? TLSK_TLS_TX : TLSK_TLS_RX;
@@ -348,8 +349,9 @@ static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem)
     int client_keys = tx ? !s->is_server : s->is_server;
     int rc;
 
-    rc = tlsk__derive_keys(s, client_keys, &k);
-    if (rc != 0) {
+    if (pair) {
+        k = pair[client_keys ? 0 : 1];
+    } else if (tlsk__derive_keys(s, client_keys, &k) != 0) {
         return EPROTO;
     }
     /* TLS 1.3 application keys start at 0 after Finished; a TLS 1.2 epoch starts at the
@@ -390,10 +392,11 @@ static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem)
 
 /* Install one wanted direction; a refusal by the kernel keeps it in userspace.  0, or a
  * negative code past the point of no return. */
-static int install_or_keep(struct tlsk_socket *s, bool tx, int version, BIO **mem)
+static int install_or_keep(struct tlsk_socket *s, bool tx, int version, BIO **mem,
+                           const struct tlsk__keys pair[2])
 {
     struct tlsk_direction *d = tx ? &s->off.tx : &s->off.rx;
-    int rc = install_dir(s, tx, version, mem);
+    int rc = install_dir(s, tx, version, mem, pair);
 
     if (rc > 0) {
         keep(d, rc == ENOENT || rc == EINVAL ? TLSK_REASON_CIPHER : TLSK_REASON_INSTALL, -rc);
@@ -411,6 +414,8 @@ static int act(struct tlsk_socket *s, int version)
     bool want_tx = tx->mode == TLSK_MODE_KERNEL, want_rx = rx->mode == TLSK_MODE_KERNEL;
     BIO *wmem = want_tx ? BIO_new(BIO_s_mem()) : NULL;
     BIO *rmem = want_rx ? BIO_new(BIO_s_mem()) : NULL;
+    struct tlsk__keys pair[2];
+    bool have_pair = false;
     int rc = 0;
 
     if ((want_tx && !wmem) || (want_rx && !rmem)) {
@@ -434,15 +439,20 @@ static int act(struct tlsk_socket *s, int version)
         }
         goto out;
     }
-    if (want_tx && (rc = install_or_keep(s, true, version, &wmem)) != 0) {
+    /* Both directions: both keys from one derivation (TLS 1.2: one key block). */
+    if (want_tx && want_rx && tlsk__derive_key_pair(s, &pair[0], &pair[1]) == 0) {
+        have_pair = true;
+    }
+    if (want_tx && (rc = install_or_keep(s, true, version, &wmem, have_pair ? pair : NULL)) != 0) {
         goto out;
     }
     if (want_rx && s->policy == TLSK_OFFLOAD_REQUIRE && !s->tx_kernel) {
         keep(rx, TLSK_REASON_INSTALL, 0);
     } else if (want_rx) {
-        rc = install_or_keep(s, false, version, &rmem);
+        rc = install_or_keep(s, false, version, &rmem, have_pair ? pair : NULL);
     }
 out:
+    OPENSSL_cleanse(pair, sizeof pair);
     BIO_free(wmem);
     BIO_free(rmem);
     return rc;
@@ -475,17 +485,22 @@ static bool soft_wanted(const struct tlsk_socket *s, int version)
 static int soft_act(struct tlsk_socket *s, int version)
 {
     BIO *wmem = BIO_new(BIO_s_mem()), *rmem = BIO_new(BIO_s_mem());
+    struct tlsk__keys pair[2];
     int rc = TLSK_ENOMEM;
 
-    if (wmem && rmem && tlsk__soft_new(s) == 0 && install_dir(s, true, version, &wmem) == 0 &&
+    memset(pair, 0, sizeof pair);
+    if (wmem && rmem && tlsk__soft_new(s) == 0 &&
+        tlsk__derive_key_pair(s, &pair[0], &pair[1]) == 0 &&
+        install_dir(s, true, version, &wmem, pair) == 0 &&
         (!s->hs_rbuf || tlsk__soft_take(s, SSL_get_rbio(s->ssl)) == 0) &&
-        install_dir(s, false, version, &rmem) == 0) {
+        install_dir(s, false, version, &rmem, pair) == 0) {
         s->hs_rbuf = false; /* (freed with OpenSSL's read BIO) */
         s->kernel_rekey = version == TLS1_3_VERSION;
         rc = 0;
     } else {
         rc = tlsk__set_detail(s, TLSK_ENOMEM, "tlsk's record layer could not take the keys");
     }
+    OPENSSL_cleanse(pair, sizeof pair);
     BIO_free(wmem);
     BIO_free(rmem);
     return rc;

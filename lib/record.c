@@ -28,26 +28,40 @@
 #include <errno.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "internal.h"
 #include "kconst.h"
 
+/* The ciphers, fetched once per process (TLSK_CIPHER_* order): EVP_aes_128_gcm() and the like
+ * make every EVP_CipherInit_ex() fetch by name again, a few microseconds each, and soft.c
+ * keys two contexts per connection. */
+static EVP_CIPHER *g_ciphers[TLSK_CIPHER_COUNT];
+static CRYPTO_ONCE g_ciphers_once = CRYPTO_ONCE_STATIC_INIT;
+
+static void ciphers_init(void)
+{
+    static const char *const names[TLSK_CIPHER_COUNT] = {
+        [TLSK_CIPHER_AES_128_GCM] = "AES-128-GCM",
+        [TLSK_CIPHER_AES_256_GCM] = "AES-256-GCM",
+        [TLSK_CIPHER_CHACHA20_POLY1305] = "ChaCha20-Poly1305",
+        [TLSK_CIPHER_AES_128_CCM] = "AES-128-CCM",
+    };
+    for (int i = 0; i < TLSK_CIPHER_COUNT; i++) {
+        g_ciphers[i] = EVP_CIPHER_fetch(NULL, names[i], NULL);
+    }
+    ERR_clear_error();
+}
+
 static const EVP_CIPHER *evp_cipher(int tlsk_cipher)
 {
-    switch (tlsk_cipher) {
-    case TLSK_CIPHER_AES_128_GCM:
-        return EVP_aes_128_gcm();
-    case TLSK_CIPHER_AES_256_GCM:
-        return EVP_aes_256_gcm();
-    case TLSK_CIPHER_CHACHA20_POLY1305:
-        return EVP_chacha20_poly1305();
-    case TLSK_CIPHER_AES_128_CCM:
-        return EVP_aes_128_ccm();
-    default:
+    if (tlsk_cipher < 0 || tlsk_cipher >= TLSK_CIPHER_COUNT) {
         return NULL;
     }
+    CRYPTO_THREAD_run_once(&g_ciphers_once, ciphers_init);
+    return g_ciphers[tlsk_cipher];
 }
 
 /* The sequence number as it goes into nonces and AADs: 8 bytes, big-endian (RFC 8446 5.3,
