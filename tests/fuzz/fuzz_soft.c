@@ -18,8 +18,9 @@
  *     failure is sticky: the next read gives it again;
  *   - the receive sequence number never goes back;
  *   - tlsk__soft_pending() says so exactly when a read can answer without the socket.
- * The seeds are fuzz_record's (mkseed_record.c): one sealed record each, so the fuzzer starts
- * inside valid tags and grows streams of several records from there.
+ * The seeds: fuzz_record's single sealed records (mkseed_record.c) and streams of several
+ * records at consecutive sequence numbers (mkseed_soft.c: data, alerts, empty records, a full
+ * record, a split KeyUpdate), so the fuzzer starts inside valid tags.
  *
  *   tests/fuzz/run.sh SECONDS   builds and runs this target with the others
  */

@@ -21,7 +21,8 @@
 # for fuzz_ethtool an ETHTOOL_MSG_FEATURES_GET dump (list and mask form bitsets, TLS features
 # available and on) and a CTRL_CMD_GETFAMILY reply; for fuzz_http requests with Range and
 # conditional headers, pipelined requests, odd paths (//x/.., %2e%2e, absolute form); for
-# fuzz_record and fuzz_soft records sealed at build time by tests/fuzz/mkseed_record.c; for fuzz_hello
+# fuzz_record and fuzz_soft records sealed at build time by tests/fuzz/mkseed_record.c, and for
+# fuzz_soft streams of several records by tests/fuzz/mkseed_soft.c; for fuzz_hello
 # real ClientHellos (TLS 1.2 and 1.3, SNI, session id, ticket, PSK) captured at build time by
 # tests/fuzz/mkseed_hello.c.  The corpora grow in $FUZZ_OUT/<target>-work/corpus across runs.
 # fuzz_hello's certificates: scripts/gen-fixtures.sh build/fixtures (run here), found through
@@ -268,7 +269,13 @@ seed_target() {
 			TlsRxNoPadViolation 0 >"$2/seed-6.1"
 		;;
 	fuzz_http) http_seeds "$2" ;;
-	fuzz_soft) seed_target fuzz_record "$2" ;;
+	fuzz_soft)
+		seed_target fuzz_record "$2" # single records
+		# shellcheck disable=SC2086 # ssl_libs is a list of flags
+		"$cc" "${fuzz_flags[@]}" "${san[@]}" -fsanitize=fuzzer-no-link \
+			-o "$out/mkseed-soft" tests/fuzz/mkseed_soft.c "$out/libtlsk-fuzz.a" $ssl_libs -lpthread
+		ASAN_OPTIONS=detect_leaks=0 "$out/mkseed-soft" "$2" >"$out/mkseed-soft.log"
+		;;
 	fuzz_record | fuzz_hello)
 		# The generators link the same instrumented objects, without libFuzzer's main.
 		# shellcheck disable=SC2086 # ssl_libs is a list of flags
