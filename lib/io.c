@@ -515,8 +515,7 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         return rc;
     }
     if (s->sent_close_notify) {
-        /* tlsk's record layer: done once close_notify and all before it have left. */
-        return s->soft ? tlsk__txq_flush(s) : 0;
+        return tlsk__soft_flush(s);
     }
     if (s->tx_kernel) {
         if ((rc = tx_unparked(s)) != 0) {
@@ -534,10 +533,6 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         if (s->ssl) {
             SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_SENT_SHUTDOWN);
         }
-        if (s->soft) {
-            s->sent_close_notify = true;
-            return tlsk__txq_flush(s);
-        }
     } else {
         int r;
         /* Records still queued leave before close_notify. */
@@ -553,7 +548,9 @@ TLSK_PUBLIC int tlsk_socket_shutdown(struct tlsk_socket *s)
         }
     }
     s->sent_close_notify = true;
-    return 0;
+    /* With tlsk's record layer, done once close_notify and all before it have left (0 for
+     * every other socket). */
+    return tlsk__soft_flush(s);
 }
 
 TLSK_PUBLIC int tlsk_socket_detach(struct tlsk_socket *s)

@@ -335,8 +335,9 @@ static void decide(struct tlsk_socket *s, int version)
 }
 
 /*
- * Derive, install and verify one direction; on success hand OpenSSL the memory BIO for it
- * (*mem is then NULL).  Returns 0; a positive errno when the kernel refused the keys (the
+ * Install and verify one direction with its keys from pair ([0] the client's write keys, [1]
+ * the server's; NULL when they could not be derived); on success hand OpenSSL the memory BIO
+ * for it (*mem is then NULL).  Returns 0; a positive errno when the kernel refused the keys (the
  * socket is unchanged, the direction stays in userspace); or a negative code when the
  * install succeeded but the read-back disagrees, which is past the point of no return.
  */
@@ -349,11 +350,10 @@ static int install_dir(struct tlsk_socket *s, bool tx, int version, BIO **mem,
     int client_keys = tx ? !s->is_server : s->is_server;
     int rc;
 
-    if (pair) {
-        k = pair[client_keys ? 0 : 1];
-    } else if (tlsk__derive_keys(s, client_keys, &k) != 0) {
+    if (!pair) {
         return EPROTO;
     }
+    k = pair[client_keys ? 0 : 1];
     /* TLS 1.3 application keys start at 0 after Finished; a TLS 1.2 epoch starts at the
      * ChangeCipherSpec (then NextProtocol, if NPN, and Finished).  Counted, never assumed. */
     if (version == TLS1_3_VERSION) {
@@ -414,8 +414,11 @@ static int act(struct tlsk_socket *s, int version)
     bool want_tx = tx->mode == TLSK_MODE_KERNEL, want_rx = rx->mode == TLSK_MODE_KERNEL;
     BIO *wmem = want_tx ? BIO_new(BIO_s_mem()) : NULL;
     BIO *rmem = want_rx ? BIO_new(BIO_s_mem()) : NULL;
+    /* The client's and the server's write keys: those the wanted directions use. */
+    bool need_client = (want_tx && !s->is_server) || (want_rx && s->is_server);
+    bool need_server = (want_tx && s->is_server) || (want_rx && !s->is_server);
     struct tlsk__keys pair[2];
-    bool have_pair = false;
+    bool have_pair;
     int rc = 0;
 
     if ((want_tx && !wmem) || (want_rx && !rmem)) {
@@ -439,10 +442,9 @@ static int act(struct tlsk_socket *s, int version)
         }
         goto out;
     }
-    /* Both directions: both keys from one derivation (TLS 1.2: one key block). */
-    if (want_tx && want_rx && tlsk__derive_key_pair(s, &pair[0], &pair[1]) == 0) {
-        have_pair = true;
-    }
+    /* One derivation for both directions (TLS 1.2: one key block). */
+    have_pair = tlsk__derive_key_pair(s, need_client ? &pair[0] : NULL,
+                                      need_server ? &pair[1] : NULL) == 0;
     if (want_tx && (rc = install_or_keep(s, true, version, &wmem, have_pair ? pair : NULL)) != 0) {
         goto out;
     }

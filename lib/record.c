@@ -101,23 +101,20 @@ static int aead(int enc, const struct tlsk__keys *k, EVP_CIPHER_CTX *keyed,
     bool ccm = k->tlsk_cipher == TLSK_CIPHER_AES_128_CCM;
     int n, rc = -1;
 
-    if (keyed) {
-        if (ccm || EVP_CipherInit_ex(cx, NULL, NULL, NULL, nonce, enc) != 1) {
-            goto out;
-        }
-    } else {
-        if (!ciph || !cx || EVP_CipherInit_ex(cx, ciph, NULL, NULL, NULL, enc) != 1 ||
-            EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1) {
-            goto out;
-        }
+    if (!cx || (keyed && ccm)) {
+        goto out;
+    }
+    if (ccm) {
         /* CCM wants the tag length before the key, and the tag itself before decrypting. */
-        if (ccm && EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_TAG, TLSK_TAG_LEN,
-                                       enc ? NULL : tag) != 1) {
+        if (!ciph || EVP_CipherInit_ex(cx, ciph, NULL, NULL, NULL, enc) != 1 ||
+            EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1 ||
+            EVP_CIPHER_CTX_ctrl(cx, EVP_CTRL_AEAD_SET_TAG, TLSK_TAG_LEN, enc ? NULL : tag) != 1 ||
+            EVP_CipherInit_ex(cx, NULL, NULL, k->key, nonce, enc) != 1) {
             goto out;
         }
-        if (EVP_CipherInit_ex(cx, NULL, NULL, k->key, nonce, enc) != 1) {
-            goto out;
-        }
+    } else if ((!keyed && tlsk__record_key(cx, k, enc) != 0) ||
+               EVP_CipherInit_ex(cx, NULL, NULL, NULL, nonce, enc) != 1) {
+        goto out;
     }
     if (ccm && EVP_CipherUpdate(cx, NULL, &n, NULL, (int)in_len) != 1) {
         goto out;
@@ -140,7 +137,7 @@ static int aead(int enc, const struct tlsk__keys *k, EVP_CIPHER_CTX *keyed,
     rc = 0;
 out:
     if (!keyed) {
-        EVP_CIPHER_CTX_free(cx);
+        EVP_CIPHER_CTX_free(cx); /* (NULL-safe) */
     }
     ERR_clear_error();
     return rc;

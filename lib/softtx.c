@@ -110,16 +110,15 @@ size_t tlsk__soft_untold(const struct tlsk_socket *s)
     return n;
 }
 
-/* Before a data send: records an earlier call left.  0 when the call may make new ones, the
- * count of its bytes that those records carried, -EAGAIN, or the failure. */
-static ssize_t earlier(struct tlsk_socket *s, size_t max)
+/* Send what waits and tell a data send of up to max bytes whose records have left: that
+ * count; else 0 when nothing waits (before sealing: the call may make records), -EAGAIN, or
+ * the failure.  (After sealing, 0 cannot come: records that all left have plaintext.) */
+static ssize_t settle(struct tlsk_socket *s, size_t max)
 {
-    struct tlsk__soft *f = s->soft;
-    int rc = send_out(s);
-    size_t done;
+    int rc = tlsk__soft_flush(s);
+    size_t done = tell(s->soft, max);
 
-    collect(f);
-    return (done = tell(f, max)) > 0 ? (ssize_t)done : rc;
+    return done > 0 ? (ssize_t)done : rc;
 }
 
 /* Room for recs records in out, which is empty. */
@@ -162,17 +161,6 @@ static int seal_next(struct tlsk__soft *f, int type, size_t n)
     return 0;
 }
 
-/* After sealing: send, and say how much of the call's plaintext has left. */
-static ssize_t sent(struct tlsk_socket *s, size_t total)
-{
-    struct tlsk__soft *f = s->soft;
-    int rc = send_out(s);
-    size_t done;
-
-    collect(f);
-    return (done = tell(f, total)) > 0 ? (ssize_t)done : rc != 0 ? rc : -EAGAIN;
-}
-
 ssize_t tlsk__soft_send(struct tlsk_socket *s, int type, const void *data, size_t len)
 {
     struct tlsk__soft *f = s->soft;
@@ -181,9 +169,7 @@ ssize_t tlsk__soft_send(struct tlsk_socket *s, int type, const void *data, size_
     if (len > TLSK_MAX_PLAINTEXT) {
         return -EMSGSIZE;
     }
-    rc = send_out(s);
-    collect(f);
-    if (rc != 0) {
+    if ((rc = tlsk__soft_flush(s)) != 0) {
         return rc;
     }
     /* out is empty: whatever went before has left (the caller may not yet know). */
@@ -195,8 +181,7 @@ ssize_t tlsk__soft_send(struct tlsk_socket *s, int type, const void *data, size_
         drop_out(f);
         return rc;
     }
-    rc = send_out(s);
-    collect(f);
+    rc = tlsk__soft_flush(s);
     return rc == 0 || rc == -EAGAIN ? (ssize_t)len : rc;
 }
 
@@ -223,7 +208,7 @@ ssize_t tlsk__soft_sendmsg(struct tlsk_socket *s, const struct iovec *iov, int i
     if (total == 0) {
         return 0;
     }
-    if ((n = earlier(s, total)) != 0) {
+    if ((n = settle(s, total)) != 0) {
         return as_syscall(n);
     }
     if (total > TX_RECS * TLSK_MAX_PLAINTEXT) {
@@ -255,7 +240,7 @@ ssize_t tlsk__soft_sendmsg(struct tlsk_socket *s, const struct iovec *iov, int i
         collect(f);
         return as_syscall(rc);
     }
-    return as_syscall(sent(s, done));
+    return as_syscall(settle(s, done));
 }
 
 /* The file position a sendfile left: *offset, or the file's own. */
@@ -272,7 +257,7 @@ ssize_t tlsk__soft_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, s
 {
     struct tlsk__soft *f = s->soft;
     off_t pos = offset ? *offset : lseek(file_fd, 0, SEEK_CUR);
-    size_t done = 0;
+    size_t done = 0, recs;
     ssize_t n;
     int rc = 0;
 
@@ -282,7 +267,7 @@ ssize_t tlsk__soft_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, s
     if (count == 0) {
         return 0;
     }
-    if ((n = earlier(s, count)) != 0) {
+    if ((n = settle(s, count)) != 0) {
         /* The bytes an earlier call read from pos on, told of now. */
         if (n > 0 && (rc = advance(file_fd, offset, pos + n)) != 0) {
             n = rc;
@@ -292,7 +277,8 @@ ssize_t tlsk__soft_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, s
     if (count > TX_RECS * TLSK_MAX_PLAINTEXT) {
         count = TX_RECS * TLSK_MAX_PLAINTEXT;
     }
-    if ((rc = room(f, (count + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT)) != 0) {
+    recs = (count + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
+    if ((rc = room(f, recs)) != 0) {
         return as_syscall(rc);
     }
     /* The file's bytes are read straight into the records' bodies, in one preadv: each record
@@ -300,7 +286,6 @@ ssize_t tlsk__soft_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, s
     {
         size_t full = 5 + explicit_len(&f->tx.k) + TLSK_MAX_PLAINTEXT +
                       (f->tx.k.version == TLS1_3_VERSION ? 1 : 0) + TLSK_TAG_LEN;
-        size_t recs = (count + TLSK_MAX_PLAINTEXT - 1) / TLSK_MAX_PLAINTEXT;
         struct iovec iov[TX_RECS];
         ssize_t r;
 
@@ -327,7 +312,7 @@ ssize_t tlsk__soft_sendfile(struct tlsk_socket *s, int file_fd, off_t *offset, s
         collect(f);
         return as_syscall(rc); /* 0: the end of the file */
     }
-    n = sent(s, done);
+    n = settle(s, done);
     if (n > 0 && (rc = advance(file_fd, offset, pos + n)) != 0) {
         n = rc;
     }

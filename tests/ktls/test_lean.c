@@ -416,8 +416,6 @@ static void owed(void)
     if (plain_runs) {
         owed_run(&plain, false);
         tp_conn_ok(&plain.sv, &plain.cl, "owed answer, server not lean");
-    } else {
-        plain.sv.key_updates = plain.cl.key_updates = 3;
     }
     owed_run(&lean, true);
     tp_conn_ok(&lean.sv, &lean.cl, "owed answer, lean server");
@@ -432,10 +430,10 @@ static void owed(void)
            "owed answer: the buffer drained, the client read the %lld bytes before the updates",
            (long long)atomic_load(&g_filled));
     TAP_OK(lean.sv.key_updates == 3 && lean.cl.key_updates == 3 &&
-               plain.sv.key_updates == lean.sv.key_updates &&
-               plain.cl.key_updates == lean.cl.key_updates,
+               (!plain_runs || (plain.sv.key_updates == lean.sv.key_updates &&
+                                plain.cl.key_updates == lean.cl.key_updates)),
            "owed answer: the answer went after the parked update (server %llu / %llu, client "
-           "%llu / %llu; 3 each)",
+           "%llu / %llu, lean / not lean; 3 each)",
            (unsigned long long)lean.sv.key_updates, (unsigned long long)plain.sv.key_updates,
            (unsigned long long)lean.cl.key_updates, (unsigned long long)plain.cl.key_updates);
     free_run(&plain);
