@@ -373,6 +373,19 @@ static void wait_for_tls(struct conn *c)
 
 /* Room to read more of a request head into c->in: 1 KiB at first, doubled while full, up
  * to cfg.max_header. */
+/* Whether the client's FIN has arrived: one recv that takes nothing.  A client that sent
+ * close_notify and then FIN has closed the connection, as nearly every client does (close(2)
+ * or shutdown(SHUT_RDWR) after its close_notify): our close_notify would reach a socket that
+ * no longer reads, and its kernel would answer with a reset.  So tlsk-serve closes at once,
+ * as nginx does after every close_notify; a client that sent close_notify alone, waiting
+ * for ours (a bidirectional shutdown), still gets it.  tlsk-serve(1), CLOSING. */
+static bool client_closed(const struct conn *c)
+{
+    char b;
+
+    return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 static bool in_reserve(struct conn *c)
 {
     size_t cap = c->in_cap;
@@ -968,7 +981,12 @@ static void conn_run(struct conn *c)
             }
             if (n == 0) {
                 /* The client said close_notify between requests: answer with ours (RFC 8446
-                 * 6.1, RFC 5246 7.2.1), so that it sees a clean end, not a truncation. */
+                 * 6.1, RFC 5246 7.2.1), so that it sees a clean end, not a truncation, unless
+                 * its FIN came too (client_closed). */
+                if (client_closed(c)) {
+                    conn_close(c);
+                    return;
+                }
                 c->state = C_SHUTDOWN;
                 break;
             }
@@ -1296,7 +1314,7 @@ static void accept_some(struct worker *w)
         socklen_t sl = sizeof sa;
         struct conn *c;
         char host[NI_MAXHOST], port[NI_MAXSERV];
-        int one = 1, fd, rc;
+        int fd, rc;
 
         if (atomic_load(&g_conns) >= cfg.max_conns) {
             set_listening(w, false); /* resumed by the sweep when connections close */
@@ -1309,8 +1327,7 @@ static void accept_some(struct worker *w)
             }
             return;
         }
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        c = calloc(1, sizeof *c);
+        c = calloc(1, sizeof *c); /* TCP_NODELAY comes from the listener (nodelay()) */
         if (!c) {
             close(fd);
             continue;
@@ -1365,6 +1382,16 @@ static void accept_some(struct worker *w)
     }
 }
 
+/* TCP_NODELAY on the listening socket: Linux copies it to every socket accept(2) returns
+ * (the accepted socket is cloned from the listener's), which saves a setsockopt(2) per
+ * connection.  A unix socket from the service manager refuses it, and needs none. */
+static void nodelay(int fd)
+{
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 static int listen_socket(void)
 {
     int one = 1, fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1374,6 +1401,7 @@ static int listen_socket(void)
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    nodelay(fd);
     if (bind(fd, (struct sockaddr *)&g_addr, g_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
         int e = -errno;
         close(fd);
@@ -1971,6 +1999,7 @@ static int resolve_listen(void)
     fd = svc_listen_fd(why, sizeof why);
     if (fd >= 0) {
         g_activated = true;
+        nodelay(fd);
         g_addrlen = sizeof g_addr;
         getsockname(fd, (struct sockaddr *)&g_addr, &g_addrlen);
         return fd;

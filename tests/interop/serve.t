@@ -128,6 +128,9 @@ cat >"$tmp/h.py" <<'PY'
                                               session of a first connection) through memory
                                               BIOs; the client's last flight and the four
                                               pipelined requests leave in one TCP write
+  serve_helper.py CA PORT closing V fin|open  handshake (TLS 1.V), then close_notify with FIN
+                                              (no answer wanted: the server just closes) or
+                                              without (the server's close_notify wanted)
   serve_helper.py CA PORT garbage V           handshake (TLS 1.V), then records of random
                                               bytes: print the alert read and how the TCP
                                               stream ended (EOF wanted, not ECONNRESET)
@@ -394,6 +397,66 @@ def garbage(ca, port, version):
     return alert is not None and end == "EOF"
 
 
+def mem_handshake(c, s, session=None):
+    """A client handshake on socket s through memory BIOs: (SSLObject, incoming, outgoing),
+    with the client's last flight left unsent in outgoing; (None, None, None) at EOF."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    o = c.wrap_bio(inc, out, server_hostname="localhost", session=session)
+    while True:
+        try:
+            o.do_handshake()
+            return o, inc, out
+        except ssl.SSLWantReadError:
+            s.sendall(out.read())
+            data = s.recv(65536)
+            if not data:
+                print("EOF in the handshake")
+                return None, None, None
+            inc.write(data)
+
+
+def closing(ca, port, v, fin):
+    """The client's close_notify, then (fin) its FIN in the same TCP segment (TCP_CORK holds
+    the alert until shutdown(SHUT_WR) sends both), or (no FIN) the socket kept open.  Prints
+    whether the server's close_notify came back before its FIN."""
+    c = ctx(ca)
+    c.minimum_version = c.maximum_version = (ssl.TLSVersion.TLSv1_3 if v == "3"
+                                             else ssl.TLSVersion.TLSv1_2)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    o, inc, out = mem_handshake(c, s)
+    if not o:
+        return False
+    s.sendall(out.read())  # the client's Finished
+    if fin:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    try:
+        o.unwrap()
+    except ssl.SSLWantReadError:
+        pass  # our close_notify is written; the server's is awaited
+    s.sendall(out.read())
+    if fin:
+        s.shutdown(socket.SHUT_WR)
+    end = "EOF"
+    while True:
+        try:
+            data = s.recv(65536)
+        except OSError as e:
+            end = "error %s" % e
+            break
+        if not data:
+            break
+        inc.write(data)
+    try:
+        o.unwrap()
+        got = "close_notify"
+    except ssl.SSLWantReadError:
+        got = "no close_notify"
+    except ssl.SSLError as e:
+        got = "error %s" % e
+    print("%s, then %s" % (got, end))
+    return end == "EOF" and got == ("no close_notify" if fin else "close_notify")
+
+
 def early(ca, port, v, root):
     """The requests right behind the client's Finished, in the same TCP write."""
     c = ctx(ca)
@@ -408,19 +471,9 @@ def early(ca, port, v, root):
         session = first.session
         first.close()
     s = socket.create_connection(("127.0.0.1", port), timeout=20)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    o = c.wrap_bio(inc, out, server_hostname="localhost", session=session)
-    while True:
-        try:
-            o.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            s.sendall(out.read())
-            data = s.recv(65536)
-            if not data:
-                print("EOF in the handshake")
-                return False
-            inc.write(data)
+    o, inc, out = mem_handshake(c, s, session)
+    if not o:
+        return False
     if v == "2" and not o.session_reused:
         print("the TLS 1.2 session did not resume")
         return False
@@ -469,6 +522,8 @@ def main():
         ok = garbage(ca, port, a[0])
     elif mode == "early":
         ok = early(ca, port, a[0], a[1])
+    elif mode == "closing":
+        ok = closing(ca, port, a[0], a[1] == "fin")
     else:
         print("unknown mode %s" % mode)
         ok = False
@@ -675,6 +730,16 @@ for v in 3 2; do
 		[ "$n1" -gt "$n0" ]
 		ok $? "TLS 1.$v: that connection was lean (tlsk's record layer, access log: $n0 -> $n1)"
 	fi
+done
+
+# Closing: a client's close_notify is answered with close_notify, unless the client's FIN came
+# with it; then the client has closed, an answer would only draw a reset, and tlsk-serve
+# closes at once (tlsk-serve(1), CLOSING).
+for v in 3 2; do
+	for how in open fin; do
+		out=$(timeout 60 "$py" "$tmp/h.py" "$ca" "$P" closing $v $how)
+		ok $? "TLS 1.$v: close_notify $([ $how = fin ] && echo "with FIN: closed without an answer" || echo "alone: answered with close_notify") ($out)"
+	done
 done
 
 # 64 concurrent keep-alive clients (default timeouts: under UML 64 handshakes take a while).

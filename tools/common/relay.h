@@ -4,7 +4,7 @@
  *
  * Per direction: when the kernel holds that direction of the TLS connection, bytes move with
  * splice(2) through a pipe and never enter userspace; otherwise they are copied through a
- * 64 KiB buffer with tlsk_socket_read()/tlsk_socket_write().
+ * 256 KiB buffer with tlsk_socket_read()/tlsk_socket_write().
  *
  *   TLS -> plain: the peer's close_notify becomes shutdown(plain, SHUT_WR).  When splice()
  *     out of the kTLS socket fails with EINVAL a control record is next; it is consumed with
