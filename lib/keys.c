@@ -93,28 +93,40 @@ static EVP_KDF_CTX *kdf_ctx(bool tls13)
     return kdf ? EVP_KDF_CTX_new(kdf) : NULL;
 }
 
-static int tls13_expand(const char *digest, const struct tlsk__secret *sec, const char *label,
-                        unsigned char *out, size_t out_len)
+/* A TLS13-KDF context for HKDF-Expand-Label (RFC 8446 7.1) with this digest.  Each
+ * tls13_expand() on it sets only the secret, the label and the empty context, which replace
+ * the previous call's, so one context serves every expansion of a derivation: the context is
+ * made and the digest fetched by name once, not once per key and IV. */
+static EVP_KDF_CTX *tls13_kdf(const char *digest)
 {
     EVP_KDF_CTX *kc = kdf_ctx(true);
     int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
     static const char prefix[] = "tls13 ";
-    int rc = -1;
     OSSL_PARAM p[] = {
         OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
         OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)digest, 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)sec->b, sec->len),
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PREFIX, (void *)prefix, 6),
+        OSSL_PARAM_construct_end(),
+    };
+
+    if (kc && (!digest || EVP_KDF_CTX_set_params(kc, p) != 1)) {
+        EVP_KDF_CTX_free(kc);
+        kc = NULL;
+    }
+    return kc;
+}
+
+static int tls13_expand(EVP_KDF_CTX *kc, const struct tlsk__secret *sec, const char *label,
+                        unsigned char *out, size_t out_len)
+{
+    OSSL_PARAM p[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)sec->b, sec->len),
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_LABEL, (void *)label, strlen(label)),
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_DATA, (void *)"", 0),
         OSSL_PARAM_construct_end(),
     };
 
-    if (kc && EVP_KDF_derive(kc, out, out_len, p) == 1) {
-        rc = 0;
-    }
-    EVP_KDF_CTX_free(kc);
-    return rc;
+    return kc && EVP_KDF_derive(kc, out, out_len, p) == 1 ? 0 : -1;
 }
 
 static int tls12_key_block(SSL *ssl, const char *digest, unsigned char *out, size_t out_len)
@@ -153,6 +165,7 @@ int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec)
     const SSL_CIPHER *c = tlsk__cipher(s);
     const EVP_MD *md = c ? SSL_CIPHER_get_handshake_digest(c) : NULL;
     struct tlsk__secret next = { .len = sec->len };
+    EVP_KDF_CTX *kc;
     int rc;
 
     if (!md) {
@@ -160,7 +173,9 @@ int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec)
     }
     /* RFC 8446 7.2: application_traffic_secret_N+1 = HKDF-Expand-Label(secret_N,
      * "traffic upd", "", Hash.length). */
-    rc = tls13_expand(EVP_MD_get0_name(md), sec, "traffic upd", next.b, next.len);
+    kc = tls13_kdf(EVP_MD_get0_name(md));
+    rc = tls13_expand(kc, sec, "traffic upd", next.b, next.len);
+    EVP_KDF_CTX_free(kc);
     if (rc == 0) {
         *sec = next;
     }
@@ -173,6 +188,8 @@ int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec
 {
     const SSL_CIPHER *c = tlsk__cipher(s);
     const EVP_MD *md;
+    EVP_KDF_CTX *kc;
+    int rc;
 
     memset(k, 0, sizeof *k);
     if (!c || tlsk__cipher_of(c, &k->tlsk_cipher, &k->kcipher, &k->key_len) != 0 ||
@@ -181,13 +198,17 @@ int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec
         return TLSK_EINTERNAL;
     }
     k->version = TLS1_3_VERSION;
-    if (tls13_expand(EVP_MD_get0_name(md), sec, "key", k->key, k->key_len) != 0 ||
-        tls13_expand(EVP_MD_get0_name(md), sec, "iv", k->iv, 12) != 0) {
+    kc = tls13_kdf(EVP_MD_get0_name(md));
+    rc = tls13_expand(kc, sec, "key", k->key, k->key_len) == 0 &&
+                 tls13_expand(kc, sec, "iv", k->iv, 12) == 0
+             ? 0
+             : TLSK_EINTERNAL;
+    EVP_KDF_CTX_free(kc);
+    if (rc != 0) {
         OPENSSL_cleanse(k, sizeof *k);
         ERR_clear_error();
-        return TLSK_EINTERNAL;
     }
-    return 0;
+    return rc;
 }
 
 /* The write keys of the client and of the server, whoever we are (either may be NULL): for TLS
@@ -213,6 +234,8 @@ int tlsk__derive_key_pair(struct tlsk_socket *s, struct tlsk__keys *client, stru
         }
     }
     if (k.version == TLS1_3_VERSION) {
+        EVP_KDF_CTX *kc = tls13_kdf(digest);
+
         for (int i = 0; i < 2; i++) {
             /* The first secrets, before the bridge moves them on (install time). */
             const struct tlsk__secret *sec = (i == 0) == s->is_server ? &s->orx_secret
@@ -222,13 +245,16 @@ int tlsk__derive_key_pair(struct tlsk_socket *s, struct tlsk__keys *client, stru
             }
             if (sec->len == 0) {
                 rc = tlsk__set_detail(s, TLSK_EINTERNAL, "no TLS 1.3 traffic secret captured");
+                EVP_KDF_CTX_free(kc);
                 goto out;
             }
-            if (tls13_expand(digest, sec, "key", ks[i]->key, k.key_len) != 0 ||
-                tls13_expand(digest, sec, "iv", ks[i]->iv, 12) != 0) {
+            if (tls13_expand(kc, sec, "key", ks[i]->key, k.key_len) != 0 ||
+                tls13_expand(kc, sec, "iv", ks[i]->iv, 12) != 0) {
+                EVP_KDF_CTX_free(kc);
                 goto out;
             }
         }
+        EVP_KDF_CTX_free(kc);
         return 0;
     }
     if (k.version == TLS1_2_VERSION) {

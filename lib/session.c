@@ -124,6 +124,22 @@ static SSL_SESSION *get_session_cb(SSL *ssl, const unsigned char *id, int idlen,
     return sess; /* NULL for garbage: a full handshake (SS-5) */
 }
 
+/* The ticket cipher, fetched once per process: EVP_aes_128_cbc() makes OpenSSL 3 look it up
+ * by name on every ticket sealed or opened (as keys.c does for the KDFs). */
+static EVP_CIPHER *g_ticket_cipher;
+static CRYPTO_ONCE g_ticket_once = CRYPTO_ONCE_STATIC_INIT;
+
+static void ticket_cipher_init(void)
+{
+    g_ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-128-CBC", NULL);
+}
+
+static const EVP_CIPHER *ticket_cipher(void)
+{
+    CRYPTO_THREAD_run_once(&g_ticket_once, ticket_cipher_init);
+    return g_ticket_cipher ? g_ticket_cipher : EVP_aes_128_cbc();
+}
+
 /* Ticket keys: AES-128-CBC and HMAC-SHA256, as OpenSSL's own default, but with keys the
  * application can set, rotate and share across processes. */
 static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
@@ -163,10 +179,10 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
     if (enc) {
         memcpy(key_name, k, 16);
         if (RAND_bytes(iv, 16) != 1 ||
-            EVP_EncryptInit_ex(ectx, EVP_aes_128_cbc(), NULL, k + 32, iv) != 1) {
+            EVP_EncryptInit_ex(ectx, ticket_cipher(), NULL, k + 32, iv) != 1) {
             goto out;
         }
-    } else if (EVP_DecryptInit_ex(ectx, EVP_aes_128_cbc(), NULL, k + 32, iv) != 1) {
+    } else if (EVP_DecryptInit_ex(ectx, ticket_cipher(), NULL, k + 32, iv) != 1) {
         goto out;
     }
     if (EVP_MAC_CTX_set_params(hctx, params) != 1) {
