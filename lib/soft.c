@@ -80,7 +80,7 @@ void tlsk__soft_free(struct tlsk_socket *s)
         OPENSSL_cleanse(f->in, f->in_len);
     }
     drop_in(f);
-    free(f->out);
+    free(f->book);
     OPENSSL_cleanse(f, sizeof *f);
     free(f);
     s->soft = NULL;

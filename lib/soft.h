@@ -19,6 +19,12 @@ struct soft_dir {
     EVP_CIPHER_CTX *cx;
 };
 
+/* Per record in out: where it ends, and the plaintext the caller has not been told of (0 for
+ * control records). */
+struct soft_book {
+    size_t end[TX_RECS], pt[TX_RECS];
+};
+
 struct tlsk__soft {
     struct soft_dir tx, rx;
     /* Received bytes in[in_off, in_len).  When opened, the first record there has been
@@ -29,12 +35,12 @@ struct tlsk__soft {
     bool opened;
     unsigned empty; /* empty records in a row */
     int rx_err; /* a refused record: every later read fails the same, as kernel RX does */
-    /* Sealed bytes out[out_off, out_len) the socket has not taken yet; per record, where it
-     * ends in out and the plaintext the caller has not been told of (0 for control records);
-     * r0 is the first such record. */
+    /* Sealed bytes out[out_off, out_len) the socket has not taken yet, and their records
+     * (struct soft_book, in the same allocation: an idle connection has neither); r0 is the
+     * first record not yet told of. */
+    struct soft_book *book;
     unsigned char *out;
     size_t out_len, out_off;
-    size_t tx_end[TX_RECS], tx_pt[TX_RECS];
     unsigned nrec, r0;
     size_t untold; /* plaintext of records that have left, not yet told to the caller */
 };

@@ -32,7 +32,8 @@ bool tlsk__soft_busy(const struct tlsk_socket *s)
 
 static void drop_out(struct tlsk__soft *f)
 {
-    free(f->out);
+    free(f->book);
+    f->book = NULL;
     f->out = NULL;
     f->out_len = f->out_off = 0;
     f->nrec = f->r0 = 0;
@@ -70,8 +71,8 @@ static int send_out(struct tlsk_socket *s)
  * (an idle connection keeps none). */
 static void collect(struct tlsk__soft *f)
 {
-    while (f->r0 < f->nrec && f->tx_end[f->r0] <= f->out_off) {
-        f->untold += f->tx_pt[f->r0++];
+    while (f->r0 < f->nrec && f->book->end[f->r0] <= f->out_off) {
+        f->untold += f->book->pt[f->r0++];
     }
     if (f->out && f->out_off == f->out_len) {
         drop_out(f);
@@ -105,7 +106,7 @@ size_t tlsk__soft_untold(const struct tlsk_socket *s)
     size_t n = f ? f->untold : 0;
 
     for (unsigned i = f ? f->r0 : 0; f && i < f->nrec; i++) {
-        n += f->tx_pt[i];
+        n += f->book->pt[i];
     }
     return n;
 }
@@ -124,9 +125,10 @@ static ssize_t settle(struct tlsk_socket *s, size_t max)
 /* Room for recs records in out, which is empty. */
 static int room(struct tlsk__soft *f, size_t recs)
 {
-    if (!(f->out = malloc(recs * REC_ROOM))) {
+    if (!(f->book = malloc(sizeof *f->book + recs * REC_ROOM))) {
         return -ENOMEM;
     }
+    f->out = (unsigned char *)(f->book + 1);
     f->out_len = f->out_off = 0;
     f->nrec = f->r0 = 0;
     return 0;
@@ -155,8 +157,8 @@ static int seal_next(struct tlsk__soft *f, int type, size_t n)
     }
     f->tx.k.seq++;
     f->out_len += len;
-    f->tx_end[f->nrec] = f->out_len;
-    f->tx_pt[f->nrec] = type == TLSK_REC_APPDATA ? n : 0;
+    f->book->end[f->nrec] = f->out_len;
+    f->book->pt[f->nrec] = type == TLSK_REC_APPDATA ? n : 0;
     f->nrec++;
     return 0;
 }
