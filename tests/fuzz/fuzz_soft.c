@@ -18,9 +18,14 @@
  *     failure is sticky: the next read gives it again;
  *   - the receive sequence number never goes back;
  *   - tlsk__soft_pending() says so exactly when a read can answer without the socket.
+ *   - a TLS 1.3 KeyUpdate read whole (type 24, length 1, its five bytes in one handshake
+ *     record or split over several) is answered as the bridge answers it: the next key is
+ *     installed at sequence number 0 (fuzz_record_next_keys), and the records behind it,
+ *     often read already, must open under that key.
  * The seeds: fuzz_record's single sealed records (mkseed_record.c) and streams of several
  * records at consecutive sequence numbers (mkseed_soft.c: data, alerts, empty records, a full
- * record, a split KeyUpdate), so the fuzzer starts inside valid tags.
+ * record, a split KeyUpdate and data under the next key), so the fuzzer starts inside valid
+ * tags.
  *
  *   tests/fuzz/run.sh SECONDS   builds and runs this target with the others
  */
@@ -56,7 +61,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t seq;
     int sv[2], rc;
     size_t pick = 1, guard = 0;
-    bool in_ctrl = false;
+    struct {
+        unsigned char h[4], last; /* header, and the body's latest byte */
+        size_t have, left;        /* header bytes read; body bytes still to come */
+    } hm = { 0 };
+    bool in_ctrl = false, rekeyed;
 
     if (size < 1 || size > (1u << 17)) {
         return 0;
@@ -108,11 +117,38 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
         n = tlsk__soft_recv(s, buf, len, &type, &eor);
+        rekeyed = false;
+        if (n > 0 && type == TLSK_REC_HANDSHAKE && k.version == TLS1_3_VERSION) {
+            /* Handshake messages, which may span records: re-key after a whole KeyUpdate. */
+            for (ssize_t i = 0; i < n; i++) {
+                if (hm.have < 4) {
+                    hm.h[hm.have++] = buf[i];
+                    hm.left = (size_t)hm.h[1] << 16 | (size_t)hm.h[2] << 8 | hm.h[3];
+                    if (hm.have < 4 || hm.left > 0) {
+                        continue;
+                    }
+                } else {
+                    hm.last = buf[i];
+                    if (--hm.left > 0) {
+                        continue;
+                    }
+                }
+                if (hm.h[0] == 24 && hm.have == 4 && hm.h[1] == 0 && hm.h[2] == 0 && hm.h[3] == 1 &&
+                    hm.last <= 1) {
+                    fuzz_record_next_keys(&k);
+                    if (tlsk__soft_install(s, false, &k) != 0 || tlsk__soft_seq(s, false) != 0) {
+                        fail("the next key was not taken", 0, 0);
+                    }
+                    rekeyed = true;
+                }
+                hm.have = 0; /* the message is over */
+            }
+        }
         free(buf);
         if (n > (ssize_t)len) {
             fail("more than the buffer", (long)n, (long)len);
         }
-        if (tlsk__soft_seq(s, false) < seq0) {
+        if (tlsk__soft_seq(s, false) < seq0 && !rekeyed) {
             fail("the sequence number went back", (long)seq0, 0);
         }
         if (n == -EAGAIN) {

@@ -4,9 +4,9 @@
  * numbers, as a peer sends them, each file prefixed with its selector byte.  For every suite
  * soft.c carries, at three starting sequence numbers: data, data; data, a warning alert, data,
  * close_notify; 20 empty records, then data; a 2^14-byte record, then 3,000 bytes; and for TLS
- * 1.3 a KeyUpdate split over two records between data (fuzz_soft keeps one key, so what
- * follows a real KeyUpdate would not open: the stream stops there).  fuzz_record's single
- * records are seeds too (tests/fuzz/run.sh).
+ * 1.3 a KeyUpdate split over two records, then data under the next key (fuzz_record_next_keys,
+ * as fuzz_soft installs it), a whole KeyUpdate in one record and data under the key after
+ * that.  fuzz_record's single records are seeds too (tests/fuzz/run.sh).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +102,14 @@ int main(int argc, char **argv)
                 rc |= add(TLSK_REC_APPDATA, http, sizeof http - 1);
                 rc |= add(TLSK_REC_HANDSHAKE, ku, 2);
                 rc |= add(TLSK_REC_HANDSHAKE, ku + 2, 3);
+                fuzz_record_next_keys(&g_k);
+                g_seq = 0;
+                rc |= add(TLSK_REC_APPDATA, "after the first update", 22);
+                rc |= add(TLSK_REC_HANDSHAKE, ku, sizeof ku);
+                fuzz_record_next_keys(&g_k);
+                g_seq = 0;
+                rc |= add(TLSK_REC_APPDATA, http, sizeof http - 1);
+                rc |= add(TLSK_REC_ALERT, close_notify, sizeof close_notify);
                 rc |= done(argv[1], "ku-split");
             }
         }

@@ -58,4 +58,19 @@ static inline void fuzz_record_keys(unsigned sel, struct tlsk__keys *k, uint64_t
     k->seq = *seq;
 }
 
+/* The keys after a KeyUpdate (TLS 1.3), for fuzz_soft and mkseed_soft: a fixed change of the
+ * key and IV, at sequence number 0.  Not RFC 8446's derivation (keys.c has that, and
+ * test_lean checks it against OpenSSL): what is fuzzed here is the record layer taking a
+ * new key in the middle of a stream, with records under it already read. */
+static inline void fuzz_record_next_keys(struct tlsk__keys *k)
+{
+    for (size_t i = 0; i < sizeof k->key; i++) {
+        k->key[i] ^= 0x5c;
+    }
+    for (size_t i = 0; i < sizeof k->iv; i++) {
+        k->iv[i] ^= 0x36;
+    }
+    k->seq = 0;
+}
+
 #endif
