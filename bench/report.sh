@@ -87,8 +87,8 @@ awk -F'\t' '
 				} else if (s == "kernel" && c == "sockopts-per-conn-cbc") {
 					t = "<= 1 more"; met = ov[s, c] - fv[s, c] <= 1 ? "yes" : sprintf("no (%+g)", ov[s, c] - fv[s, c])
 				}
-				printf "| %s | %s | %s | %g | %g %s | %.2fx | %g | %g | %s | %s | %s |\n", s, c, units(s, c), ov[s, c], fv[s, c], ref[s, c],
-					vr, oc[s, c], fc[s, c], (fc[s, c] > 0 ? sprintf("%.2fx", cr) : ""), t, met
+				printf "| %s | %s | %s | %g | %g %s | %s | %g | %g | %s | %s | %s |\n", s, c, units(s, c), ov[s, c], fv[s, c], ref[s, c],
+					(fv[s, c] > 0 ? sprintf("%.2fx", vr) : ""), oc[s, c], fc[s, c], (fc[s, c] > 0 ? sprintf("%.2fx", cr) : ""), t, met
 			}
 		}
 	' "$med"
