@@ -129,6 +129,15 @@ static int tls13_expand(EVP_KDF_CTX *kc, const struct tlsk__secret *sec, const c
     return kc && EVP_KDF_derive(kc, out, out_len, p) == 1 ? 0 : -1;
 }
 
+/* A direction's key (k->key_len bytes) and IV from its traffic secret (RFC 8446 7.3). */
+static int tls13_key_iv(EVP_KDF_CTX *kc, const struct tlsk__secret *sec, struct tlsk__keys *k)
+{
+    return tls13_expand(kc, sec, "key", k->key, k->key_len) == 0 &&
+                   tls13_expand(kc, sec, "iv", k->iv, 12) == 0
+               ? 0
+               : -1;
+}
+
 static int tls12_key_block(SSL *ssl, const char *digest, unsigned char *out, size_t out_len)
 {
     unsigned char ms[SSL_MAX_MASTER_KEY_LENGTH], cr[SSL3_RANDOM_SIZE], sr[SSL3_RANDOM_SIZE];
@@ -199,10 +208,7 @@ int tlsk__derive_keys_from(struct tlsk_socket *s, const struct tlsk__secret *sec
     }
     k->version = TLS1_3_VERSION;
     kc = tls13_kdf(EVP_MD_get0_name(md));
-    rc = tls13_expand(kc, sec, "key", k->key, k->key_len) == 0 &&
-                 tls13_expand(kc, sec, "iv", k->iv, 12) == 0
-             ? 0
-             : TLSK_EINTERNAL;
+    rc = tls13_key_iv(kc, sec, k) == 0 ? 0 : TLSK_EINTERNAL;
     EVP_KDF_CTX_free(kc);
     if (rc != 0) {
         OPENSSL_cleanse(k, sizeof *k);
@@ -235,8 +241,9 @@ int tlsk__derive_key_pair(struct tlsk_socket *s, struct tlsk__keys *client, stru
     }
     if (k.version == TLS1_3_VERSION) {
         EVP_KDF_CTX *kc = tls13_kdf(digest);
+        bool ok = true;
 
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 2 && ok; i++) {
             /* The first secrets, before the bridge moves them on (install time). */
             const struct tlsk__secret *sec = (i == 0) == s->is_server ? &s->orx_secret
                                                                       : &s->otx_secret;
@@ -245,17 +252,16 @@ int tlsk__derive_key_pair(struct tlsk_socket *s, struct tlsk__keys *client, stru
             }
             if (sec->len == 0) {
                 rc = tlsk__set_detail(s, TLSK_EINTERNAL, "no TLS 1.3 traffic secret captured");
-                EVP_KDF_CTX_free(kc);
-                goto out;
-            }
-            if (tls13_expand(kc, sec, "key", ks[i]->key, k.key_len) != 0 ||
-                tls13_expand(kc, sec, "iv", ks[i]->iv, 12) != 0) {
-                EVP_KDF_CTX_free(kc);
-                goto out;
+                ok = false;
+            } else {
+                ok = tls13_key_iv(kc, sec, ks[i]) == 0;
             }
         }
         EVP_KDF_CTX_free(kc);
-        return 0;
+        if (ok) {
+            return 0;
+        }
+        goto out;
     }
     if (k.version == TLS1_2_VERSION) {
         /* AEAD suites: client_key | server_key | client_iv | server_iv (RFC 5288, 7905). */

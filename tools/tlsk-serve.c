@@ -371,8 +371,6 @@ static void wait_for_tls(struct conn *c)
     arm(c, ((ev & POLLOUT) ? EPOLLOUT : 0) | (((ev & POLLIN) || !(ev & POLLOUT)) ? EPOLLIN : 0));
 }
 
-/* Room to read more of a request head into c->in: 1 KiB at first, doubled while full, up
- * to cfg.max_header. */
 /* Whether the client's FIN has arrived: one recv that takes nothing.  A client that sent
  * close_notify and then FIN has closed the connection, as nearly every client does (close(2)
  * or shutdown(SHUT_RDWR) after its close_notify): our close_notify would reach a socket that
@@ -386,6 +384,8 @@ static bool client_closed(const struct conn *c)
     return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
+/* Room to read more of a request head into c->in: 1 KiB at first, doubled while full, up
+ * to cfg.max_header. */
 static bool in_reserve(struct conn *c)
 {
     size_t cap = c->in_cap;
