@@ -137,9 +137,11 @@ enum {
      * OpenSSL's state is freed after the handshake and tlsk's own record layer carries the
      * rest (AES-GCM and ChaCha20-Poly1305, TLS 1.2 and 1.3; docs/KERNEL.md §16).  An idle
      * connection then costs a third of the memory.  The price is paid in every handshake of
-     * the context: TLS 1.3 secrets are captured (OpenSSL's key log callback) and handshake
-     * records are read one at a time (no read-ahead), as where the kernel has the module.
-     * tlsk_socket_offload() still reports userspace with the kernel's reason. */
+     * the context: TLS 1.3 secrets are captured (OpenSSL's key log callback) and, for
+     * TLSK_SOCKET_LEAN connections, handshake records are read one at a time (no
+     * read-ahead), as where the kernel has the module (TLSK_SOCKET_LEAN_IDLE ones read ahead:
+     * they change over later).  tlsk_socket_offload() still reports userspace with the
+     * kernel's reason. */
     TLSK_LEAN_USERSPACE = 1u << 9,
 };
 
@@ -327,6 +329,15 @@ enum {
      * tlsk_socket_new_session_ticket() and tlsk_socket_session().  No effect on a
      * connection with a direction in userspace, or on a client. */
     TLSK_SOCKET_LEAN = 1u << 18,
+    /* As TLSK_SOCKET_LEAN (which it implies), but where tlsk's own record layer is to carry
+     * the connection (TLSK_LEAN_USERSPACE, no kernel), the change happens when the connection
+     * first waits for its peer instead of at the end of the handshake: at a read that would
+     * block once application data has been read, or at tlsk_socket_idle().  A connection that
+     * closes before then never pays for the change (about 13 us of key derivation and set-up
+     * in a TLS 1.2 resumption: docs/KERNEL.md §16.1); one that waits between requests is
+     * lean from its first wait.  The kernel path is unaffected: its keys go in at the end of
+     * the handshake, and the connection is lean from then. */
+    TLSK_SOCKET_LEAN_IDLE = 1u << 19,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -471,6 +482,17 @@ int tlsk_socket_events(const struct tlsk_socket *s);
  * say -EAGAIN.  Waiting while it says 1 can wait for ever.
  */
 int tlsk_socket_pending(const struct tlsk_socket *s);
+
+/*
+ * tlsk_socket_idle() - the caller is about to wait for the peer (a server between
+ * requests).  A TLSK_SOCKET_LEAN_IDLE connection still with OpenSSL becomes lean now if
+ * nothing of OpenSSL's is in flight (no record half sent, no unanswered key update, no record
+ * half read); if something is, it stays as it is and a later call tries again.  A key update
+ * before the change keeps the connection with OpenSSL for good.  Returns 0, or the code that
+ * failed the socket (out of memory half way through the change).  No effect on any other
+ * connection.
+ */
+int tlsk_socket_idle(struct tlsk_socket *s);
 
 /* Free the socket (closing the fd only with TLSK_SOCKET_OWN_FD).  NULL is a no-op.  Does not
  * send close_notify: call tlsk_socket_shutdown() first for a clean close. */

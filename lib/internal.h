@@ -25,7 +25,8 @@
     (TLSK_VERIFY_NONE_INSECURE | TLSK_OFFLOAD_RX_TLS13 | TLSK_REQUIRE_PEER_CERT |             \
      TLSK_REQUEST_PEER_CERT | TLSK_HONOR_CIPHER_ORDER | TLSK_ALLOW_RENEGOTIATION |             \
      TLSK_STATEFUL_TICKETS | TLSK_NO_TICKETS | TLSK_NO_RX_TLS13 | TLSK_LEAN_USERSPACE)
-#define TLSK__SOCKET_FLAGS (TLSK_SOCKET_OWN_FD | TLSK_SOCKET_SENDFILE_MMAP | TLSK_SOCKET_LEAN)
+#define TLSK__SOCKET_FLAGS                                                                         \
+    (TLSK_SOCKET_OWN_FD | TLSK_SOCKET_SENDFILE_MMAP | TLSK_SOCKET_LEAN | TLSK_SOCKET_LEAN_IDLE)
 
 struct tlsk_context {
     atomic_int refs;
@@ -203,6 +204,10 @@ struct tlsk_socket {
     /* tlsk's own record layer in the kernel's place (soft.c), or NULL.  With it tx_kernel and
      * rx_kernel are set: everything above the syscalls runs as for the kernel. */
     struct tlsk__soft *soft;
+    /* TLSK_SOCKET_LEAN_IDLE: soft.c is to take the connection at its first wait (idle.c);
+     * meanwhile OpenSSL writes to the socket BIO, and wshort says its last write there was
+     * cut short (a record OpenSSL still holds), data_in that application data was read. */
+    bool soft_later, wshort, data_in;
 
     uint64_t bytes_written, bytes_read; /* TLS bytes on the transport (see socket.c) */
     uint64_t rx_seq0;                   /* kernel RX sequence number at install */
@@ -356,6 +361,9 @@ int tlsk__tls13_next_secret(struct tlsk_socket *s, struct tlsk__secret *sec) TLS
 
 /* offload.c: the decision, the install, the kernel's state. */
 int tlsk__offload(struct tlsk_socket *s) TLSK_MUST_CHECK;
+/* A connection left to OpenSSL for soft.c (soft_later) goes to soft.c now, as the end of the
+ * handshake would have given it (idle.c).  0 or the failure, past the point of no return. */
+int tlsk__offload_soft(struct tlsk_socket *s) TLSK_MUST_CHECK;
 /* Install the next TLS 1.3 key of one direction (the bridge's secret, already advanced) in
  * the kernel with sequence 0 (Linux 6.14+).  0 or TLSK_EKEYUPDATE. */
 int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx) TLSK_MUST_CHECK;
@@ -472,6 +480,11 @@ bool tlsk__soft_pending(const struct tlsk_socket *s);
 /* (keys.c) The cipher of a negotiated connection that tlsk's record layer can carry (AES-GCM,
  * ChaCha20-Poly1305). */
 bool tlsk__soft_cipher(const SSL_CIPHER *c);
+
+/* idle.c: lean at idle (TLSK_SOCKET_LEAN_IDLE).  The connection waits for its peer: soft.c
+ * takes it if it is to and nothing of OpenSSL's is in flight.  0, or the code that failed
+ * the socket. */
+int tlsk__idle(struct tlsk_socket *s);
 
 /* lean.c: OpenSSL's connection freed after full offload (TLSK_SOCKET_LEAN). */
 /* Free s->ssl when the socket asked for it and nothing is left for OpenSSL to do. */

@@ -252,6 +252,7 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
         return tlsk__fail(s, s->reneg_err);
     }
     if (r == 1) {
+        s->data_in = true;
         rc = tlsk__bridge_answer_key_update(s);
         if (rc == 0) {
             rc = tlsk__bridge_flush_out(s);
@@ -272,6 +273,8 @@ TLSK_PUBLIC ssize_t tlsk_socket_read(struct tlsk_socket *s, void *buf, size_t le
         }
         if (rc == 0) {
             SSL_set_shutdown(s->ssl, SSL_get_shutdown(s->ssl) | SSL_RECEIVED_SHUTDOWN);
+        } else if (s->soft_later && s->data_in && (frc = tlsk__idle(s)) != 0) {
+            return frc; /* lean at the first wait after data (idle.c) */
         }
         return rc;
     }

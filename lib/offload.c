@@ -468,8 +468,9 @@ static bool kernel_only(enum tlsk_reason r)
 
 /* Where the kernel takes neither direction of a lean server connection, tlsk's own record
  * layer may take both (soft.c, TLSK_LEAN_USERSPACE; docs/KERNEL.md §16): not for what the
- * kernel path would refuse anyway (renegotiation, records OpenSSL has already read, a max
- * fragment length), nor for a cipher soft.c does not have. */
+ * kernel path would refuse anyway (renegotiation, a max fragment length), nor for a cipher
+ * soft.c does not have.  Records OpenSSL has already read are the caller's concern: they
+ * keep it from taking the connection now, not at its first wait (idle.c). */
 static bool soft_wanted(const struct tlsk_socket *s, int version)
 {
     return (s->flags & TLSK_SOCKET_LEAN) && (s->ctx->flags & TLSK_LEAN_USERSPACE) &&
@@ -478,7 +479,7 @@ static bool soft_wanted(const struct tlsk_socket *s, int version)
            kernel_only(s->off.tx.reason) && kernel_only(s->off.rx.reason) &&
            (version == TLS1_2_VERSION || (version == TLS1_3_VERSION && s->ctx->keylog)) &&
            !(s->ctx->flags & TLSK_ALLOW_RENEGOTIATION) &&
-           tlsk__soft_cipher(SSL_get_current_cipher(s->ssl)) && !SSL_has_pending(s->ssl) &&
+           tlsk__soft_cipher(SSL_get_current_cipher(s->ssl)) &&
            SSL_SESSION_get_max_fragment_length(SSL_get_session(s->ssl)) ==
                TLSEXT_max_fragment_length_DISABLED;
 }
@@ -508,6 +509,28 @@ static int soft_act(struct tlsk_socket *s, int version)
     return rc;
 }
 
+int tlsk__offload_soft(struct tlsk_socket *s)
+{
+    s->soft_later = false;
+    BIO_set_callback_ex(s->sock_bio, NULL);
+    return soft_act(s, SSL_version(s->ssl));
+}
+
+/* OpenSSL's writes to the socket while a connection waits for soft.c (idle.c): whether the
+ * last one was cut short, leaving part of a record with OpenSSL (BIO_set_callback_ex(3)). */
+static long wtrack(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret,
+                   size_t *processed)
+{
+    (void)argp;
+    (void)argi;
+    (void)argl;
+    if (oper == (BIO_CB_WRITE | BIO_CB_RETURN)) {
+        struct tlsk_socket *s = (struct tlsk_socket *)BIO_get_callback_arg(b);
+        s->wshort = ret <= 0 || !processed || *processed < len;
+    }
+    return ret;
+}
+
 int tlsk__offload(struct tlsk_socket *s)
 {
     struct tlsk_direction *tx = &s->off.tx, *rx = &s->off.rx;
@@ -526,13 +549,21 @@ int tlsk__offload(struct tlsk_socket *s)
         if ((rc = act(s, version)) != 0) {
             return rc;
         }
-    } else if (soft_wanted(s, version) && (rc = soft_act(s, version)) != 0) {
+    } else if (soft_wanted(s, version) && (s->flags & TLSK_SOCKET_LEAN_IDLE)) {
+        /* soft.c takes it at its first wait (idle.c, docs/KERNEL.md §16.1); until then
+         * OpenSSL reads a record at a time through the handshake's buffer, so that it holds
+         * nothing soft.c cannot be given. */
+        s->soft_later = true;
+        BIO_set_callback_arg(s->sock_bio, (char *)s);
+        BIO_set_callback_ex(s->sock_bio, wtrack);
+    } else if (soft_wanted(s, version) && !SSL_has_pending(s->ssl) &&
+               (rc = soft_act(s, version)) != 0) {
         return rc;
     }
 
     /* The handshake's read buffer (socket.c), where soft.c did not take the connection: once
      * empty, OpenSSL reads the socket itself again, with read-ahead. */
-    if (s->hs_rbuf && BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0) {
+    if (s->hs_rbuf && !s->soft_later && BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0) {
         BIO_up_ref(s->sock_bio);
         SSL_set0_rbio(s->ssl, s->sock_bio);
         SSL_set_read_ahead(s->ssl, 1);
@@ -549,8 +580,8 @@ int tlsk__offload(struct tlsk_socket *s)
         SSL_set_options(s->ssl, SSL_OP_NO_RENEGOTIATION);
     }
     /* TLS 1.2 secrets are re-derived from the session when needed; TLS 1.3 secrets are kept
-     * only for a direction the bridge may have to speak for. */
-    if (!s->tx_kernel && !s->rx_kernel) {
+     * only for a direction the bridge may have to speak for, or soft.c may yet take. */
+    if (!s->tx_kernel && !s->rx_kernel && !s->soft_later) {
         OPENSSL_cleanse(&s->otx_secret, sizeof s->otx_secret);
         OPENSSL_cleanse(&s->orx_secret, sizeof s->orx_secret);
     }

@@ -244,6 +244,12 @@ static int attach_bios(struct tlsk_socket *s, BIO *b)
         }
         BIO_set_mem_eof_return(b, -1);
         SSL_set_bio(s->ssl, b, other);
+    } else if (s->is_server && (s->flags & TLSK_SOCKET_LEAN_IDLE) &&
+               (s->ctx->flags & TLSK_LEAN_USERSPACE) && !tlsk_kernel_probe()->ulp) {
+        /* soft.c takes the connection only at a wait, when OpenSSL holds no byte it read
+         * ahead (idle.c): OpenSSL reads ahead as in userspace mode. */
+        SSL_set_bio(s->ssl, b, b);
+        SSL_set_read_ahead(s->ssl, 1);
     } else if (s->is_server && (s->flags & TLSK_SOCKET_LEAN) &&
                (s->ctx->flags & TLSK_LEAN_USERSPACE) && !tlsk_kernel_probe()->ulp &&
                (other = BIO_new(BIO_f_buffer()))) {
@@ -326,7 +332,7 @@ int tlsk__socket_new(struct tlsk_socket **out, struct tlsk_context *ctx, int fd,
             s->raddr_len = sizeof s->raddr;
         }
     }
-    s->flags = o->flags;
+    s->flags = o->flags | (o->flags & TLSK_SOCKET_LEAN_IDLE ? TLSK_SOCKET_LEAN : 0);
     s->is_server = server;
     s->policy = o->offload != TLSK_OFFLOAD_DEFAULT ? o->offload : ctx->offload;
     s->want = POLLIN;

@@ -215,6 +215,7 @@ struct conn {
     char reqline[256];
     unsigned requests;
     bool await_next; /* a response just finished: read only if something is here already */
+    bool served;     /* a response has been sent: waits from now on are between requests */
     size_t drained;   /* C_LINGER, C_DRAIN: bytes dropped so far */
     bool drain_blind; /* C_DRAIN: nothing more can be read; waiting for the client's FIN */
     bool store_wait;  /* the handshake waits for the session store's answer */
@@ -411,7 +412,12 @@ static bool in_reserve(struct conn *c)
 
 /* Waiting for a request with nothing of it read: an idle keep-alive connection keeps no
  * buffers of its own (bench/README.md, idle memory). */
-static void conn_idle(struct conn *c)
+/* Waiting for a request: what a waiting connection need not hold goes, its buffers here and,
+ * between requests, OpenSSL's state in the library (tlsk_socket_idle: lean at the first wait
+ * after a response; before the first request a connection more often closes than waits, as
+ * the library's own rule has it).  False when the library failed the connection doing so
+ * (out of memory). */
+static bool conn_idle(struct conn *c)
 {
     if (c->in_len == 0 && c->in) {
         free(c->in);
@@ -423,6 +429,7 @@ static void conn_idle(struct conn *c)
         c->out = NULL;
         c->out_cap = 0;
     }
+    return !c->served || tlsk_socket_idle(c->s) == 0;
 }
 
 static bool out_reserve(struct conn *c, size_t n)
@@ -558,8 +565,7 @@ static void describe_offload(struct conn *c)
     } else {
         snprintf(rx, sizeof rx, "userspace/%s", tlsk_reason_name(o.rx.reason));
     }
-    snprintf(c->offload, sizeof c->offload, "%s tx=%s rx=%s%s", tlsk_socket_version(c->s), tx, rx,
-             tlsk_socket_lean(c->s) ? " lean" : "");
+    snprintf(c->offload, sizeof c->offload, "%s tx=%s rx=%s", tlsk_socket_version(c->s), tx, rx);
 }
 
 /* Open rel (from http_target_path) below the host's root and fstat it, through the worker's
@@ -804,9 +810,12 @@ static void log_request(struct conn *c)
     if (cfg.quiet) {
         return;
     }
-    logline("%s \"%s\" %d %lld host=%s %s%s%s", c->remote, c->reqline, c->status, c->body_bytes,
-            c->vh ? (c->vh->name ? c->vh->name : "default") : "-", c->offload,
-            c->cert_state ? " client-cert=" : "", c->cert_state ? c->cert_state : "");
+    /* "lean" as the connection is now: one that becomes lean at its first wait served the
+     * requests before it with OpenSSL (tlsk_socket_idle). */
+    logline("%s \"%s\" %d %lld host=%s %s%s%s%s", c->remote, c->reqline, c->status,
+            c->body_bytes, c->vh ? (c->vh->name ? c->vh->name : "default") : "-", c->offload,
+            tlsk_socket_lean(c->s) ? " lean" : "", c->cert_state ? " client-cert=" : "",
+            c->cert_state ? c->cert_state : "");
 }
 
 /* The response is out: log it, then read the next request or close. */
@@ -839,6 +848,7 @@ static void response_done(struct conn *c)
         return;
     }
     c->state = C_READ;
+    c->served = true;
     c->await_next = c->in_len == 0;
     c->deadline = now_ms() + (c->in_len ? cfg.header_timeout_ms : cfg.idle_timeout_ms);
 }
@@ -964,7 +974,10 @@ static void conn_run(struct conn *c)
                  * (the wake-up then reads). */
                 c->await_next = false;
                 if (!tlsk_socket_pending(c->s)) {
-                    conn_idle(c);
+                    if (!conn_idle(c)) {
+                        conn_close(c);
+                        return;
+                    }
                     arm(c, EPOLLIN);
                     return;
                 }
@@ -975,7 +988,10 @@ static void conn_run(struct conn *c)
             }
             n = tlsk_socket_read(c->s, c->in + c->in_len, c->in_cap - c->in_len);
             if (n == -EAGAIN) {
-                conn_idle(c);
+                if (!conn_idle(c)) {
+                    conn_close(c);
+                    return;
+                }
                 wait_for_tls(c);
                 return;
             }
@@ -1335,7 +1351,7 @@ static void accept_some(struct worker *w)
         c->live = live_get();
         rc = tlsk_socket_new_server(&c->s, c->live->hosts[0].ctx, fd,
                                     &(struct tlsk_socket_options){
-                                        .flags = TLSK_SOCKET_OWN_FD | TLSK_SOCKET_LEAN |
+                                        .flags = TLSK_SOCKET_OWN_FD | TLSK_SOCKET_LEAN_IDLE |
                                                  (cfg.mmap ? TLSK_SOCKET_SENDFILE_MMAP : 0),
                                         .sni = c->live->sni,
                                     });

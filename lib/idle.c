@@ -1,0 +1,69 @@
+/*
+ * idle.c - lean at idle (TLSK_SOCKET_LEAN_IDLE): where tlsk's own record layer is to carry a
+ * connection (soft.c), it takes it when the connection first waits for its peer instead of at
+ * the end of the handshake (docs/KERNEL.md §16.1).
+ *
+ * Taking a connection costs a key derivation OpenSSL already made and two cipher contexts
+ * (about 13 us in a TLS 1.2 resumption), and it buys memory only while the connection waits.
+ * A connection that closes first (a health check, a probe, most of a handshake benchmark)
+ * never pays it.  Until then OpenSSL carries the connection as in userspace mode, reading a
+ * record at a time through the handshake's buffer, so that what it has read is either whole
+ * records it returned or bytes soft.c can be given.
+ */
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+
+#include "internal.h"
+
+/* Nothing in flight that soft.c could not take over: no record OpenSSL holds half sent
+ * (wshort), half read or unread (SSL_has_pending), no records tlsk queued or sent without
+ * telling the caller (whose retry with the same bytes would then send them twice), no key
+ * update owed, nothing closed, no handshake running. */
+static bool settled(const struct tlsk_socket *s)
+{
+    return !s->wshort && !tlsk__txq_pending(s) && s->sf_pending == 0 && s->pend_len == 0 &&
+           s->held_len == 0 && !s->reneg_running && !s->ku_pending && !s->sent_close_notify &&
+           !s->got_close_notify && SSL_get_shutdown(s->ssl) == 0 &&
+           SSL_is_init_finished(s->ssl) && !SSL_has_pending(s->ssl) &&
+           SSL_get_key_update_type(s->ssl) == SSL_KEY_UPDATE_NONE &&
+           BIO_ctrl_pending(SSL_get_wbio(s->ssl)) == 0;
+}
+
+int tlsk__idle(struct tlsk_socket *s)
+{
+    int rc;
+
+    if (!s->soft_later || s->state != TLSK__OPEN) {
+        return 0;
+    }
+    if (s->key_updates || s->reneg_count || s->own_reneg) {
+        /* The keys changed under OpenSSL (and a TLS 1.3 secret captured at the handshake is
+         * no longer the one in use): the connection stays with it, as with TLSK_SOCKET_LEAN
+         * where soft.c does not take a connection. */
+        s->soft_later = false;
+        BIO_set_callback_ex(s->sock_bio, NULL);
+        OPENSSL_cleanse(&s->otx_secret, sizeof s->otx_secret);
+        OPENSSL_cleanse(&s->orx_secret, sizeof s->orx_secret);
+        return 0;
+    }
+    if (!settled(s)) {
+        return 0; /* the next wait tries again */
+    }
+    if ((rc = tlsk__offload_soft(s)) != 0) {
+        return tlsk__fail(s, rc);
+    }
+    tlsk__lean_release(s);
+    return 0;
+}
+
+TLSK_PUBLIC int tlsk_socket_idle(struct tlsk_socket *s)
+{
+    if (!s) {
+        return TLSK_ECONFIG;
+    }
+    if (s->state == TLSK__FAILED) {
+        return s->fail_code;
+    }
+    return tlsk__idle(s);
+}
