@@ -47,6 +47,7 @@ awk -F'\t' '
 			if (c ~ /^cpu/) return "utime s/GiB; stime s/GiB"
 			if (c ~ /^rss/) return "KiB/conn"
 			if (s == "hssys") return "syscalls/conn"
+			if (s == "hsir") return "k instructions/conn (userspace)"
 			return "syscalls"
 		}
 		{
@@ -99,7 +100,7 @@ command -v gnuplot >/dev/null 2>&1 || exit 0
 
 # Data for the plots.
 awk -F'\t' '($3 == "tlsk" || $3 == "ktls") { o[$1 SUBSEP $2] = $5 "\t" $6 } ($3 != "tlsk" && $3 != "ktls") { f[$1 SUBSEP $2] = $5 "\t" $6; order[++n] = $1 SUBSEP $2 }
-	END { for (i = 1; i <= n; i++) { k = order[i]; if (!(k in o)) continue; split(k, a, SUBSEP); if (a[1] == "kernel" || a[1] == "hssys") continue
+	END { for (i = 1; i <= n; i++) { k = order[i]; if (!(k in o)) continue; split(k, a, SUBSEP); if (a[1] == "kernel" || a[1] == "hssys" || a[1] == "hsir") continue
 		split(o[k], x, "\t"); split(f[k], y, "\t")
 		printf "%s/%s\t%g\t%g\n", a[1], a[2], (y[1] > 0 ? x[1] / y[1] : 0), (y[2] > 0 ? x[2] / y[2] : 0) } }' "$med" >"$out/ratios.dat"
 for srv in tlsk nginx; do

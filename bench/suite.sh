@@ -62,6 +62,7 @@ need_pkg wrk wrk
 need_pkg haproxy haproxy
 need_pkg gnuplot gnuplot-nox
 need_pkg strace strace
+need_pkg valgrind valgrind
 mkdir -p "$dir/www" "$dir/logs" "$out"
 chmod 755 "$dir" "$dir/www"
 build_clients
@@ -197,6 +198,47 @@ run_hssys() { # case server-name hs-options...
 		END { printf "%.2f", c / n }' "$f")" 0
 }
 
+# Userspace instructions per new connection, in thousands: the server under callgrind, its
+# counters zeroed before each handshake loop and dumped after it.  Structure, not speed: the
+# work each server asks of the CPU in userspace, the same from run to run on a host whose CPU
+# time moves by 10 % between runs; the kernel's part is left out (the hssys rows count it).
+run_hsir() { # server-name (tlsk or nginx)
+	local name=$1 port vp conf cg=$dir/logs/callgrind-$1 i=0 c o n ir
+	port=$(free_port)
+	rm -f "$cg" "$cg".*
+	if [ "$name" = tlsk ]; then
+		$pin_srv valgrind --tool=callgrind --callgrind-out-file="$cg" "$serve" \
+			--cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$dir/www" \
+			--listen "127.0.0.1:$port" --workers 1 --quiet --max-connections 20000 \
+			--idle-timeout 300 --ciphersuites "$suite" >"$dir/logs/hsir-$name.out" 2>&1 &
+	else
+		conf=$(nginx_conf hsir "$port" 0 1) # one process: master_process off
+		sed -i 's/^master_process on;/master_process off;/' "$conf"
+		$pin_srv valgrind --tool=callgrind --callgrind-out-file="$cg" nginx -p "$dir/nginx-hsir" \
+			-c "$conf" -e "$dir/nginx-hsir/logs/error.log" >"$dir/logs/hsir-$name.out" 2>&1 &
+	fi
+	vp=$!
+	pids+=("$vp")
+	wait_port "$port"
+	$pin_cli "$dir/hs" 127.0.0.1 "$port" loop --seconds 1 --tls 1.3 --resume tickets >/dev/null 2>&1 || true
+	for c in "tickets-1.2:--tls 1.2 --resume tickets" "tickets-1.3:--tls 1.3 --resume tickets" \
+		"ids-1.2:--tls 1.2 --resume ids" "full-1.2-rsa:--tls 1.2 --resume none" \
+		"full-1.3-rsa:--tls 1.3 --resume none"; do
+		i=$((i + 1))
+		callgrind_control -z "$vp" >/dev/null || die "callgrind_control -z $name"
+		# shellcheck disable=SC2086 # the options split on purpose
+		o=$($pin_cli "$dir/hs" 127.0.0.1 "$port" loop --seconds 3 ${c#*:} 2>&1) || die "$name $c: $o"
+		callgrind_control -d "$vp" >/dev/null || die "callgrind_control -d $name"
+		for _ in $(seq 50); do [ -s "$cg.$i" ] && break; sleep 0.1; done
+		n=${o#conns=} n=${n%% *}
+		ir=$(callgrind_annotate "$cg.$i" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+		[ -n "$ir" ] && [ "$n" -gt 0 ] || die "callgrind counted nothing for $name $c"
+		row hsir "${c%%:*}" "$name" 1 "$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')" 0
+	done
+	kill -TERM "$vp" 2>/dev/null || true
+	wait "$vp" 2>/dev/null || true
+}
+
 # Resident memory per idle connection: KiB per connection, and the server's total RSS in MiB.
 run_idle() { # server-name run
 	local r0 r1 fifo=$dir/idle.fifo hp line
@@ -293,6 +335,9 @@ for sc in $scenarios; do
 			run_hssys "tickets-$v" tlsk --tls "$v" --resume tickets
 			run_hssys "tickets-$v" nginx --tls "$v" --resume tickets
 		done
+		echo "== hsir: userspace instructions per new connection, thousands (callgrind; one process each)"
+		run_hsir tlsk
+		run_hsir nginx
 		;;
 	idle)
 		echo "== idle: $idle idle keep-alive TLS 1.3 connections (KiB RSS per connection, server MiB)"

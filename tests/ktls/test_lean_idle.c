@@ -223,6 +223,7 @@ static void one(int version, int c, bool soft)
     sv.body = server_body;
     cl.body = client_body;
     sv.sock_flags = TLSK_SOCKET_LEAN_IDLE;
+    cl.policy = TLSK_OFFLOAD_OFF; /* the client's own KeyUpdate needs no kernel re-key */
     sv.nonblock = true;
     sv.arg = cl.arg = c;
     atomic_store(&g_full, 0);
@@ -286,6 +287,7 @@ int main(void)
     if (h_expect_ktls() && !TAP_OK(!soft, "kTLS kernel present")) {
         return tap_done();
     }
+    TAP_OK(tlsk_socket_idle(NULL) == TLSK_ECONFIG, "tlsk_socket_idle(NULL): TLSK_ECONFIG");
     for (int v = 0; v < 2; v++) {
         int version = v ? TLSK_TLS1_2 : TLSK_TLS1_3;
         for (int c = C_WAIT; c <= C_UPDATE; c++) {
