@@ -435,6 +435,12 @@ ssize_t tlsk__tx_allowance(struct tlsk_socket *s, size_t want)
     if (want == 0) {
         return 0;
     }
+    /* Lean (idle.c) before bulk, or once a write has waited for the socket: tlsk's record
+     * layer sends data for half of OpenSSL's instructions (docs/KERNEL.md §16.1). */
+    if (s->soft_later && (want >= TLSK__LEAN_BULK || s->want == POLLOUT) &&
+        (rc = tlsk__idle(s)) != 0) {
+        return rc;
+    }
     if (s->tx_kernel) {
         return tlsk__kernel_budget(s, want);
     }

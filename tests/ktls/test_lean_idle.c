@@ -19,6 +19,11 @@
  *             client reads and the write is finished, the next call makes the connection
  *             lean, and the client checks the whole stream (a record lost or sent twice in
  *             the change would show)
+ *   stream    the server writes 8 MiB in records of 16 KiB to a client that starts reading
+ *             only after 200 ms, so a write waits for the socket: the connection is lean by
+ *             the end, with no call of tlsk_socket_idle(), and every byte arrives in order
+ *   file      tlsk_socket_sendfile() of an 8 MiB file to a client that reads at once: lean
+ *             from the first call (64 KiB or more changes over first), every byte in order
  *   update    TLS 1.3: a KeyUpdate from the client before the first wait keeps the
  *             connection with OpenSSL for good (its captured secret is no longer in use);
  *             data both ways after it
@@ -40,14 +45,16 @@
 #include "pair.h"
 #include "tap.h"
 
-enum { C_WAIT, C_SHORT, C_HELD, C_CUT, C_UPDATE };
-static const char *const case_name[] = { "wait", "short", "held", "cut", "update" };
+enum { C_WAIT, C_SHORT, C_HELD, C_CUT, C_STREAM, C_FILE, C_UPDATE };
+static const char *const case_name[] = { "wait", "short", "held", "cut", "stream", "file",
+                                         "update" };
 
 /* Server results: lean after the handshake, at the check before the change, after it. */
 enum { R_HS, R_BEFORE, R_AFTER, R_IDLE_RC };
 
 #define BULK (1u << 20)
 #define CHUNK 16384u
+#define STREAM (8u << 20)
 
 static atomic_int g_full;   /* cut: the server's socket is full and checked */
 static atomic_llong g_total; /* cut: the bytes of pattern 7 the client is to read */
@@ -160,6 +167,29 @@ static int server_body(struct tp_end *e, struct tlsk_socket *s)
     case C_CUT:
         rc = server_cut(e, s);
         break;
+    case C_STREAM:
+        rc = 0;
+        for (uint64_t off = 0; off < STREAM && rc == 0; off += CHUNK) {
+            h_pattern(8, off, (unsigned char *)b, CHUNK);
+            rc = h_write_all(s, b, CHUNK);
+        }
+        e->r[R_AFTER] = tlsk_socket_lean(s);
+        break;
+    case C_FILE:
+        if ((rc = h_pattern_file(8, STREAM)) >= 0) {
+            int fd = rc;
+            off_t off = 0;
+            ssize_t n = tlsk_socket_sendfile(s, fd, &off, STREAM); /* the first call */
+            e->r[R_BEFORE] = tlsk_socket_lean(s);
+            rc = n < 0 && n != -EAGAIN ? (int)n : 0;
+            while (rc == 0 && off < (off_t)STREAM) {
+                n = tlsk_socket_sendfile(s, fd, &off, STREAM - (size_t)off);
+                rc = n == -EAGAIN ? tp_wait(s) : n < 0 ? (int)n : 0;
+            }
+            close(fd);
+        }
+        e->r[R_AFTER] = tlsk_socket_lean(s);
+        break;
     default: /* C_UPDATE */
         if ((rc = tp_expect_byte(s, 'h')) != 0 || (rc = tp_expect_byte(s, 'k')) != 0) {
             return rc;
@@ -200,6 +230,13 @@ static int client_body(struct tp_end *e, struct tlsk_socket *s)
             poll(NULL, 0, 10);
         }
         rc = h_recv_pattern(s, 7, (size_t)atomic_load(&g_total));
+        break;
+    case C_STREAM:
+        poll(NULL, 0, 200); /* the server's writes fill the socket and wait */
+        rc = h_recv_pattern(s, 8, STREAM);
+        break;
+    case C_FILE:
+        rc = h_recv_pattern(s, 8, STREAM);
         break;
     default: /* C_UPDATE */
         if ((rc = h_write_all(s, "h", 1)) == 0 && (rc = tlsk_socket_key_update(s, 0)) == 0 &&
@@ -266,6 +303,17 @@ static void one(int version, int c, bool soft)
                "all %lld bytes arrived in order (idle %s, before %d, after %d)", what,
                (long long)atomic_load(&g_total), tlsk_err_name(sv.r[R_IDLE_RC]),
                sv.r[R_BEFORE], sv.r[R_AFTER]);
+        break;
+    case C_STREAM:
+        TAP_OK(sv.r[R_AFTER],
+               "%s: lean once a write of 16 KiB waited for the socket, all %u bytes in order",
+               what, STREAM);
+        break;
+    case C_FILE:
+        TAP_OK(sv.r[R_BEFORE] && sv.r[R_AFTER],
+               "%s: lean from a first sendfile of %u bytes on (bulk goes through tlsk's record "
+               "layer), all in order (first %d, end %d)", what, STREAM, sv.r[R_BEFORE],
+               sv.r[R_AFTER]);
         break;
     default:
         TAP_OK(sv.v[0] == 1 && !sv.r[R_AFTER] && !sv.v[1],
