@@ -551,8 +551,8 @@ int tlsk__offload(struct tlsk_socket *s)
         }
     } else if (soft_wanted(s, version) && (s->flags & TLSK_SOCKET_LEAN_IDLE)) {
         /* soft.c takes it at its first wait (idle.c, docs/KERNEL.md §16.1); until then
-         * OpenSSL reads a record at a time through the handshake's buffer, so that it holds
-         * nothing soft.c cannot be given. */
+         * OpenSSL carries it, and the socket BIO's callback tells idle.c whether OpenSSL
+         * holds part of a record it wrote. */
         s->soft_later = true;
         BIO_set_callback_arg(s->sock_bio, (char *)s);
         BIO_set_callback_ex(s->sock_bio, wtrack);
@@ -563,7 +563,7 @@ int tlsk__offload(struct tlsk_socket *s)
 
     /* The handshake's read buffer (socket.c), where soft.c did not take the connection: once
      * empty, OpenSSL reads the socket itself again, with read-ahead. */
-    if (s->hs_rbuf && !s->soft_later && BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0) {
+    if (s->hs_rbuf && BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0) {
         BIO_up_ref(s->sock_bio);
         SSL_set0_rbio(s->ssl, s->sock_bio);
         SSL_set_read_ahead(s->ssl, 1);

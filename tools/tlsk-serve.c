@@ -215,7 +215,6 @@ struct conn {
     char reqline[256];
     unsigned requests;
     bool await_next; /* a response just finished: read only if something is here already */
-    bool served;     /* a response has been sent: waits from now on are between requests */
     size_t drained;   /* C_LINGER, C_DRAIN: bytes dropped so far */
     bool drain_blind; /* C_DRAIN: nothing more can be read; waiting for the client's FIN */
     bool store_wait;  /* the handshake waits for the session store's answer */
@@ -411,12 +410,10 @@ static bool in_reserve(struct conn *c)
 }
 
 /* Waiting for a request with nothing of it read: an idle keep-alive connection keeps no
- * buffers of its own (bench/README.md, idle memory). */
-/* Waiting for a request: what a waiting connection need not hold goes, its buffers here and,
- * between requests, OpenSSL's state in the library (tlsk_socket_idle: lean at the first wait
- * after a response; before the first request a connection more often closes than waits, as
- * the library's own rule has it).  False when the library failed the connection doing so
- * (out of memory). */
+ * buffers of its own (bench/README.md, idle memory), and between requests the library frees
+ * OpenSSL's state (tlsk_socket_idle: lean at the first wait after a response; before the
+ * first request a connection more often closes than waits, as the library's own rule has
+ * it).  False when the library failed the connection doing so (out of memory). */
 static bool conn_idle(struct conn *c)
 {
     if (c->in_len == 0 && c->in) {
@@ -429,7 +426,7 @@ static bool conn_idle(struct conn *c)
         c->out = NULL;
         c->out_cap = 0;
     }
-    return !c->served || tlsk_socket_idle(c->s) == 0;
+    return c->requests == 0 || tlsk_socket_idle(c->s) == 0;
 }
 
 static bool out_reserve(struct conn *c, size_t n)
@@ -848,7 +845,6 @@ static void response_done(struct conn *c)
         return;
     }
     c->state = C_READ;
-    c->served = true;
     c->await_next = c->in_len == 0;
     c->deadline = now_ms() + (c->in_len ? cfg.header_timeout_ms : cfg.idle_timeout_ms);
 }
