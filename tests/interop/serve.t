@@ -128,6 +128,8 @@ cat >"$tmp/h.py" <<'PY'
                                               session of a first connection) through memory
                                               BIOs; the client's last flight and the four
                                               pipelined requests leave in one TCP write
+  serve_helper.py CA PORT nodelay PID         TCP_NODELAY of the server's descriptor for a new
+                                              connection, copied out of process PID
   serve_helper.py CA PORT idle V ROOT         (TLS 1.V) GET /1b.bin, a wait, GET /sub/a.txt on
                                               one connection; prints its port first
   serve_helper.py CA PORT closing V fin|open  handshake (TLS 1.V), then close_notify with FIN
@@ -525,6 +527,48 @@ def idle(ca, port, v, root):
     return ok
 
 
+def nodelay(ca, port, pid):
+    """TCP_NODELAY of the server's accepted socket for a connection of ours, read from the
+    server process itself: pidfd_getfd(2) copies its descriptor (the option cannot be seen
+    from outside: not in ss -i, not in /proc/net/tcp)."""
+    import ctypes
+    import errno
+    s = connect(ca, port)
+    me = s.getsockname()[1]
+    inode = None
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        f = line.split()
+        if (int(f[1].split(":")[1], 16) == port and int(f[2].split(":")[1], 16) == me):
+            inode = f[9]
+    target = "socket:[%s]" % inode
+    fd = None
+    for n in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, n)) == target:
+                fd = int(n)
+        except OSError:
+            pass
+    if fd is None:
+        print("no descriptor of the server for port %d (inode %s)" % (me, inode))
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    copy = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd on x86_64
+    os.close(pidfd)
+    if copy < 0:
+        e = ctypes.get_errno()
+        print("pidfd_getfd: %s" % os.strerror(e))
+        if e == errno.EPERM:
+            sys.exit(2)  # not allowed to look (Yama ptrace_scope 3): the caller says SKIP
+        return False
+    c = socket.socket(fileno=copy)
+    v = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    c.close()
+    s.close()
+    print("server descriptor %d: TCP_NODELAY %d" % (fd, v))
+    return v != 0
+
+
 def main():
     ca, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     a = sys.argv[4:]
@@ -548,6 +592,8 @@ def main():
         ok = early(ca, port, a[0], a[1])
     elif mode == "idle":
         ok = idle(ca, port, a[0], a[1])
+    elif mode == "nodelay":
+        ok = nodelay(ca, port, int(a[0]))
     elif mode == "closing":
         ok = closing(ca, port, a[0], a[1] == "fin")
     else:
@@ -750,6 +796,15 @@ for v in 3 2; do
 	ok $? "TLS 1.$v: four requests behind the client's Finished in one TCP write, answered in order"
 	diag "$(echo "$out" | tr '\n' ';')"
 done
+# Accepted connections take TCP_NODELAY from the listening socket (tlsk-serve sets it there,
+# not per connection): without it a response written in two parts waits for a delayed ACK.
+out=$(timeout 60 "$py" "$tmp/h.py" "$ca" "$P" nodelay "$main_pid")
+rc=$?
+if [ "$rc" = 2 ]; then
+	ok 0 "an accepted connection's TCP_NODELAY # SKIP cannot copy the server's descriptor: $out"
+else
+	ok "$rc" "an accepted connection has TCP_NODELAY, inherited from the listener ($out)"
+fi
 # Lean at idle (TLSK_SOCKET_LEAN_IDLE): natively a connection goes to tlsk's record layer at its
 # first wait after a response, so the request before the wait is OpenSSL's and the one after
 # it is not; both answered byte for byte.
