@@ -11,24 +11,20 @@
  * part of one and the change waits for the next wait.  Bulk does not wait for a wait
  * (io.c, TLSK__LEAN_BULK).
  */
-#include <openssl/bio.h>
-#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
 #include "internal.h"
 
-/* Nothing in flight that soft.c could not take over: no record OpenSSL holds half sent
- * (wshort), half read or unread (SSL_has_pending), no records tlsk queued or sent without
- * telling the caller (whose retry with the same bytes would then send them twice), no key
- * update owed, nothing closed, no handshake running. */
+/* Nothing in flight that soft.c could not take over: what lean.c asks before it frees
+ * OpenSSL's state (no byte read ahead or half read, no key update owed, nothing parked), and,
+ * since OpenSSL still writes to the socket here, no record it holds half sent (wshort), no
+ * records tlsk queued or sent without telling the caller (whose retry with the same bytes
+ * would then send them twice), nothing closed, no handshake running. */
 static bool settled(const struct tlsk_socket *s)
 {
-    return !s->wshort && !tlsk__txq_pending(s) && s->sf_pending == 0 && s->pend_len == 0 &&
-           s->held_len == 0 && !s->reneg_running && !s->ku_pending && !s->sent_close_notify &&
-           !s->got_close_notify && SSL_get_shutdown(s->ssl) == 0 &&
-           SSL_is_init_finished(s->ssl) && !SSL_has_pending(s->ssl) &&
-           SSL_get_key_update_type(s->ssl) == SSL_KEY_UPDATE_NONE &&
-           BIO_ctrl_pending(SSL_get_wbio(s->ssl)) == 0;
+    return tlsk__lean_quiet(s) && !s->wshort && !tlsk__txq_pending(s) && s->sf_pending == 0 &&
+           s->held_len == 0 && !s->reneg_running && !s->sent_close_notify &&
+           !s->got_close_notify && SSL_get_shutdown(s->ssl) == 0 && SSL_is_init_finished(s->ssl);
 }
 
 int tlsk__idle(struct tlsk_socket *s)
@@ -42,10 +38,7 @@ int tlsk__idle(struct tlsk_socket *s)
         /* The keys changed under OpenSSL (and a TLS 1.3 secret captured at the handshake is
          * no longer the one in use): the connection stays with it, as with TLSK_SOCKET_LEAN
          * where soft.c does not take a connection. */
-        s->soft_later = false;
-        BIO_set_callback_ex(s->sock_bio, NULL);
-        OPENSSL_cleanse(&s->otx_secret, sizeof s->otx_secret);
-        OPENSSL_cleanse(&s->orx_secret, sizeof s->orx_secret);
+        tlsk__offload_soft_cancel(s);
         return 0;
     }
     if (!settled(s)) {

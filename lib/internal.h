@@ -364,6 +364,9 @@ int tlsk__offload(struct tlsk_socket *s) TLSK_MUST_CHECK;
 /* A connection left to OpenSSL for soft.c (soft_later) goes to soft.c now, as the end of the
  * handshake would have given it (idle.c).  0 or the failure, past the point of no return. */
 int tlsk__offload_soft(struct tlsk_socket *s) TLSK_MUST_CHECK;
+/* Such a connection stays with OpenSSL for good (its keys changed under it): the watch on
+ * its writes goes, and the TLS 1.3 secrets captured for soft.c are wiped. */
+void tlsk__offload_soft_cancel(struct tlsk_socket *s);
 /* Install the next TLS 1.3 key of one direction (the bridge's secret, already advanced) in
  * the kernel with sequence 0 (Linux 6.14+).  0 or TLSK_EKEYUPDATE. */
 int tlsk__kernel_rekey(struct tlsk_socket *s, bool tx) TLSK_MUST_CHECK;
@@ -493,6 +496,9 @@ int tlsk__idle(struct tlsk_socket *s);
 /* lean.c: OpenSSL's connection freed after full offload (TLSK_SOCKET_LEAN). */
 /* Free s->ssl when the socket asked for it and nothing is left for OpenSSL to do. */
 void tlsk__lean_release(struct tlsk_socket *s);
+/* Nothing of OpenSSL's in flight that its state could be freed with (lean.c; idle.c asks
+ * the same before soft.c takes a connection, and more). */
+bool tlsk__lean_quiet(const struct tlsk_socket *s);
 void tlsk__lean_free(struct tlsk_socket *s);
 /* The negotiated version and cipher, from OpenSSL or from what it left. */
 int tlsk__version(const struct tlsk_socket *s);

@@ -30,7 +30,7 @@ const SSL_CIPHER *tlsk__cipher(const struct tlsk_socket *s)
 /* Nothing of OpenSSL's may still be in flight: no record in its write BIO or parked, no key
  * update or ticket it was asked for, no unread byte in its read BIO, no piece of a KeyUpdate
  * it holds for the rest. */
-static bool quiet(const struct tlsk_socket *s)
+bool tlsk__lean_quiet(const struct tlsk_socket *s)
 {
     return s->pend_len == 0 && !s->ku_pending && s->ctrl_len == 0 && !s->rx_hs_partial &&
            BIO_ctrl_pending(SSL_get_wbio(s->ssl)) == 0 &&
@@ -45,7 +45,7 @@ void tlsk__lean_release(struct tlsk_socket *s)
     STACK_OF(X509) *chain;
 
     if (!(s->flags & TLSK_SOCKET_LEAN) || s->lean || !s->ssl || !s->is_server || s->is_pair ||
-        !s->tx_kernel || !s->rx_kernel || s->state != TLSK__OPEN || !quiet(s)) {
+        !s->tx_kernel || !s->rx_kernel || s->state != TLSK__OPEN || !tlsk__lean_quiet(s)) {
         return;
     }
     version = SSL_version(s->ssl);

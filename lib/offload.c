@@ -509,11 +509,30 @@ static int soft_act(struct tlsk_socket *s, int version)
     return rc;
 }
 
-int tlsk__offload_soft(struct tlsk_socket *s)
+/* The TLS 1.3 secrets captured for an install that will not come. */
+static void wipe_secrets(struct tlsk_socket *s)
+{
+    OPENSSL_cleanse(&s->otx_secret, sizeof s->otx_secret);
+    OPENSSL_cleanse(&s->orx_secret, sizeof s->orx_secret);
+}
+
+/* The connection no longer waits for soft.c: OpenSSL's writes need no watching. */
+static void unwatch(struct tlsk_socket *s)
 {
     s->soft_later = false;
     BIO_set_callback_ex(s->sock_bio, NULL);
+}
+
+int tlsk__offload_soft(struct tlsk_socket *s)
+{
+    unwatch(s);
     return soft_act(s, SSL_version(s->ssl));
+}
+
+void tlsk__offload_soft_cancel(struct tlsk_socket *s)
+{
+    unwatch(s);
+    wipe_secrets(s);
 }
 
 /* OpenSSL's writes to the socket while a connection waits for soft.c (idle.c): whether the
@@ -582,8 +601,7 @@ int tlsk__offload(struct tlsk_socket *s)
     /* TLS 1.2 secrets are re-derived from the session when needed; TLS 1.3 secrets are kept
      * only for a direction the bridge may have to speak for, or soft.c may yet take. */
     if (!s->tx_kernel && !s->rx_kernel && !s->soft_later) {
-        OPENSSL_cleanse(&s->otx_secret, sizeof s->otx_secret);
-        OPENSSL_cleanse(&s->orx_secret, sizeof s->orx_secret);
+        wipe_secrets(s);
     }
     return 0;
 }

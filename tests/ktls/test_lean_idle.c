@@ -135,6 +135,7 @@ static int server_body(struct tp_end *e, struct tlsk_socket *s)
     e->r[R_HS] = tlsk_socket_lean(s);
     switch (e->arg) {
     case C_WAIT:
+    case C_UPDATE: /* the client's KeyUpdate comes before its "h", so it is read first */
         if ((rc = tp_expect_byte(s, 'h')) != 0) {
             return rc;
         }
@@ -143,6 +144,7 @@ static int server_body(struct tp_end *e, struct tlsk_socket *s)
             return rc;
         }
         e->r[R_AFTER] = tlsk_socket_lean(s);
+        e->v[0] = (long long)tlsk_socket_key_updates(s);
         rc = server_after(s);
         break;
     case C_SHORT:
@@ -185,17 +187,8 @@ static int server_body(struct tp_end *e, struct tlsk_socket *s)
         }
         e->r[R_AFTER] = tlsk_socket_lean(s);
         break;
-    default: /* C_UPDATE: the KeyUpdate comes before the "h", so it is read first */
-        if ((rc = tp_expect_byte(s, 'h')) != 0) {
-            return rc;
-        }
-        if ((rc = read_blocks(s)) != 0) {
-            return rc;
-        }
-        e->r[R_AFTER] = tlsk_socket_lean(s);
-        e->v[0] = (long long)tlsk_socket_key_updates(s);
-        rc = server_after(s);
-        break;
+    default:
+        return -EINVAL;
     }
     e->v[1] = (long long)tlsk_socket_lean(s);
     return rc ? rc : tp_finish(s, true);
