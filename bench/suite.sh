@@ -198,12 +198,32 @@ run_hssys() { # case server-name hs-options...
 		END { printf "%.2f", c / n }' "$f")" 0
 }
 
+# keylog_ir CALLGRIND-FILE: instructions spent in OpenSSL's key log line (the libssl function
+# that formats each secret with sprintf("%02x") per byte before calling SSL_CTX's keylog
+# callback, ssl/ssl_lib.c nss_keylog_int), inclusive: its callers of __sprintf_chk, found in
+# the call tree, with their allocations and the callback itself.  Debian's libssl has no
+# symbols for internal functions; the call to libc's named __sprintf_chk finds it.
+keylog_ir() {
+	callgrind_annotate --inclusive=yes --threshold=100 --tree=caller "$1" 2>/dev/null | awk '
+		{ l = $0; sub(/\([ 0-9.]+%\)/, "", l); split(l, f, " "); gsub(",", "", f[1]) }
+		f[2] == "<" { if (l ~ /libssl/) callers[f[3]] = 1; next }
+		f[2] == "*" {
+			incl[f[3]] = f[1]
+			if (f[3] ~ /:__sprintf_chk$/) for (c in callers) fmt[c] = 1
+			delete callers; next
+		}
+		{ delete callers }
+		END { for (c in fmt) t += incl[c]; print t + 0 }'
+}
+
 # Userspace instructions per new connection, in thousands: the server under callgrind, its
 # counters zeroed before each handshake loop and dumped after it.  Structure, not speed: the
 # work each server asks of the CPU in userspace, the same from run to run on a host whose CPU
 # time moves by 10 % between runs; the kernel's part is left out (the hssys rows count it).
+# The cost column is the part of it in OpenSSL's key log (keylog_ir), which tlsk's context
+# turns on to learn the TLS 1.3 traffic secrets (docs/KERNEL.md §16.1) and nginx does not.
 run_hsir() { # server-name (tlsk or nginx)
-	local name=$1 port vp conf cg=$dir/logs/callgrind-$1 i=0 c o n ir
+	local name=$1 port vp conf cg=$dir/logs/callgrind-$1 i=0 c o n ir kl
 	port=$(free_port)
 	rm -f "$cg" "$cg".*
 	if [ "$name" = tlsk ]; then
@@ -233,7 +253,9 @@ run_hsir() { # server-name (tlsk or nginx)
 		n=${o#conns=} n=${n%% *}
 		ir=$(callgrind_annotate "$cg.$i" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
 		[ -n "$ir" ] && [ "$n" -gt 0 ] || die "callgrind counted nothing for $name $c"
-		row hsir "${c%%:*}" "$name" 1 "$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')" 0
+		kl=$(keylog_ir "$cg.$i")
+		row hsir "${c%%:*}" "$name" 1 "$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')" \
+			"$(awk -v i="$kl" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')"
 	done
 	kill -TERM "$vp" 2>/dev/null || true
 	wait "$vp" 2>/dev/null || true
