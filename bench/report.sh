@@ -56,17 +56,6 @@ awk -F'\t' '
 			else { ref[s, c] = srv; fv[s, c] = $5; fc[s, c] = $6 }
 		}
 		function r(a, b) { return b > 0 ? a / b : 0 }
-		# One connection: one request per round trip, so the round trip (1e6 / req/s, in us)
-		# bounds the rate.  The reference spends part of it computing: its CPU per request
-		# at 16 connections (where few requests pay for a sleep and a wake-up).  A server
-		# that computed nothing would save at most that: the highest ratio any server could
-		# reach against this reference in this run (bench/README.md, small files).
-		function ceiling(c,   k, rtt, w) {
-			k = c; sub(/-c1$/, "-c16", k)
-			if (!(("small" SUBSEP k) in fc) || fv["small", c] <= 0) return ""
-			rtt = 1e6 / fv["small", c]; w = fc["small", k]
-			return rtt > w ? sprintf(" (zero-work ceiling %.2fx)", rtt / (rtt - w)) : ""
-		}
 		function worst(s, c, which, dir,   i, w, x) {   # the worst per-run ratio
 			w = ""
 			for (i = 1; ((s SUBSEP c SUBSEP ours[s, c] SUBSEP i) in rv); i++) {
@@ -84,7 +73,6 @@ awk -F'\t' '
 					t = ">= 1.2x, CPU <= 0.8x, every run"; met = (wv >= 1.2 && wc <= 0.8) ? "yes" : sprintf("no (every run: %.2fx, %.2fx)", wv, wc)
 				} else if (s == "small" && c ~ /^(1|4|16)k/) {
 					t = ">= 1.2x, CPU <= 0.8x"; met = (vr >= 1.2 && cr <= 0.8) ? "yes" : "no"
-					if (met == "no" && c ~ /-c1$/) met = met ceiling(c)
 				} else if (s == "handshake") {
 					t = "CPU <= 0.9x"; met = cr <= 0.9 ? "yes" : "no"
 				} else if (s == "idle") {
