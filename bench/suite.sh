@@ -82,15 +82,21 @@ declare -A PID PORT
 pids=()
 trap cleanup EXIT # bench/lib.sh: stops every server in pids
 
+# tlsk_cmd PORT WORKERS FIXTURES: tlsk-serve's command line as every scenario runs it, into
+# the caller's array cmd (start_tlsk runs it as it is, run_hsir under callgrind).
+tlsk_cmd() {
+	cmd=("$serve" --cert "$3/agent1-cert.pem" --key "$3/agent1-key.pem" --root "$dir/www"
+		--listen "127.0.0.1:$1" --workers "$2" --quiet --max-connections 20000
+		--idle-timeout 300 --ciphersuites "$suite")
+}
+
 # start_tlsk NAME WORKERS FIXTURES [OPTIONS...]
 start_tlsk() {
-	local name=$1 w=$2 f=$3 port
+	local name=$1 w=$2 f=$3 port cmd
 	shift 3
 	port=$(free_port)
-	$pin_srv "$serve" --cert "$f/agent1-cert.pem" --key "$f/agent1-key.pem" --root "$dir/www" \
-		--listen "127.0.0.1:$port" --workers "$w" --quiet --max-connections 20000 \
-		--idle-timeout 300 --ciphersuites "$suite" "$@" \
-		>"$dir/logs/$name.out" 2>"$dir/logs/$name.err" &
+	tlsk_cmd "$port" "$w" "$f"
+	$pin_srv "${cmd[@]}" "$@" >"$dir/logs/$name.out" 2>"$dir/logs/$name.err" &
 	PID[$name]=$!
 	PORT[$name]=$port
 	pids+=("$!")
@@ -198,14 +204,16 @@ run_hssys() { # case server-name hs-options...
 		END { printf "%.2f", c / n }' "$f")" 0
 }
 
-# keylog_ir CALLGRIND-FILE: instructions spent in OpenSSL's key log line (the libssl function
-# that formats each secret with sprintf("%02x") per byte before calling SSL_CTX's keylog
-# callback, ssl/ssl_lib.c nss_keylog_int), inclusive: its callers of __sprintf_chk, found in
-# the call tree, with their allocations and the callback itself.  Debian's libssl has no
-# symbols for internal functions; the call to libc's named __sprintf_chk finds it.
-keylog_ir() {
+# hsir_counts CALLGRIND-FILE: "TOTAL KEYLOG", the instructions counted in all, and those spent
+# in OpenSSL's key log line (the libssl function that formats each secret with
+# sprintf("%02x") per byte before calling SSL_CTX's keylog callback, ssl/ssl_lib.c
+# nss_keylog_int), inclusive: its callers of __sprintf_chk, found in the call tree, with their
+# allocations and the callback itself.  Debian's libssl has no symbols for internal
+# functions; the call to libc's named __sprintf_chk finds it.
+hsir_counts() {
 	callgrind_annotate --inclusive=yes --threshold=100 --tree=caller "$1" 2>/dev/null | awk '
 		{ l = $0; sub(/\([ 0-9.]+%\)/, "", l); split(l, f, " "); gsub(",", "", f[1]) }
+		f[2] == "PROGRAM" && f[3] == "TOTALS" { total = f[1]; next }
 		f[2] == "<" { if (l ~ /libssl/) callers[f[3]] = 1; next }
 		f[2] == "*" {
 			incl[f[3]] = f[1]
@@ -213,24 +221,23 @@ keylog_ir() {
 			delete callers; next
 		}
 		{ delete callers }
-		END { for (c in fmt) t += incl[c]; print t + 0 }'
+		END { for (c in fmt) t += incl[c]; print total + 0, t + 0 }'
 }
 
 # Userspace instructions per new connection, in thousands: the server under callgrind, its
 # counters zeroed before each handshake loop and dumped after it.  Structure, not speed: the
 # work each server asks of the CPU in userspace, the same from run to run on a host whose CPU
 # time moves by 10 % between runs; the kernel's part is left out (the hssys rows count it).
-# The cost column is the part of it in OpenSSL's key log (keylog_ir), which tlsk's context
+# The cost column is the part of it in OpenSSL's key log (hsir_counts), which tlsk's context
 # turns on to learn the TLS 1.3 traffic secrets (docs/KERNEL.md §16.1) and nginx does not.
 run_hsir() { # server-name (tlsk or nginx)
-	local name=$1 port vp conf cg=$dir/logs/callgrind-$1 i=0 c o n ir kl
+	local name=$1 port vp conf cg=$dir/logs/callgrind-$1 i=0 c o n ir kl cmd
 	port=$(free_port)
 	rm -f "$cg" "$cg".*
 	if [ "$name" = tlsk ]; then
-		$pin_srv valgrind --tool=callgrind --callgrind-out-file="$cg" "$serve" \
-			--cert "$fx/agent1-cert.pem" --key "$fx/agent1-key.pem" --root "$dir/www" \
-			--listen "127.0.0.1:$port" --workers 1 --quiet --max-connections 20000 \
-			--idle-timeout 300 --ciphersuites "$suite" >"$dir/logs/hsir-$name.out" 2>&1 &
+		tlsk_cmd "$port" 1 "$fx"
+		$pin_srv valgrind --tool=callgrind --callgrind-out-file="$cg" "${cmd[@]}" \
+			>"$dir/logs/hsir-$name.out" 2>&1 &
 	else
 		conf=$(nginx_conf hsir "$port" 0 1) # one process: master_process off
 		sed -i 's/^master_process on;/master_process off;/' "$conf"
@@ -251,9 +258,8 @@ run_hsir() { # server-name (tlsk or nginx)
 		callgrind_control -d "$vp" >/dev/null || die "callgrind_control -d $name"
 		for _ in $(seq 50); do [ -s "$cg.$i" ] && break; sleep 0.1; done
 		n=${o#conns=} n=${n%% *}
-		ir=$(callgrind_annotate "$cg.$i" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
-		[ -n "$ir" ] && [ "$n" -gt 0 ] || die "callgrind counted nothing for $name $c"
-		kl=$(keylog_ir "$cg.$i")
+		read -r ir kl < <(hsir_counts "$cg.$i")
+		[ "${ir:-0}" -gt 0 ] && [ "$n" -gt 0 ] || die "callgrind counted nothing for $name $c"
 		row hsir "${c%%:*}" "$name" 1 "$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')" \
 			"$(awk -v i="$kl" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')"
 	done
