@@ -72,6 +72,31 @@ cpu_ticks() {
 }
 hz=$(getconf CLK_TCK)
 
+# utime alone (clock ticks) of a process and its children: cpu_ticks' userspace part.
+cpu_uticks() {
+	local total=0 p f
+	for p in "$1" $(pgrep -P "$1" || true); do
+		f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+		set -- $f
+		total=$((total + ${12}))
+	done
+	echo "$total"
+}
+
+# Where the two CPUs' time went, from /proc/stat in clock ticks: "BUSY0 STEAL0 BUSY1 STEAL1",
+# the server's CPUs (srv_cpus) summed and the client's (cli_cpu); busy is user + nice +
+# system + irq + softirq, steal the time the hypervisor ran something else on that vCPU.
+cpu_stat() {
+	awk -v s="$srv_cpus" -v c="${cli_cpu:-}" '
+		BEGIN { n = split(s, r, "-"); lo = r[1] + 0; hi = (n > 1 ? r[2] : r[1]) + 0 }
+		$1 ~ /^cpu[0-9]+$/ {
+			i = substr($1, 4) + 0; b = $2 + $3 + $4 + $7 + $8
+			if (i >= lo && i <= hi) { b0 += b; s0 += $9 }
+			if (c != "" && i == c + 0) { b1 += b; s1 += $9 }
+		}
+		END { print b0 + 0, s0 + 0, b1 + 0, s1 + 0 }' /proc/stat
+}
+
 # Resident memory (KiB) of a process and its children.
 rss_kib() {
 	local total=0 p v

@@ -11,8 +11,76 @@ set -eu
 
 tsv=$1
 out=$2
+host=${3:-$(dirname "$tsv")/host.tsv} # bench/suite.sh host_row: where each run's time went
+hz=$(getconf CLK_TCK)
 md=$out/summary.md
 med=$out/medians.tsv
+
+# Where each run's time went (host.tsv: scenario, case, server, run, seconds, work, server
+# ticks, server CPU busy and stolen ticks, client CPU busy and stolen ticks): every bulk run,
+# and the small-file cases' medians per request.  "busiest" names the side whose CPU was at
+# 90 % or more of the run's wall-clock time, the one that held the run back; "neither" means
+# both CPUs waited, as at one connection, where a request is a round trip.
+host_report() {
+	echo
+	echo "### Where each run's time went"
+	echo
+	echo "From /proc/stat around every run: the server's CPU (0) and the client's, busy"
+	echo "(user, system, irq, softirq) and stolen (the hypervisor ran something else on the vCPU);"
+	echo "the server process's own CPU from /proc/PID/stat.  Per cent of the run's wall-clock time."
+	echo
+	echo "| scenario | case | run | server | GB/s | server process | server CPU busy | client CPU busy | stolen (server / client CPU) | busiest |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
+	awk -F'\t' -v hz="$hz" '($1 == "bulk" || $1 == "proxy") {
+		w = $5 * hz; p = 100 * $7 / w; b0 = 100 * $8 / w; b1 = 100 * $10 / w
+		who = p >= 90 && b1 >= 90 ? "both" : p >= 90 ? "server" : b1 >= 90 ? "client" : "neither"
+		printf "| %s | %s | %s | %s | %.2f | %.0f %% | %.0f %% | %.0f %% | %.1f / %.1f %% | %s |\n", $1, $2, $4, $3,
+			$6 / $5 / 1e9, p, b0, b1, 100 * $9 / w, 100 * $11 / w, who }' "$host"
+	echo
+	echo "Small files, medians over the runs, microseconds per request: the run's wall-clock time,"
+	echo "the server CPU's and the client CPU's busy time and the stolen time per request; at one"
+	echo "connection a request is a round trip, and what neither CPU was busy for is the wait for"
+	echo "the other side to be woken (\"both idle\")."
+	echo
+	echo "| case | server | req/s | wall | server CPU | server process (its userspace) | client CPU | both idle | stolen | server busy | client busy | busiest |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+	awk -F'\t' -v hz="$hz" '
+		function med(k, col,   i, j, t, m, x) {
+			m = n[k]; for (i = 1; i <= m; i++) x[i] = v[k, col, i]
+			for (i = 2; i <= m; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+			return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+		}
+		$1 == "small" && $2 ~ /^(1|4|16)k-/ {
+			k = $2 SUBSEP $3; if (!(k in n)) order[++nk] = k; i = ++n[k]; u = 1e6 / hz / $6
+			v[k, 1, i] = $6 / $5; v[k, 2, i] = 1e6 * $5 / $6; v[k, 3, i] = $8 * u; v[k, 4, i] = $10 * u
+			v[k, 5, i] = 1e6 * $5 / $6 - ($8 + $10) * u; v[k, 6, i] = ($9 + $11) * u
+			v[k, 7, i] = 100 * $8 / ($5 * hz); v[k, 8, i] = 100 * $10 / ($5 * hz)
+			v[k, 9, i] = $7 * u; v[k, 10, i] = $12 == "" ? -1 : $12 * u
+		}
+		END {
+			for (o = 1; o <= nk; o++) {
+				k = order[o]; split(k, a, SUBSEP); b0 = med(k, 7); b1 = med(k, 8)
+				ut = med(k, 10)
+				printf "| %s | %s | %.0f | %.1f | %.1f | %.1f%s | %.1f | %s | %.1f | %.0f %% | %.0f %% | %s |\n", a[1], a[2], med(k, 1),
+					med(k, 2), med(k, 3), med(k, 9), (ut >= 0 ? sprintf(" (%.1f)", ut) : ""), med(k, 4),
+					(a[1] ~ /-c1$/ ? sprintf("%.1f", med(k, 5)) : ""), med(k, 6),
+					b0, b1, (b0 >= 90 && b1 >= 90 ? "both" : b0 >= 90 ? "server" : b1 >= 90 ? "client" : "neither")
+				if (a[1] ~ /-c1$/) { w[a[1], a[2]] = med(k, 2); sv[a[1], a[2]] = med(k, 3); if (a[2] != "tlsk") { ref[a[1]] = a[2]; c1[++n1] = a[1] } }
+			}
+			if (n1) {
+				print ""
+				print "At one connection, what 1.2x would take: tlsk-serve'"'"'s round trip at most the reference'"'"'s / 1.2;"
+				print "with its client CPU and waiting time as measured, its server CPU per request would have"
+				print "to be at most:"
+				print ""
+			}
+			for (o = 1; o <= n1; o++) {
+				c = c1[o]; r = ref[c]; need = w[c, r] / 1.2 - (w[c, "tlsk"] - sv[c, "tlsk"])
+				printf "- %s: %.1f us (%.2fx %s'"'"'s %.1f; now %.1f, %.2fx)\n", c, need, need / sv[c, r], r, sv[c, r],
+					sv[c, "tlsk"], sv[c, "tlsk"] / sv[c, r]
+			}
+		}' "$host"
+}
 
 # scenario case server runs median-value median-cost, in the order the cases first appear.
 awk -F'\t' '
@@ -48,6 +116,8 @@ awk -F'\t' '
 			if (c ~ /^rss/) return "KiB/conn"
 			if (s == "hssys") return "syscalls/conn"
 			if (s == "hsir") return "k instructions/conn (userspace); cost: of them, OpenSSL key log"
+			if (s == "reqir") return "k instructions/request (userspace)"
+			if (s == "hsossl") return "k instructions/conn in SSL_new + SSL_do_handshake + SSL_free; cost: share of the server total"
 			return "syscalls"
 		}
 		{
@@ -81,6 +151,10 @@ awk -F'\t' '
 					t = ">= 1.3x"; met = vr >= 1.3 ? "yes" : "no"
 				} else if (s == "hsir") {
 					t = "(structure)"; met = sprintf("%.2fx without the key log", r(ov[s, c] - oc[s, c], fv[s, c] - fc[s, c]))
+				} else if (s == "reqir") {
+					t = "(structure)"
+				} else if (s == "hsossl") {
+					t = "(structure)"; met = sprintf("floor %.2fx", fc[s, c])
 				} else if (s == "kernel" && c == "cpu-per-gib") {
 					t = "utime <= 0.05x"; met = vr <= 0.05 ? "yes" : "no"
 				} else if (s == "kernel" && c == "syscalls-per-gib") {
@@ -95,6 +169,7 @@ awk -F'\t' '
 			}
 		}
 	' "$med"
+	[ -s "$host" ] && host_report
 } >"$md"
 cat "$md"
 
@@ -102,7 +177,7 @@ command -v gnuplot >/dev/null 2>&1 || exit 0
 
 # Data for the plots.
 awk -F'\t' '($3 == "tlsk" || $3 == "ktls") { o[$1 SUBSEP $2] = $5 "\t" $6 } ($3 != "tlsk" && $3 != "ktls") { f[$1 SUBSEP $2] = $5 "\t" $6; order[++n] = $1 SUBSEP $2 }
-	END { for (i = 1; i <= n; i++) { k = order[i]; if (!(k in o)) continue; split(k, a, SUBSEP); if (a[1] == "kernel" || a[1] == "hssys" || a[1] == "hsir") continue
+	END { for (i = 1; i <= n; i++) { k = order[i]; if (!(k in o)) continue; split(k, a, SUBSEP); if (a[1] == "kernel" || a[1] == "hssys" || a[1] == "hsir" || a[1] == "hsossl" || a[1] == "reqir") continue
 		split(o[k], x, "\t"); split(f[k], y, "\t")
 		printf "%s/%s\t%g\t%g\n", a[1], a[2], (y[1] > 0 ? x[1] / y[1] : 0), (y[2] > 0 ? x[2] / y[2] : 0) } }' "$med" >"$out/ratios.dat"
 for srv in tlsk nginx; do

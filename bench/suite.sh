@@ -7,7 +7,8 @@
 #
 # Scenarios (in this order):
 #   bulk       one 1 GiB download (bench/client.c), tlsk-serve against nginx (sendfile on)
-#   small      1, 4, 16, 64 KiB files, keep-alive, 1, 16, 64, 256 connections (wrk -t1)
+#   small      1, 4, 16, 64 KiB files, keep-alive, 1, 16, 64, 256 connections (wrk -t1); and
+#              userspace instructions per request at one connection, 1-16 KiB (callgrind)
 #   ofc        1, 4, 16 KiB at 64 connections against nginx with its open_file_cache on
 #              (tlsk-serve's file cache revalidates every use; nginx's trusts an entry 60 s)
 #   handshake  new connections (bench/hs.c): full TLS 1.2 and 1.3 with RSA-2048 and P-256
@@ -77,7 +78,9 @@ make_file big.bin $((1024 * 1024 * 1024))
 set_pinning 1
 
 tsv=$out/results.tsv
+host_tsv=$out/host.tsv
 : >"$tsv"
+: >"$host_tsv"
 declare -A PID PORT
 pids=()
 trap cleanup EXIT # bench/lib.sh: stops every server in pids
@@ -131,13 +134,36 @@ row() { # scenario case server run value cost
 	printf '   %-9s %-18s %-10s run %s  %12s %12s\n' "$@"
 }
 
+# host_begin / host_row: where a run's wall-clock time went, one row of $host_tsv per run:
+# scenario, case, server, run, seconds, units of work (bytes or requests), then in clock ticks
+# the server process's CPU, the server CPU's busy and stolen time, the client CPU's busy and
+# stolen time (bench/lib.sh cpu_stat), and the server process's userspace CPU.
+# bench/report.sh reads it to say, for the runs a target depends on, whether the server, the
+# client or neither was busy, and how much the hypervisor took.
+host_begin() { # server-pid
+	h_u0=$(cpu_uticks "$1")
+	read -r h_b0 h_s0 h_b1 h_s1 < <(cpu_stat)
+	h_t0=$(date +%s%N)
+}
+host_row() { # scenario case server run work server-ticks server-pid
+	local t b0 s0 b1 s1 u
+	t=$(date +%s%N)
+	read -r b0 s0 b1 s1 < <(cpu_stat)
+	u=$(cpu_uticks "$7")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" \
+		"$(awk -v a="$h_t0" -v b="$t" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')" "$5" "$6" \
+		$((b0 - h_b0)) $((s0 - h_s0)) $((b1 - h_b1)) $((s1 - h_s1)) $((u - h_u0)) >>"$host_tsv"
+}
+
 # One download of big.bin: GB/s and server CPU s/GiB.
 run_bulk() { # scenario case server-name run
 	local c0 c1 o b t
+	host_begin "${PID[$3]}"
 	c0=$(cpu_ticks "${PID[$3]}")
 	o=$($pin_cli "$dir/client" 127.0.0.1 "${PORT[$3]}" /big.bin --ciphersuite "$suite") ||
 		die "$3: download failed: $o"
 	c1=$(cpu_ticks "${PID[$3]}")
+	host_row "$1" "$2" "${3%%-*}" "$4" $((1024 * 1024 * 1024)) $((c1 - c0)) "${PID[$3]}"
 	b=${o#bytes=} b=${b%% *} t=${o#*seconds=} t=${t%% *}
 	[ "$b" = $((1024 * 1024 * 1024)) ] || die "$3: got $b bytes"
 	row "$1" "$2" "${3%%-*}" "$4" "$(awk -v b="$b" -v t="$t" 'BEGIN { printf "%.4f", b / t / 1e9 }')" \
@@ -158,6 +184,7 @@ warm_bulk() { # server-name...
 # One wrk run: requests/s and server CPU ms per 1000 requests.
 run_wrk() { # scenario case server-name run conns path
 	local c0 c1 o n rps
+	host_begin "${PID[$3]}"
 	c0=$(cpu_ticks "${PID[$3]}")
 	o=$($pin_cli wrk -t1 -c"$5" -d"${dur}s" "https://127.0.0.1:${PORT[$3]}$6" 2>&1) ||
 		die "$3: wrk failed: $o"
@@ -168,6 +195,7 @@ run_wrk() { # scenario case server-name run conns path
 	n=$(awk '/requests in/ { print $1 }' <<<"$o")
 	rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$o")
 	[ "${n:-0}" -gt 0 ] || die "$3: wrk made no requests: $o"
+	host_row "$1" "$2" "${3%%-*}" "$4" "$n" $((c1 - c0)) "${PID[$3]}"
 	row "$1" "$2" "${3%%-*}" "$4" "$rps" \
 		"$(awk -v c=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.4f", c / hz * 1e6 / n }')"
 }
@@ -204,12 +232,14 @@ run_hssys() { # case server-name hs-options...
 		END { printf "%.2f", c / n }' "$f")" 0
 }
 
-# hsir_counts CALLGRIND-FILE: "TOTAL KEYLOG", the instructions counted in all, and those spent
-# in OpenSSL's key log line (the libssl function that formats each secret with
+# hsir_counts CALLGRIND-FILE: "TOTAL KEYLOG OPENSSL", the instructions counted in all; those
+# spent in OpenSSL's key log line (the libssl function that formats each secret with
 # sprintf("%02x") per byte before calling SSL_CTX's keylog callback, ssl/ssl_lib.c
 # nss_keylog_int), inclusive: its callers of __sprintf_chk, found in the call tree, with their
-# allocations and the callback itself.  Debian's libssl has no symbols for internal
-# functions; the call to libc's named __sprintf_chk finds it.
+# allocations and the callback itself; and those inside the three calls every server makes
+# per connection, SSL_new, SSL_do_handshake and SSL_free (inclusive: with the callbacks they
+# make).  Debian's libssl has no symbols for internal functions; the call to libc's named
+# __sprintf_chk finds the key log, and the three calls are exported names.
 hsir_counts() {
 	callgrind_annotate --inclusive=yes --threshold=100 --tree=caller "$1" 2>/dev/null | awk '
 		{ l = $0; sub(/\([ 0-9.]+%\)/, "", l); split(l, f, " "); gsub(",", "", f[1]) }
@@ -217,11 +247,45 @@ hsir_counts() {
 		f[2] == "<" { if (l ~ /libssl/) callers[f[3]] = 1; next }
 		f[2] == "*" {
 			incl[f[3]] = f[1]
+			if (f[3] ~ /:SSL_(new|do_handshake|free)$/) ossl += f[1]
 			if (f[3] ~ /:__sprintf_chk$/) for (c in callers) fmt[c] = 1
 			delete callers; next
 		}
 		{ delete callers }
-		END { for (c in fmt) t += incl[c]; print total + 0, t + 0 }'
+		END { for (c in fmt) t += incl[c]; print total + 0, t + 0, ossl + 0 }'
+}
+
+# cg_start NAME (tlsk or nginx): the server as one process under callgrind, its port in
+# cg_port, its pid in cg_pid, its dumps in cg_file.N; cg_dump N: zero the counters before a
+# load (cg_zero) and dump them after it, and wait for file N.
+cg_start() {
+	local conf cmd
+	cg_port=$(free_port)
+	cg_file=$dir/logs/callgrind-$1
+	rm -f "$cg_file" "$cg_file".*
+	if [ "$1" = tlsk ]; then
+		tlsk_cmd "$cg_port" 1 "$fx"
+		$pin_srv valgrind --tool=callgrind --callgrind-out-file="$cg_file" "${cmd[@]}" \
+			>"$dir/logs/cg-$1.out" 2>&1 &
+	else
+		conf=$(nginx_conf cg "$cg_port" 0 1) # one process: master_process off
+		sed -i 's/^master_process on;/master_process off;/' "$conf"
+		$pin_srv valgrind --tool=callgrind --callgrind-out-file="$cg_file" nginx -p "$dir/nginx-cg" \
+			-c "$conf" -e "$dir/nginx-cg/logs/error.log" >"$dir/logs/cg-$1.out" 2>&1 &
+	fi
+	cg_pid=$!
+	pids+=("$cg_pid")
+	wait_port "$cg_port"
+}
+cg_zero() { callgrind_control -z "$cg_pid" >/dev/null || die "callgrind_control -z"; }
+cg_dump() {
+	callgrind_control -d "$cg_pid" >/dev/null || die "callgrind_control -d"
+	for _ in $(seq 50); do [ -s "$cg_file.$1" ] && return 0; sleep 0.1; done
+	die "no callgrind dump $cg_file.$1"
+}
+cg_stop() {
+	kill -TERM "$cg_pid" 2>/dev/null || true
+	wait "$cg_pid" 2>/dev/null || true
 }
 
 # Userspace instructions per new connection, in thousands: the server under callgrind, its
@@ -230,41 +294,51 @@ hsir_counts() {
 # time moves by 10 % between runs; the kernel's part is left out (the hssys rows count it).
 # The cost column is the part of it in OpenSSL's key log (hsir_counts), which tlsk's context
 # turns on to learn the TLS 1.3 traffic secrets (docs/KERNEL.md §16.1) and nginx does not.
+# The hsossl rows: the part inside SSL_new, SSL_do_handshake and SSL_free, and its share.
 run_hsir() { # server-name (tlsk or nginx)
-	local name=$1 port vp conf cg=$dir/logs/callgrind-$1 i=0 c o n ir kl cmd
-	port=$(free_port)
-	rm -f "$cg" "$cg".*
-	if [ "$name" = tlsk ]; then
-		tlsk_cmd "$port" 1 "$fx"
-		$pin_srv valgrind --tool=callgrind --callgrind-out-file="$cg" "${cmd[@]}" \
-			>"$dir/logs/hsir-$name.out" 2>&1 &
-	else
-		conf=$(nginx_conf hsir "$port" 0 1) # one process: master_process off
-		sed -i 's/^master_process on;/master_process off;/' "$conf"
-		$pin_srv valgrind --tool=callgrind --callgrind-out-file="$cg" nginx -p "$dir/nginx-hsir" \
-			-c "$conf" -e "$dir/nginx-hsir/logs/error.log" >"$dir/logs/hsir-$name.out" 2>&1 &
-	fi
-	vp=$!
-	pids+=("$vp")
-	wait_port "$port"
-	$pin_cli "$dir/hs" 127.0.0.1 "$port" loop --seconds 1 --tls 1.3 --resume tickets >/dev/null 2>&1 || true
+	local name=$1 i=0 c o n ir kl os
+	cg_start "$name"
+	$pin_cli "$dir/hs" 127.0.0.1 "$cg_port" loop --seconds 1 --tls 1.3 --resume tickets >/dev/null 2>&1 || true
 	for c in "tickets-1.2:--tls 1.2 --resume tickets" "tickets-1.3:--tls 1.3 --resume tickets" \
 		"ids-1.2:--tls 1.2 --resume ids" "full-1.2-rsa:--tls 1.2 --resume none" \
 		"full-1.3-rsa:--tls 1.3 --resume none"; do
 		i=$((i + 1))
-		callgrind_control -z "$vp" >/dev/null || die "callgrind_control -z $name"
+		cg_zero
 		# shellcheck disable=SC2086 # the options split on purpose
-		o=$($pin_cli "$dir/hs" 127.0.0.1 "$port" loop --seconds 3 ${c#*:} 2>&1) || die "$name $c: $o"
-		callgrind_control -d "$vp" >/dev/null || die "callgrind_control -d $name"
-		for _ in $(seq 50); do [ -s "$cg.$i" ] && break; sleep 0.1; done
+		o=$($pin_cli "$dir/hs" 127.0.0.1 "$cg_port" loop --seconds 3 ${c#*:} 2>&1) || die "$name $c: $o"
+		cg_dump "$i"
 		n=${o#conns=} n=${n%% *}
-		read -r ir kl < <(hsir_counts "$cg.$i")
-		[ "${ir:-0}" -gt 0 ] && [ "$n" -gt 0 ] || die "callgrind counted nothing for $name $c"
+		read -r ir kl os < <(hsir_counts "$cg_file.$i")
+		[ "${ir:-0}" -gt 0 ] && [ "${os:-0}" -gt 0 ] && [ "$n" -gt 0 ] ||
+			die "callgrind counted nothing for $name $c"
 		row hsir "${c%%:*}" "$name" 1 "$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')" \
 			"$(awk -v i="$kl" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')"
+		row hsossl "${c%%:*}" "$name" 1 "$(awk -v i="$os" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')" \
+			"$(awk -v i="$ir" -v o="$os" 'BEGIN { printf "%.4f", o / i }')"
 	done
-	kill -TERM "$vp" 2>/dev/null || true
-	wait "$vp" 2>/dev/null || true
+	cg_stop
+}
+
+# Userspace instructions per request at one keep-alive connection (wrk -c1), in thousands,
+# for 1, 4 and 16 KiB: the server's own work per round trip, which the small-file rows at one
+# connection time together with the kernel's, the client's and the wake-ups (bench/README.md).
+run_reqir() { # server-name (tlsk or nginx)
+	local name=$1 i=0 k o n ir
+	cg_start "$name"
+	for k in 1 4 16; do
+		i=$((i + 1))
+		$pin_cli wrk -t1 -c1 -d1s "https://127.0.0.1:$cg_port/${k}k.bin" >/dev/null 2>&1 || true
+		cg_zero
+		o=$($pin_cli wrk -t1 -c1 -d"${dur}s" "https://127.0.0.1:$cg_port/${k}k.bin" 2>&1) ||
+			die "$name ${k}k: wrk failed: $o"
+		cg_dump "$i"
+		n=$(awk '/requests in/ { print $1 }' <<<"$o")
+		ir=$(callgrind_annotate --threshold=100 "$cg_file.$i" 2>/dev/null |
+			awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+		[ "${ir:-0}" -gt 0 ] && [ "${n:-0}" -gt 0 ] || die "callgrind counted nothing for $name ${k}k"
+		row reqir "${k}k-c1" "$name" 1 "$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.1f", i / n / 1000 }')" 0
+	done
+	cg_stop
 }
 
 # Resident memory per idle connection: KiB per connection, and the server's total RSS in MiB.
@@ -325,6 +399,9 @@ for sc in $scenarios; do
 				done
 			done
 		done
+		echo "== reqir: userspace instructions per request at one connection, thousands (callgrind; one process each)"
+		run_reqir tlsk
+		run_reqir nginx
 		;;
 	ofc)
 		echo "== ofc: small files, 64 connections, against nginx with open_file_cache (req/s, CPU ms per 1000 requests)"
