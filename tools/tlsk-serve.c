@@ -480,16 +480,48 @@ static void out_bytes(struct conn *c, const void *p, size_t n)
     }
 }
 
+/* The lines of every head are put together from pieces, not with out_printf: vsnprintf on
+ * each response cost 10,000 of the 29,000 userspace instructions per 1 KiB request
+ * (callgrind, bench/README.md "small files"). */
+static void out_str(struct conn *c, const char *str)
+{
+    out_bytes(c, str, strlen(str));
+}
+
+static void out_u64(struct conn *c, unsigned long long v)
+{
+    char d[20];
+    size_t n = sizeof d;
+
+    do {
+        d[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out_bytes(c, d + n, sizeof d - n);
+}
+
+/* "NAME: VALUE\r\n" */
+static void out_field(struct conn *c, const char *name, const char *value)
+{
+    out_str(c, name);
+    out_str(c, value);
+    out_bytes(c, "\r\n", 2);
+}
+
 static void head_common(struct conn *c, int status)
 {
     c->status = status;
-    out_printf(c, "HTTP/1.1 %d %s\r\nServer: tlsk-serve\r\nDate: %s\r\n", status,
-               http_reason(status), date_now(c->w));
+    out_str(c, "HTTP/1.1 ");
+    out_u64(c, (unsigned)status);
+    out_bytes(c, " ", 1);
+    out_str(c, http_reason(status));
+    out_str(c, "\r\nServer: tlsk-serve\r\n");
+    out_field(c, "Date: ", date_now(c->w));
 }
 
 static void head_end(struct conn *c)
 {
-    out_printf(c, "Connection: %s\r\n\r\n", c->keep ? "keep-alive" : "close");
+    out_str(c, c->keep ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
 }
 
 /* A complete response with a short text body (errors, redirects). */
@@ -770,15 +802,18 @@ static void handle_request(struct conn *c, struct http_request *r)
     }
 
     head_common(c, status);
-    out_printf(c, "Last-Modified: %s\r\nETag: %s\r\n", lm, etag);
+    out_field(c, "Last-Modified: ", lm);
+    out_field(c, "ETag: ", etag);
     if (status == 304) {
         fcache_release(fd, borrowed);
         head_end(c);
         c->state = C_WRITE;
         return;
     }
-    out_printf(c, "Content-Type: %s\r\nContent-Length: %lld\r\nAccept-Ranges: bytes\r\n",
-               http_mime_type(rel), (long long)(last - first + 1));
+    out_field(c, "Content-Type: ", http_mime_type(rel));
+    out_str(c, "Content-Length: ");
+    out_u64(c, (unsigned long long)(last - first + 1));
+    out_str(c, "\r\nAccept-Ranges: bytes\r\n");
     if (status == 206) {
         out_printf(c, "Content-Range: bytes %lld-%lld/%lld\r\n", (long long)first,
                    (long long)last, (long long)st.st_size);

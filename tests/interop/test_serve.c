@@ -239,8 +239,38 @@ static void test_dates_tags_types(void)
         TAP_OK(strcmp(tag, tag2) != 0, "tag changes with the size");
     }
 
+    {
+        /* The tag is written by hand (no printf on the response path): the same bytes as
+         * printf's %llx for every field, at 0, 1, 2^63 and the largest values. */
+        static const unsigned long long v[] = { 0, 1, 0xa, 0x1234abcdULL, 1ULL << 63, ~0ULL };
+        bool same = true;
+        char want[64], got[64];
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+            memset(&st, 0, sizeof st);
+            st.st_mtim.tv_sec = (time_t)v[i];
+            st.st_size = (off_t)v[(i + 1) % 6];
+            st.st_mtim.tv_nsec = (long)(v[(i + 2) % 6] % 1000000000ULL);
+            st.st_ino = (ino_t)v[(i + 3) % 6];
+            snprintf(want, sizeof want, "\"%llx-%llx-%lx-%llx\"",
+                     (unsigned long long)st.st_mtim.tv_sec, (unsigned long long)st.st_size,
+                     (unsigned long)st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
+            http_etag(&st, got);
+            if (strcmp(want, got) != 0) {
+                tap_diag("etag %s, printf gives %s", got, want);
+                same = false;
+            }
+        }
+        TAP_OK(same, "entity tag: the bytes printf's %%llx gives, edge values included");
+    }
     TAP_OK(strcmp(http_mime_type("a/INDEX.HTML"), "text/html; charset=utf-8") == 0,
            "MIME: extension case-insensitive");
+    TAP_OK(strcmp(http_mime_type("x.Png"), "image/png") == 0 &&
+               strcmp(http_mime_type("x.WOFF2"), "font/woff2") == 0 &&
+               strcmp(http_mime_type("x.c"), "text/plain; charset=utf-8") == 0 &&
+               strcmp(http_mime_type("x.pn"), "application/octet-stream") == 0 &&
+               strcmp(http_mime_type("x.pngx"), "application/octet-stream") == 0 &&
+               strcmp(http_mime_type("x."), "application/octet-stream") == 0,
+           "MIME: mixed case, one letter, a prefix and an extension of an extension");
     TAP_OK(strcmp(http_mime_type("x.tar.gz"), "application/gzip") == 0, "MIME: last extension");
     TAP_OK(strcmp(http_mime_type("dir.d/noext"), "application/octet-stream") == 0,
            "MIME: a dot in the folder name is not an extension");
