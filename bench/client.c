@@ -1,8 +1,10 @@
 /*
  * client.c - the one HTTPS download client of bench/serve.sh: fetch one URL path over TLS with
- * OpenSSL, discard the body into a large buffer, print bytes and seconds.  Kept minimal so the
- * server, not the client, is what is measured: read-ahead with a large record buffer (fewer
- * read(2) calls), no verification, no parsing beyond the head.
+ * OpenSSL, discard the body into a large buffer, print bytes and seconds.  Kept minimal so it
+ * costs as little as a TLS client can: read-ahead with a large record buffer (fewer read(2)
+ * calls), no verification, no parsing beyond the head.  Even so it has one CPU, as the server
+ * does, and decrypting costs it about what encrypting costs tlsk-serve: on two CPUs its CPU is
+ * what holds tlsk-serve's downloads back (bench/README.md, "Where each run's time went").
  *
  *   client HOST PORT PATH [--ciphersuite SUITE] [--tls12 [--cipher LIST]] [--servername NAME]
  *

@@ -163,6 +163,8 @@ build_clients() {
 		die "cannot build bench/client.c"
 	cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -o "$dir/hs" "$top/bench/hs.c" $ssl ||
 		die "cannot build bench/hs.c"
+	cc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -o "$dir/pingpong" "$top/bench/pingpong.c" ||
+		die "cannot build bench/pingpong.c"
 }
 
 # make_file NAME BYTES: a file of random bytes in $dir/www, kept between runs, in the page cache.

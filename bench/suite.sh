@@ -373,6 +373,11 @@ echo "== tlsk benchmark suite: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs (
 echo "   $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | sed 's/.*: //'), $(
 	haproxy -v | head -n 1 | cut -d' ' -f1-3), $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2)"
 echo "   scenarios: $scenarios; $runs runs per case; server CPU $srv_cpus${cli_cpu:+, client CPU $cli_cpu}"
+if [ -n "${cli_cpu:-}" ]; then # bench/pingpong.c: what two wake-ups cost here, across CPUs and on one
+	echo "   a wake-up round trip (bench/pingpong.c, two processes, one byte over pipes): $(
+		"$dir/pingpong" "$srv_cpus" "$cli_cpu" | sed 's/.*=//') us between CPUs $srv_cpus and $cli_cpu, $(
+		"$dir/pingpong" "$srv_cpus" "$srv_cpus" | sed 's/.*=//') us on CPU $srv_cpus alone"
+fi
 } | tee "$out/meta.txt"
 
 start_tlsk tlsk 1 "$fx"
