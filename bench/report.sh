@@ -17,8 +17,8 @@ md=$out/summary.md
 med=$out/medians.tsv
 
 # Where each run's time went (host.tsv: scenario, case, server, run, seconds, work, server
-# ticks, server CPU busy and stolen ticks, client CPU busy and stolen ticks): every bulk run,
-# and the small-file cases' medians per request.  "busiest" names the side whose CPU was at
+# ticks, server CPU busy and stolen ticks, client CPU busy and stolen ticks, server user
+# ticks): every bulk and proxy run, and the small-file cases' medians per request.  "busiest" names the side whose CPU was at
 # 90 % or more of the run's wall-clock time, the one that held the run back; "neither" means
 # both CPUs waited, as at one connection, where a request is a round trip.
 host_report() {
@@ -169,7 +169,9 @@ awk -F'\t' '
 			}
 		}
 	' "$med"
-	[ -s "$host" ] && host_report
+	if [ -s "$host" ]; then
+		host_report
+	fi
 } >"$md"
 cat "$md"
 

@@ -24,7 +24,8 @@
 # server on CPU 0 and the client on the last CPU (taskset).  TLS 1.3 TLS_AES_128_GCM_SHA256
 # and TLS 1.2 ECDHE-*-AES128-GCM-SHA256 throughout.
 #
-# Results: every run's row in $OUT/results.tsv (scenario, case, server, run, value, cost), the
+# Results: every run's row in $OUT/results.tsv (scenario, case, server, run, value, cost),
+# where each bulk, proxy and small-file run's time went in $OUT/host.tsv (host_row), the
 # medians and ratios in $OUT/summary.md (also printed), and plots (gnuplot) in $OUT/*.png.
 #
 # Environment:
@@ -256,8 +257,8 @@ hsir_counts() {
 }
 
 # cg_start NAME (tlsk or nginx): the server as one process under callgrind, its port in
-# cg_port, its pid in cg_pid, its dumps in cg_file.N; cg_dump N: zero the counters before a
-# load (cg_zero) and dump them after it, and wait for file N.
+# cg_port, its pid in cg_pid, its dumps in cg_file.N.  cg_zero before a load zeroes the
+# counters; cg_dump N after it writes them to cg_file.N and waits for the file.
 cg_start() {
 	local conf cmd
 	cg_port=$(free_port)
