@@ -60,28 +60,26 @@ wait_port() { # port
 	die "nothing listens on port $1"
 }
 
-# utime + stime (clock ticks) of a process and its children (nginx's and haproxy's workers).
-cpu_ticks() {
-	local total=0 p f
+# "TOTAL USER": utime + stime, and utime alone, in clock ticks, of a process and its children
+# (nginx's and haproxy's workers), from one read of each /proc/PID/stat.
+proc_ticks() {
+	local total=0 user=0 p f
 	for p in "$1" $(pgrep -P "$1" || true); do
 		f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
 		set -- $f
 		total=$((total + ${12} + ${13}))
+		user=$((user + ${12}))
 	done
-	echo "$total"
+	echo "$total $user"
+}
+
+# utime + stime (clock ticks) of a process and its children.
+cpu_ticks() {
+	local t
+	read -r t _ < <(proc_ticks "$1")
+	echo "$t"
 }
 hz=$(getconf CLK_TCK)
-
-# utime alone (clock ticks) of a process and its children: cpu_ticks' userspace part.
-cpu_uticks() {
-	local total=0 p f
-	for p in "$1" $(pgrep -P "$1" || true); do
-		f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
-		set -- $f
-		total=$((total + ${12}))
-	done
-	echo "$total"
-}
 
 # Where the two CPUs' time went, from /proc/stat in clock ticks: "BUSY0 STEAL0 BUSY1 STEAL1",
 # the server's CPUs (srv_cpus) summed and the client's (cli_cpu); busy is user + nice +

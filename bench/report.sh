@@ -16,6 +16,15 @@ hz=$(getconf CLK_TCK)
 md=$out/summary.md
 med=$out/medians.tsv
 
+# median(a, k, m): the median of a[k, 1], ..., a[k, m], numerically; both awk programs below
+# start with it.
+median_awk='
+	function median(a, k, m,   i, j, t, x) {
+		for (i = 1; i <= m; i++) x[i] = a[k, i] + 0
+		for (i = 2; i <= m; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+		return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
+	}'
+
 # Where each run's time went (host.tsv: scenario, case, server, run, seconds, work, server
 # ticks, server CPU busy and stolen ticks, client CPU busy and stolen ticks, server user
 # ticks): every bulk and proxy run, and the small-file cases' medians per request.  "busiest" names the side whose CPU was at
@@ -44,12 +53,8 @@ host_report() {
 	echo
 	echo "| case | server | req/s | wall | server CPU | server process (its userspace) | client CPU | both idle | stolen | server busy | client busy | busiest |"
 	echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-	awk -F'\t' -v hz="$hz" '
-		function med(k, col,   i, j, t, m, x) {
-			m = n[k]; for (i = 1; i <= m; i++) x[i] = v[k, col, i]
-			for (i = 2; i <= m; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
-			return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
-		}
+	awk -F'\t' -v hz="$hz" "$median_awk"'
+		function med(k, col) { return median(v, k SUBSEP col, n[k]) }
 		$1 == "small" && $2 ~ /^(1|4|16)k-/ {
 			k = $2 SUBSEP $3; if (!(k in n)) order[++nk] = k; i = ++n[k]; u = 1e6 / hz / $6
 			v[k, 1, i] = $6 / $5; v[k, 2, i] = 1e6 * $5 / $6; v[k, 3, i] = $8 * u; v[k, 4, i] = $10 * u
@@ -83,14 +88,9 @@ host_report() {
 }
 
 # scenario case server runs median-value median-cost, in the order the cases first appear.
-awk -F'\t' '
+awk -F'\t' "$median_awk"'
 	{ k = $1 "\t" $2 "\t" $3; if (!(k in n)) order[++nk] = k; n[k]++; v[k, n[k]] = $5; c[k, n[k]] = $6 }
-	function med(a, k, m,   i, j, t, x) {
-		for (i = 1; i <= m; i++) x[i] = a[k, i] + 0
-		for (i = 2; i <= m; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
-		return m % 2 ? x[(m + 1) / 2] : (x[m / 2] + x[m / 2 + 1]) / 2
-	}
-	END { for (i = 1; i <= nk; i++) { k = order[i]; printf "%s\t%d\t%g\t%g\n", k, n[k], med(v, k, n[k]), med(c, k, n[k]) } }
+	END { for (i = 1; i <= nk; i++) { k = order[i]; printf "%s\t%d\t%g\t%g\n", k, n[k], median(v, k, n[k]), median(c, k, n[k]) } }
 ' "$tsv" >"$med"
 
 {

@@ -135,40 +135,45 @@ row() { # scenario case server run value cost
 	printf '   %-9s %-18s %-10s run %s  %12s %12s\n' "$@"
 }
 
-# host_begin / host_row: where a run's wall-clock time went, one row of $host_tsv per run:
-# scenario, case, server, run, seconds, units of work (bytes or requests), then in clock ticks
-# the server process's CPU, the server CPU's busy and stolen time, the client CPU's busy and
-# stolen time (bench/lib.sh cpu_stat), and the server process's userspace CPU.
-# bench/report.sh reads it to say, for the runs a target depends on, whether the server, the
-# client or neither was busy, and how much the hypervisor took.
+# host_begin PID / host_end PID / host_row: where a run's wall-clock time went.  host_begin
+# and host_end take the samples before and after the run: wall clock, /proc/stat (bench/lib.sh
+# cpu_stat) and the server process's CPU (proc_ticks); host_end leaves the server's CPU
+# ticks in the run in h_cpu, which the run's own row uses.  host_row writes one row of
+# $host_tsv: scenario, case, server, run, seconds, units of work (bytes or requests), then in
+# clock ticks the server process's CPU, the server CPU's busy and stolen time, the client
+# CPU's busy and stolen time, and the server process's userspace CPU.  bench/report.sh reads
+# it to say, for the runs a target depends on, whether the server, the client or neither was
+# busy, and how much the hypervisor took.
 host_begin() { # server-pid
-	h_u0=$(cpu_uticks "$1")
-	read -r h_b0 h_s0 h_b1 h_s1 < <(cpu_stat)
+	read -r h_c0 h_u0 < <(proc_ticks "$1")
+	read -r h_sbusy0 h_ssteal0 h_cbusy0 h_csteal0 < <(cpu_stat)
 	h_t0=$(date +%s%N)
 }
-host_row() { # scenario case server run work server-ticks server-pid
-	local t b0 s0 b1 s1 u
-	t=$(date +%s%N)
-	read -r b0 s0 b1 s1 < <(cpu_stat)
-	u=$(cpu_uticks "$7")
+host_end() { # server-pid
+	h_t1=$(date +%s%N)
+	read -r h_sbusy1 h_ssteal1 h_cbusy1 h_csteal1 < <(cpu_stat)
+	read -r h_c1 h_u1 < <(proc_ticks "$1")
+	h_cpu=$((h_c1 - h_c0))
+}
+host_row() { # scenario case server run work
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" \
-		"$(awk -v a="$h_t0" -v b="$t" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')" "$5" "$6" \
-		$((b0 - h_b0)) $((s0 - h_s0)) $((b1 - h_b1)) $((s1 - h_s1)) $((u - h_u0)) >>"$host_tsv"
+		"$(awk -v a="$h_t0" -v b="$h_t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')" "$5" "$h_cpu" \
+		$((h_sbusy1 - h_sbusy0)) $((h_ssteal1 - h_ssteal0)) $((h_cbusy1 - h_cbusy0)) \
+		$((h_csteal1 - h_csteal0)) $((h_u1 - h_u0)) >>"$host_tsv"
 }
 
 # One download of big.bin: GB/s and server CPU s/GiB.
 run_bulk() { # scenario case server-name run
-	local c0 c1 o b t
+	local o b t
 	host_begin "${PID[$3]}"
-	c0=$(cpu_ticks "${PID[$3]}")
 	o=$($pin_cli "$dir/client" 127.0.0.1 "${PORT[$3]}" /big.bin --ciphersuite "$suite") ||
 		die "$3: download failed: $o"
-	c1=$(cpu_ticks "${PID[$3]}")
-	host_row "$1" "$2" "${3%%-*}" "$4" $((1024 * 1024 * 1024)) $((c1 - c0)) "${PID[$3]}"
+	host_end "${PID[$3]}"
+	host_row "$1" "$2" "${3%%-*}" "$4" $((1024 * 1024 * 1024))
 	b=${o#bytes=} b=${b%% *} t=${o#*seconds=} t=${t%% *}
 	[ "$b" = $((1024 * 1024 * 1024)) ] || die "$3: got $b bytes"
 	row "$1" "$2" "${3%%-*}" "$4" "$(awk -v b="$b" -v t="$t" 'BEGIN { printf "%.4f", b / t / 1e9 }')" \
-		"$(awk -v c=$((c1 - c0)) -v hz="$hz" -v b="$b" 'BEGIN { printf "%.4f", c / hz / (b / 2^30) }')"
+		"$(awk -v c="$h_cpu" -v hz="$hz" -v b="$b" 'BEGIN { printf "%.4f", c / hz / (b / 2^30) }')"
 }
 
 # One unrecorded download of big.bin, before a server's measured ones: the first 1 GiB a
@@ -184,21 +189,20 @@ warm_bulk() { # server-name...
 
 # One wrk run: requests/s and server CPU ms per 1000 requests.
 run_wrk() { # scenario case server-name run conns path
-	local c0 c1 o n rps
+	local o n rps
 	host_begin "${PID[$3]}"
-	c0=$(cpu_ticks "${PID[$3]}")
 	o=$($pin_cli wrk -t1 -c"$5" -d"${dur}s" "https://127.0.0.1:${PORT[$3]}$6" 2>&1) ||
 		die "$3: wrk failed: $o"
-	c1=$(cpu_ticks "${PID[$3]}")
+	host_end "${PID[$3]}"
 	if grep -qE 'Non-2xx|Socket errors' <<<"$o"; then
 		die "$3 $2: wrk saw errors: $(grep -E 'Non-2xx|Socket errors' <<<"$o")"
 	fi
 	n=$(awk '/requests in/ { print $1 }' <<<"$o")
 	rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$o")
 	[ "${n:-0}" -gt 0 ] || die "$3: wrk made no requests: $o"
-	host_row "$1" "$2" "${3%%-*}" "$4" "$n" $((c1 - c0)) "${PID[$3]}"
+	host_row "$1" "$2" "${3%%-*}" "$4" "$n"
 	row "$1" "$2" "${3%%-*}" "$4" "$rps" \
-		"$(awk -v c=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.4f", c / hz * 1e6 / n }')"
+		"$(awk -v c="$h_cpu" -v hz="$hz" -v n="$n" 'BEGIN { printf "%.4f", c / hz * 1e6 / n }')"
 }
 
 # One handshake loop: connections/s and server CPU ms per connection.
